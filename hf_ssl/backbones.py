@@ -1,0 +1,85 @@
+"""Vision encoders: build any transformers (or timm, through ``TimmWrapperModel``) encoder from its config, and
+read one feature vector per image from it.
+
+Why not ``AutoBackbone``: it returns feature maps per stage, not the pooled/CLS embedding SSL methods project, and
+``AutoBackbone.from_pretrained(<local dir>)`` asks the Hub first in transformers 5.23+. ``AutoModel`` gives the base
+encoder that vanilla ``AutoModel`` / ``AutoModelFor*Classification`` loading restores, which is what we publish.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+
+
+def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
+    """Create the base encoder (``AutoModel``) for ``config`` at random init.
+
+    Pooling layers that SSL heads never use (ViT's tanh pooler) are left out where the class allows it, so that no
+    parameter sits without gradient under DDP.
+    """
+    model_class = _auto_model_class(config)
+    kwargs = {}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters and config.model_type != "resnet":
+        kwargs["add_pooling_layer"] = False
+    return AutoModel.from_config(config, **kwargs)
+
+
+def _auto_model_class(config: PretrainedConfig) -> type:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        return MODEL_MAPPING[type(config)]
+    except KeyError as error:
+        raise ValueError(
+            f"transformers has no AutoModel for config type {type(config).__name__} (model_type "
+            f"{config.model_type!r}); pass a vision config such as ViTConfig, ResNetConfig or TimmWrapperConfig."
+        ) from error
+
+
+def image_features(encoder: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """One embedding per image, the one SSL papers project and probe.
+
+    Args:
+        encoder: a transformers vision encoder (``ViTModel``, ``ResNetModel``, ``TimmWrapperModel``, ...).
+        pixel_values: ``(batch, channels, height, width)``.
+
+    Returns:
+        ``(batch, hidden)``: the CLS token of the last hidden state for token encoders (``(B, T, D)`` outputs, as
+        ``ViTForImageClassification`` uses), else the encoder's pooled output (global average pool for CNNs).
+    """
+    kwargs = {"interpolate_pos_encoding": True} if _accepts(encoder, "interpolate_pos_encoding") else {}
+    outputs = encoder(pixel_values=pixel_values, **kwargs)
+    hidden = outputs.last_hidden_state
+    if hidden.dim() == 3:
+        return hidden[:, 0]
+    pooled = getattr(outputs, "pooler_output", None)
+    if pooled is None:
+        return hidden.mean(dim=tuple(range(2, hidden.dim())))
+    return pooled.flatten(1)
+
+
+def feature_dim(encoder: PreTrainedModel) -> int:
+    """Width of :func:`image_features` for ``encoder``, read from its config or found with one dummy forward."""
+    config = encoder.config
+    for name in ("hidden_size", "num_features"):
+        if isinstance(getattr(config, name, None), int) and config.model_type not in ("resnet",):
+            return getattr(config, name)
+    if isinstance(getattr(config, "hidden_sizes", None), (list, tuple)):
+        return config.hidden_sizes[-1]
+    size = getattr(config, "image_size", 32)
+    size = size if isinstance(size, int) else size[0]
+    channels = getattr(config, "num_channels", 3)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        dim = image_features(encoder, torch.zeros(1, channels, size, size)).shape[-1]
+    encoder.train(was_training)
+    return dim
+
+
+def _accepts(module: nn.Module, argument: str) -> bool:
+    return argument in inspect.signature(module.forward).parameters

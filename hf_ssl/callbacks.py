@@ -1,0 +1,52 @@
+"""Trainer callbacks that carry per-step SSL work: the method's schedules / EMA, and the views' epoch."""
+
+from __future__ import annotations
+
+import math
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from .methods.base import TrainingProgress
+
+
+class SSLMethodCallback(TrainerCallback):
+    """Calls a model's per-step interface (:class:`hf_ssl.methods.base.SSLPreTrainedModel`):
+    ``set_progress`` at each step's start, ``before_optimizer_step`` after backward, ``after_optimizer_step`` after
+    the update. Any model exposing these three methods works, whatever its method; works with a plain ``Trainer``.
+    """
+
+    def __init__(self):
+        self.steps_per_epoch = 1
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        dataloader = kwargs.get("train_dataloader")
+        try:
+            batches = len(dataloader)
+        except TypeError:  # iterable dataset: one "epoch" is the whole run
+            batches = state.max_steps * args.gradient_accumulation_steps
+        self.steps_per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
+        self._call(kwargs.get("model"), "set_progress", state)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._call(kwargs.get("model"), "set_progress", state)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._call(kwargs.get("model"), "before_optimizer_step", state)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self._call(kwargs.get("model"), "after_optimizer_step", state)
+
+    def _call(self, model, hook: str, state: TrainerState) -> None:
+        function = getattr(model, hook, None)
+        if function is not None:
+            function(TrainingProgress(state.global_step, state.max_steps, self.steps_per_epoch))
+
+
+class ViewEpochCallback(TrainerCallback):
+    """Tells the view transform which epoch starts, so each epoch draws new (but reproducible) views."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.transform.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)

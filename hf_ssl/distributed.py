@@ -1,0 +1,45 @@
+"""The few collective operations SSL losses need, written once.
+
+Losses call these unconditionally: outside ``torch.distributed`` (one process) they are identities, so the same code
+runs under ``python``, ``torchrun`` and ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+@torch.no_grad()
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes (in place and returned). No gradient flows through it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (``(n, ...)`` on every process) along dim 0 in rank order, keeping gradients.
+
+    ``accelerator.gather`` carries no gradient; ``torch.distributed.nn.functional.all_gather`` does, so every process's
+    loss back-propagates into the embeddings of every other process (needed for gathered negatives).
+    Returns ``(world_size * n, ...)``.
+    """
+    if not is_distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)

@@ -1,0 +1,191 @@
+"""What every pretraining method shares: the checkpoint layout and the per-step interface the trainer calls.
+
+Checkpoint layout (why vanilla transformers loads our checkpoints): the model's ``config`` *is* the encoder's config
+(``ViTConfig``, ``ResNetConfig``, ``TimmWrapperConfig``, ...) with one extra field, ``ssl_config`` (the method's
+hyperparameters as a dict, ``{"method": "dino", ...}``). The published encoder's weights sit under the encoder's
+native prefix (``vit.``, ``resnet.``, ``timm_model.``), exactly where ``AutoModelForImageClassification`` looks for
+them, and every other weight (student, heads, centre, queue) under names vanilla classes ignore. So
+``AutoModel.from_pretrained(out_dir)`` without hf_ssl gives the published encoder, and
+``hf_ssl.AutoSSLModel.from_pretrained(out_dir)`` gives the whole pretraining model back.
+
+Per-step interface (the trainer never asks which method it runs; see ``hf_ssl.callbacks.SSLMethodCallback``):
+``set_progress`` before each optimizer step's forward passes (schedules), ``before_optimizer_step`` after backward
+(gradient surgery such as DINO's frozen last layer), ``after_optimizer_step`` (EMA teachers, queues).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from ..backbones import build_encoder
+
+METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where training stands, as the trainer knows it.
+
+    step: optimizer steps completed (0 before the first update); max_steps: the run's total; steps_per_epoch:
+    optimizer steps per epoch.
+    """
+
+    step: int
+    max_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epoch(self) -> float:
+        return self.step / max(self.steps_per_epoch, 1)
+
+
+@dataclass
+class SSLMethodConfig:
+    """Base of the methods' hyperparameter dataclasses. Stored as ``encoder_config.ssl_config`` (a dict)."""
+
+    method: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SSLMethodConfig:
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - names - {"method"}
+        if unknown:
+            raise ValueError(f"unknown {cls.method} settings {sorted(unknown)}; known: {sorted(names)}")
+        kwargs = {key: tuple(v) if isinstance(v, list) else v for key, v in values.items() if key in names}
+        return cls(**kwargs)
+
+
+class SSLPreTrainedModel(PreTrainedModel):
+    """Base class of every pretraining model in hf_ssl.
+
+    Subclasses set ``method_config_class`` and build their modules in ``__init__(config)``, registering the
+    published encoder with :meth:`register_published_encoder`.
+    """
+
+    method_config_class: ClassVar[type[SSLMethodConfig]] = SSLMethodConfig
+    config_class = PretrainedConfig
+    base_model_prefix = ""
+    main_input_name = "pixel_values"
+    # The losses are means over the local batch; Trainer divides by the accumulation steps itself (DESIGN.md §4).
+    accepts_loss_kwargs = False
+    supports_gradient_checkpointing = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        method = cls.method_config_class.method
+        if method:
+            METHOD_REGISTRY[method] = cls
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        self.method_config = self.method_config_class.from_dict(_ssl_config(config, self.method_config_class.method))
+
+    @classmethod
+    def from_encoder_config(cls, encoder_config: PretrainedConfig, **method_kwargs) -> SSLPreTrainedModel:
+        """A new model (random init) for ``encoder_config`` with the method's hyperparameters ``method_kwargs``."""
+        config = encoder_config.__class__.from_dict(encoder_config.to_dict())
+        config.ssl_config = cls.method_config_class(**method_kwargs).to_dict()
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
+        """As ``PreTrainedModel.from_pretrained``; the config is read with ``AutoConfig`` (it is the encoder's)."""
+        if config is None:
+            hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
+            config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # The published encoder
+    def build_encoder(self) -> PreTrainedModel:
+        """A fresh encoder from this model's config (without the ``ssl_config`` field)."""
+        encoder_config = self.config.__class__.from_dict(
+            {k: v for k, v in self.config.to_dict().items() if k != "ssl_config"}
+        )
+        return build_encoder(encoder_config)
+
+    def register_published_encoder(self, encoder: PreTrainedModel) -> None:
+        """Register ``encoder`` so that its weights are saved under its native prefix.
+
+        Most encoders (``ViTModel``) keep their weights at the top level and classification heads nest them under
+        ``base_model_prefix`` (``vit.``): we register the encoder itself under that prefix. Wrappers such as
+        ``TimmWrapperModel`` already keep every weight under their prefix (``timm_model.``): we register the inner
+        module under it, so the saved keys are the ones ``TimmWrapperForImageClassification`` expects.
+        """
+        prefix = encoder.base_model_prefix
+        inner = getattr(encoder, prefix, None)
+        keys = list(encoder.state_dict())
+        if isinstance(inner, nn.Module) and keys and all(key.startswith(prefix + ".") for key in keys):
+            self.add_module(prefix, inner)
+        else:
+            self.add_module(prefix, encoder)
+        # Plain attribute, not a submodule: the weights are registered once, above.
+        object.__setattr__(self, "_published_encoder", encoder)
+
+    @property
+    def encoder(self) -> PreTrainedModel:
+        """The encoder that vanilla ``AutoModel.from_pretrained`` restores (DINO: the teacher)."""
+        return self._published_encoder
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        encoder = self.__dict__.get("_published_encoder")
+        if encoder is not None:
+            encoder.training = mode
+        return self
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Per-step interface, called by hf_ssl.callbacks.SSLMethodCallback
+    def set_progress(self, progress: TrainingProgress) -> None:
+        """Called before the forward passes of each optimizer step: update scheduled values."""
+
+    def before_optimizer_step(self, progress: TrainingProgress) -> None:
+        """Called after gradients are complete (and clipped), before ``optimizer.step()``."""
+
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        """Called after ``optimizer.step()``: EMA teachers, queues."""
+
+    def schedule_values(self) -> dict[str, float]:
+        """Current values of the method's schedules, logged by the trainer (e.g. ``{"momentum": 0.996}``)."""
+        return {}
+
+
+def _ssl_config(config: PretrainedConfig, method: str) -> dict[str, Any]:
+    values = getattr(config, "ssl_config", None)
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"this config has no `ssl_config`; build the model with {method!r} settings through "
+            "`<ModelClass>.from_encoder_config(encoder_config, ...)` or load an hf_ssl checkpoint"
+        )
+    if values.get("method", method) != method:
+        raise ValueError(
+            f"this checkpoint was pretrained with {values.get('method')!r}, not {method!r}; load it with "
+            "hf_ssl.AutoSSLModel.from_pretrained"
+        )
+    return {key: value for key, value in values.items() if key != "method"}
+
+
+class AutoSSLModel:
+    """Loads any hf_ssl checkpoint as its full pretraining model, choosing the class from ``ssl_config.method``."""
+
+    @staticmethod
+    def from_pretrained(pretrained_model_name_or_path, **kwargs) -> SSLPreTrainedModel:
+        config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
+        method = (getattr(config, "ssl_config", None) or {}).get("method")
+        if method not in METHOD_REGISTRY:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not an hf_ssl pretraining checkpoint (ssl_config.method is "
+                f"{method!r}; known methods: {sorted(METHOD_REGISTRY)}). Load a plain encoder with "
+                "transformers.AutoModel instead."
+            )
+        return METHOD_REGISTRY[method].from_pretrained(pretrained_model_name_or_path, config=config, **kwargs)

@@ -1,0 +1,195 @@
+"""DINO: self-distillation with no labels (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision
+Transformers", arXiv:2104.14294).
+
+A student encoder + DINO head sees all crops (2 global + N local); an EMA teacher sees the global crops only. The
+student is trained to match the teacher's centred, sharpened distribution over ``out_dim`` prototypes. The published
+encoder is the teacher, the one the paper evaluates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PretrainedConfig
+from transformers.utils import ModelOutput
+
+from .. import initialization
+from ..backbones import feature_dim, image_features
+from ..heads import DINOHead
+from ..losses.dino import DINOLoss
+from ..momentum import copy_weights_, ema_update_, freeze
+from ..schedules import cosine_schedule, linear_warmup
+from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
+
+
+@dataclass
+class DINOConfig(SSLMethodConfig):
+    """DINO hyperparameters (defaults: the paper's ViT-S/16 recipe, Caron et al. 2021 Appendix; small-budget
+    recipes in ``recipes/configs`` override some).
+
+    out_dim: prototypes K. hidden_dim / bottleneck_dim / head_layers: head MLP. use_batch_norm_in_head: BN in the
+    head MLP (the paper's ResNet-50 setting). norm_last_layer: fix the prototypes' weight-norm gain to 1.
+    student_temperature: T_s. teacher_temperature: T_t after warm-up, from warmup_teacher_temperature over
+    warmup_teacher_temperature_epochs. center_momentum: m of the centre EMA. momentum_teacher: EMA momentum at step 0,
+    cosine-scheduled to momentum_teacher_end. freeze_last_layer_epochs: epochs during which the prototypes get no
+    update (stabilises the start).
+    """
+
+    method = "dino"
+
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    head_layers: int = 3
+    use_batch_norm_in_head: bool = False
+    norm_last_layer: bool = True
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.04
+    warmup_teacher_temperature: float = 0.04
+    warmup_teacher_temperature_epochs: float = 0.0
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+    freeze_last_layer_epochs: float = 1.0
+
+    def __post_init__(self):
+        if self.out_dim < 2:
+            raise ValueError(f"out_dim must be >= 2, got {self.out_dim}")
+        for name in ("momentum_teacher", "momentum_teacher_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class DINOOutput(ModelOutput):
+    """Output of :class:`DINOForPreTraining`.
+
+    loss: scalar DINO loss (Eq. 3), a mean over view pairs and images.
+    teacher_entropy: mean entropy of the teacher distribution (log K: uniform collapse; 0: one-prototype collapse).
+    teacher_student_kl: mean KL(teacher || student) = loss - teacher_entropy.
+    student_logits: ``(num_views * batch, out_dim)``, views stacked view-major.
+    teacher_logits: ``(num_global_views * batch, out_dim)``.
+    """
+
+    loss: torch.Tensor | None = None
+    teacher_entropy: torch.Tensor | None = None
+    teacher_student_kl: torch.Tensor | None = None
+    student_logits: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
+
+
+class DINOForPreTraining(SSLPreTrainedModel):
+    """DINO student/teacher pair over any transformers vision encoder.
+
+    Modules: ``student_encoder`` + ``student_head`` (trained), the teacher encoder under the encoder's native prefix
+    (``vit``, ``resnet``, ``timm_model``: what vanilla transformers loads) + ``teacher_head`` (EMA, no gradients),
+    and ``loss_fn`` holding the centre buffer. Everything is in ``state_dict`` and so in every checkpoint.
+
+    Inputs: ``global_crops`` ``(batch, num_global, C, H, W)`` and optionally ``local_crops``
+    ``(batch, num_local, C, h, w)`` (see :class:`hf_ssl.views.MultiCropTransform`). Crops of one resolution go
+    through the encoder in one forward pass.
+    """
+
+    method_config_class = DINOConfig
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        settings: DINOConfig = self.method_config
+        self.student_encoder = self.build_encoder()
+        in_dim = feature_dim(self.student_encoder)
+        head_kwargs = dict(
+            in_dim=in_dim,
+            out_dim=settings.out_dim,
+            hidden_dim=settings.hidden_dim,
+            bottleneck_dim=settings.bottleneck_dim,
+            num_layers=settings.head_layers,
+            use_batch_norm=settings.use_batch_norm_in_head,
+            norm_last_layer=settings.norm_last_layer,
+        )
+        self.student_head = DINOHead(**head_kwargs)
+        self.register_published_encoder(self.build_encoder())
+        self.teacher_head = DINOHead(**head_kwargs)
+        self.loss_fn = DINOLoss(settings.out_dim, settings.student_temperature, settings.center_momentum)
+        self.post_init()
+        # The teacher starts as an exact copy of the student and is never trained by the optimizer.
+        copy_weights_(self.encoder, self.student_encoder)
+        copy_weights_(self.teacher_head, self.student_head)
+        freeze(self.encoder)
+        freeze(self.teacher_head)
+        self._teacher_temperature = settings.warmup_teacher_temperature
+        self._momentum = settings.momentum_teacher
+        self._freeze_last_layer = True
+
+    def _init_weights(self, module):
+        initialization.init_head_weights(module)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> DINOOutput:
+        if global_crops.dim() != 5:
+            raise ValueError(
+                "global_crops must be (batch, num_global, channels, height, width); got shape "
+                f"{tuple(global_crops.shape)}. Build batches with hf_ssl.views.MultiCropTransform + "
+                "hf_ssl.collators.stack_views."
+            )
+        num_global = global_crops.shape[1]
+        if num_global < 1 or num_global + (0 if local_crops is None else local_crops.shape[1]) < 2:
+            raise ValueError("DINO needs at least 2 crops per image (e.g. 2 global, or 1 global + local crops)")
+        global_flat = _view_major(global_crops)
+        student_logits = [self.student_head(image_features(self.student_encoder, global_flat))]
+        if local_crops is not None and local_crops.shape[1] > 0:
+            local_flat = _view_major(local_crops)
+            student_logits.append(self.student_head(image_features(self.student_encoder, local_flat)))
+        student_logits = torch.cat(student_logits)
+        with torch.no_grad():
+            teacher_logits = self.teacher_head(image_features(self.encoder, global_flat))
+
+        loss, stats = self.loss_fn(student_logits, teacher_logits, num_global, self._teacher_temperature)
+        return DINOOutput(
+            loss=loss,
+            teacher_entropy=stats["teacher_entropy"],
+            teacher_student_kl=stats["teacher_student_kl"],
+            student_logits=student_logits,
+            teacher_logits=teacher_logits,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Per-step interface
+    def set_progress(self, progress: TrainingProgress) -> None:
+        settings: DINOConfig = self.method_config
+        warmup_steps = round(settings.warmup_teacher_temperature_epochs * progress.steps_per_epoch)
+        self._teacher_temperature = linear_warmup(
+            progress.step, warmup_steps, settings.warmup_teacher_temperature, settings.teacher_temperature
+        )
+        self._momentum = cosine_schedule(
+            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
+        )
+        self._freeze_last_layer = progress.step < settings.freeze_last_layer_epochs * progress.steps_per_epoch
+
+    def before_optimizer_step(self, progress: TrainingProgress) -> None:
+        # DINO cancels the prototypes' gradients during the first epoch(s); with grad None, AdamW skips them
+        # entirely (no weight decay either), as in the reference implementation.
+        if self._freeze_last_layer:
+            for parameter in self.student_head.last_layer_parameters:
+                parameter.grad = None
+
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        ema_update_(self.encoder, self.student_encoder, self._momentum)
+        ema_update_(self.teacher_head, self.student_head, self._momentum)
+
+    def schedule_values(self) -> dict[str, float]:
+        return {"teacher_temperature": self._teacher_temperature, "teacher_momentum": self._momentum}
+
+
+def _view_major(crops: torch.Tensor) -> torch.Tensor:
+    """``(batch, views, C, H, W) -> (views * batch, C, H, W)`` with all images of view 0 first."""
+    return crops.transpose(0, 1).reshape(-1, *crops.shape[2:])

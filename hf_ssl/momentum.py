@@ -1,0 +1,50 @@
+"""Exponential moving average ("momentum") teachers, written once for every teacher-student method.
+
+The teacher is a copy of the student whose parameters follow ``teacher = m * teacher + (1 - m) * student`` after each
+optimizer step (Tarvainen & Valpola 2017; He et al. 2020 MoCo; Grill et al. 2020 BYOL; Caron et al. 2021 DINO).
+The teacher never requires gradients, so it stays out of the optimizer and DDP's gradient synchronisation.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``student`` (same weights, ``requires_grad=False``)."""
+    teacher = copy.deepcopy(student)
+    freeze(teacher)
+    return teacher
+
+
+def freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+@torch.no_grad()
+def copy_weights_(teacher: nn.Module, student: nn.Module) -> None:
+    """Make ``teacher`` equal to ``student`` (parameters and floating-point buffers)."""
+    for target, source in zip(_tensors(teacher), _tensors(student), strict=True):
+        target.copy_(source)
+
+
+@torch.no_grad()
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter, with fused ``_foreach`` ops.
+
+    Buffers (BatchNorm statistics) are left to the teacher's own forward passes, as in DINO's reference code.
+    """
+    teacher_params = list(teacher.parameters())
+    student_params = [p.detach() for p in student.parameters()]
+    if len(teacher_params) != len(student_params):
+        raise ValueError("teacher and student have different parameter lists; build the teacher with make_teacher")
+    torch._foreach_mul_(teacher_params, momentum)
+    torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+
+def _tensors(module: nn.Module) -> list[torch.Tensor]:
+    return list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]

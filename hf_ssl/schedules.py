@@ -1,0 +1,27 @@
+"""Per-step schedules as pure functions of the optimizer step.
+
+Being functions of ``step`` (not stateful objects) is what makes resuming exact: after ``resume_from_checkpoint`` the
+trainer's ``global_step`` is restored and every schedule value follows from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
+    """Cosine interpolation from ``start`` (step 0) to ``end`` (step ``total_steps``), constant afterwards.
+
+    DINO / BYOL use it for the teacher momentum (0.996 -> 1) and weight decay (0.04 -> 0.4), Caron et al. 2021 §3.
+    """
+    if total_steps <= 0:
+        return end
+    progress = min(max(step / total_steps, 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> float:
+    """Linear ramp from ``start`` to ``end`` over ``warmup_steps``, then ``end`` (DINO's teacher temperature)."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return end
+    return start + (end - start) * step / warmup_steps

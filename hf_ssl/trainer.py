@@ -1,0 +1,137 @@
+"""``SSLTrainer``: a method-agnostic ``transformers.Trainer`` for self-supervised pretraining.
+
+What it adds to ``Trainer``:
+- SSL defaults in :class:`SSLTrainingArguments` (keep every column, drop the last incomplete batch, loss-only eval);
+- the per-step method interface (schedules, EMA teacher, ...) through :class:`hf_ssl.callbacks.SSLMethodCallback`;
+- logging of every scalar diagnostic the model returns (teacher entropy, KL, ...) and of its schedule values,
+  averaged over the logging interval and over processes;
+- label-free evaluators (kNN, linear probe) run at each evaluation next to ``eval_loss``;
+- one start line ``world size: N, per-device batch: B, global batch: G``.
+It never asks which method it trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.utils import logging
+
+from .callbacks import SSLMethodCallback, ViewEpochCallback
+from .collators import stack_views
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class SSLTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the defaults self-supervised pretraining needs.
+
+    ``remove_unused_columns=False``: on-the-fly view transforms need the raw image column, which the model's forward
+    does not name. ``dataloader_drop_last=True``: losses with batch statistics (DINO's centre, BatchNorm) and
+    multi-process runs want equal, full batches. ``prediction_loss_only=True`` and ``label_names=[]``: there are no
+    labels; ``eval_loss`` is reported because SSL models accept ``return_loss``.
+    """
+
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch."})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "Evaluation reports the loss only."})
+    label_names: list[str] | None = field(default_factory=list, metadata={"help": "No labels in pretraining."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+
+
+class SSLTrainer(Trainer):
+    """Trainer for any :class:`hf_ssl.methods.base.SSLPreTrainedModel`.
+
+    Args (beyond ``Trainer``'s):
+        evaluators: callables ``model -> dict[str, float]`` run at every evaluation (e.g.
+            :class:`hf_ssl.evaluation.KNNEvaluator`); their metrics are logged with the ``eval_`` prefix.
+        data_collator defaults to :func:`hf_ssl.collators.stack_views`.
+    """
+
+    def __init__(self, *args, evaluators: Sequence[Callable] | None = None, **kwargs):
+        kwargs.setdefault("data_collator", stack_views)
+        if "args" not in kwargs and len(args) < 2:
+            raise ValueError("SSLTrainer needs `args=SSLTrainingArguments(output_dir=...)`")
+        super().__init__(*args, **kwargs)
+        self.evaluators = list(evaluators or [])
+        self.add_callback(SSLMethodCallback())
+        transform = _view_transform(self.train_dataset)
+        if transform is not None and hasattr(transform, "set_epoch"):
+            transform.seed = self.args.seed
+            self.add_callback(ViewEpochCallback(transform))
+        self._diagnostic_sums: dict[str, torch.Tensor] = {}
+        self._diagnostic_count = 0
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def train(self, *args, **kwargs):
+        world = self.args.world_size
+        per_device = self.args.per_device_train_batch_size
+        global_batch = per_device * world * self.args.gradient_accumulation_steps
+        line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch}"
+        if self.args.gradient_accumulation_steps > 1:
+            line += f" ({self.args.gradient_accumulation_steps} accumulation steps)"
+        if self.is_world_process_zero():
+            print(line, flush=True)
+        logger.info(line)
+        return super().train(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        if model.training:
+            with torch.no_grad():
+                for key, value in outputs.items():
+                    if key != "loss" and isinstance(value, torch.Tensor) and value.dim() == 0:
+                        total = self._diagnostic_sums.get(key)
+                        value = value.detach().float()
+                        self._diagnostic_sums[key] = value if total is None else total + value
+                self._diagnostic_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._diagnostic_count:
+            names = sorted(self._diagnostic_sums)
+            stacked = torch.stack([self._diagnostic_sums[name] for name in names]) / self._diagnostic_count
+            stacked = self.accelerator.reduce(stacked, reduction="mean")
+            logs.update({name: round(value, 4) for name, value in zip(names, stacked.tolist())})
+            self._diagnostic_sums, self._diagnostic_count = {}, 0
+            schedule_values = getattr(self.accelerator.unwrap_model(self.model), "schedule_values", None)
+            if schedule_values is not None:
+                logs.update({name: round(value, 6) for name, value in schedule_values().items()})
+        super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.evaluators:
+            model = self.accelerator.unwrap_model(self.model)
+            extra: dict[str, float] = {}
+            # Probes run on the main process (features of a held-out split); others wait for the result.
+            if self.is_world_process_zero():
+                for evaluator in self.evaluators:
+                    extra.update(evaluator(model))
+            extra = _broadcast_object(extra)
+            extra = {f"{metric_key_prefix}_{name}": value for name, value in extra.items()}
+            self.log(extra)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, extra)
+            metrics.update(extra)
+        return metrics
+
+
+def _view_transform(dataset):
+    format_ = getattr(dataset, "format", None) or {}
+    return (format_.get("format_kwargs") or {}).get("transform")
+
+
+def _broadcast_object(value):
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+    return value

@@ -1,0 +1,32 @@
+"""Augmentations that turn one example into several views."""
+
+from __future__ import annotations
+
+import datasets
+
+from .multicrop import INDEX_COLUMN, MultiCropConfig, MultiCropTransform
+
+__all__ = ["INDEX_COLUMN", "MultiCropConfig", "MultiCropTransform", "apply_views"]
+
+
+def apply_views(dataset: datasets.Dataset, transform) -> datasets.Dataset:
+    """Attach ``transform`` to ``dataset`` on the fly (``datasets.Dataset.set_transform``), after adding the
+    ``ssl_index`` column that makes each example's views reproducible (see :mod:`hf_ssl.views.multicrop`).
+
+    Returns a new dataset; the input is left untouched. Raises ``ValueError`` for an empty dataset.
+    """
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: check the split name and any `max_train_examples` filter")
+    if INDEX_COLUMN not in dataset.column_names:
+        dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+    image_column = getattr(transform, "image_column", None)
+    if image_column is not None and image_column not in dataset.column_names:
+        raise ValueError(
+            f"the dataset has no {image_column!r} column (columns: {dataset.column_names}); this looks like a "
+            "non-image dataset. Pass the image column with `--image_column`, or choose an image dataset."
+        )
+    check = getattr(transform, "check_image", None)
+    if check is not None:
+        check(dataset[0][image_column])
+    dataset = dataset.with_transform(transform)
+    return dataset
