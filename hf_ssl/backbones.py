@@ -83,3 +83,60 @@ def feature_dim(encoder: PreTrainedModel) -> int:
 
 def _accepts(module: nn.Module, argument: str) -> bool:
     return argument in inspect.signature(module.forward).parameters
+
+
+# Named ViT sizes (Touvron et al. 2021 DeiT-Ti / -S, Dosovitskiy et al. 2021 ViT-B) with a small-image patch size.
+ENCODER_PRESETS: dict[str, dict] = {
+    "vit-tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768),
+    "vit-small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "vit-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+def encoder_config(name: str, image_size: int, patch_size: int = 4, overrides: dict | None = None) -> PretrainedConfig:
+    """Config of the encoder named ``name``.
+
+    ``name`` is a preset (``vit-tiny``, ``vit-small``, ``vit-base``: ViTs for ``image_size`` with ``patch_size``),
+    ``timm:<architecture>`` (a timm model through ``TimmWrapperConfig``, e.g. ``timm:resnet18``), or a local folder /
+    Hub id holding a transformers config (its weights are not loaded: use ``init_from`` to start from weights).
+    ``overrides`` replace config fields (e.g. ``{"num_hidden_layers": 6}``).
+    """
+    from transformers import AutoConfig, TimmWrapperConfig, ViTConfig
+
+    overrides = dict(overrides or {})
+    if name in ENCODER_PRESETS:
+        config = ViTConfig(image_size=image_size, patch_size=patch_size, **ENCODER_PRESETS[name])
+    elif name.startswith("timm:"):
+        config = TimmWrapperConfig(architecture=name.split(":", 1)[1])
+    else:
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"unknown encoder {name!r}: use a preset ({', '.join(ENCODER_PRESETS)}), 'timm:<architecture>', or "
+                "a folder / Hub id with a transformers config.json"
+            ) from error
+        if hasattr(config, "image_size"):
+            config.image_size = image_size
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"encoder config {type(config).__name__} has no field {key!r} (from the overrides)")
+        setattr(config, key, value)
+    check_patch_size(config, image_size)
+    return config
+
+
+def check_patch_size(config: PretrainedConfig, *crop_sizes: int) -> None:
+    """Raise a clear error when a patch encoder cannot tile the crops (e.g. 32 px crops with 5 px patches)."""
+    patch = getattr(config, "patch_size", None)
+    if patch is None:
+        return
+    patch = patch if isinstance(patch, int) else patch[0]
+    for size in crop_sizes:
+        if patch > size or size % patch:
+            divisors = [p for p in range(1, size + 1) if size % p == 0 and p > 1]
+            raise ValueError(
+                f"patch_size {patch} does not tile {size} px crops: choose a patch size that divides every crop size "
+                f"(for {size} px: {divisors}) with `--encoder_config_overrides '{{\"patch_size\": N}}'` / "
+                "`--patch_size N`, or change the crop sizes"
+            )

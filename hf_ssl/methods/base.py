@@ -60,8 +60,7 @@ class SSLMethodConfig:
         unknown = set(values) - names - {"method"}
         if unknown:
             raise ValueError(f"unknown {cls.method} settings {sorted(unknown)}; known: {sorted(names)}")
-        kwargs = {key: tuple(v) if isinstance(v, list) else v for key, v in values.items() if key in names}
-        return cls(**kwargs)
+        return cls(**{key: value for key, value in values.items() if key in names})
 
 
 class SSLPreTrainedModel(PreTrainedModel):
@@ -93,7 +92,7 @@ class SSLPreTrainedModel(PreTrainedModel):
     def from_encoder_config(cls, encoder_config: PretrainedConfig, **method_kwargs) -> SSLPreTrainedModel:
         """A new model (random init) for ``encoder_config`` with the method's hyperparameters ``method_kwargs``."""
         config = encoder_config.__class__.from_dict(encoder_config.to_dict())
-        config.ssl_config = cls.method_config_class(**method_kwargs).to_dict()
+        config.ssl_config = cls.method_config_class.from_dict(method_kwargs).to_dict()
         return cls(config)
 
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -37,15 +37,15 @@ class MultiCropConfig:
     local_crop_size: int = 96
     num_global_crops: int = 2
     num_local_crops: int = 6
-    global_crop_scale: tuple[float, float] = (0.4, 1.0)
-    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    global_crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
     horizontal_flip_probability: float = 0.5
     color_jitter: float = 1.0
     grayscale_probability: float = 0.2
-    blur_probabilities: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    blur_probabilities: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
     solarize_probability: float = 0.2
-    mean: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_MEAN)
-    std: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_STD)
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))
 
     def __post_init__(self):
         if self.num_global_crops < 1:
@@ -54,7 +54,11 @@ class MultiCropConfig:
             raise ValueError(f"num_local_crops must be >= 0, got {self.num_local_crops}")
         if self.num_global_crops + self.num_local_crops < 2:
             raise ValueError("multi-crop needs at least 2 crops per image; raise num_global_crops or num_local_crops")
+        if len(self.blur_probabilities) != 3:
+            raise ValueError("blur_probabilities takes 3 values: first global crop, second global crop, local crops")
         for name in ("global_crop_scale", "local_crop_scale"):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"{name} takes 2 values (low high), got {getattr(self, name)}")
             low, high = getattr(self, name)
             if not 0 < low <= high <= 1:
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny configs and real images (the Fashion-MNIST subset shipped in hf_ssl/assets)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_vit_config(image_size: int = 16, patch_size: int = 4, hidden_size: int = 32):
+    from transformers import ViTConfig
+
+    return ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+    )
+
+
+def tiny_dino(image_size: int = 16, **overrides):
+    from hf_ssl import DINOForPreTraining
+
+    settings = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16, freeze_last_layer_epochs=0.0)
+    settings.update(overrides)
+    return DINOForPreTraining.from_encoder_config(tiny_vit_config(image_size), **settings)
+
+
+@pytest.fixture(scope="session")
+def embedded_images():
+    """Real 28x28 Fashion-MNIST images (train / test DatasetDict) shipped with the package."""
+    from hf_ssl.data import load_image_dataset
+
+    return load_image_dataset("embedded")
+
+
+@pytest.fixture
+def tiny_crops():
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "global_crops": torch.randn(4, 2, 3, 16, 16, generator=generator),
+        "local_crops": torch.randn(4, 3, 3, 8, 8, generator=generator),
+    }
