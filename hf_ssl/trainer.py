@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import os
+
 import torch
-from transformers import Trainer, TrainingArguments
-from transformers.utils import logging
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from .callbacks import SSLMethodCallback, ViewEpochCallback
 from .collators import stack_views
@@ -53,9 +55,18 @@ class SSLTrainer(Trainer):
 
     def __init__(self, *args, evaluators: Sequence[Callable] | None = None, **kwargs):
         kwargs.setdefault("data_collator", stack_views)
-        if "args" not in kwargs and len(args) < 2:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is None:
             raise ValueError("SSLTrainer needs `args=SSLTrainingArguments(output_dir=...)`")
-        super().__init__(*args, **kwargs)
+        # Trainer refuses an eval strategy without eval_dataset; label-free probes (evaluators) are evaluation too.
+        strategy = training_args.eval_strategy
+        probe_only = bool(evaluators) and kwargs.get("eval_dataset") is None and strategy != "no"
+        if probe_only:
+            training_args.eval_strategy = "no"
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            training_args.eval_strategy = strategy
         self.evaluators = list(evaluators or [])
         self.add_callback(SSLMethodCallback())
         transform = _view_transform(self.train_dataset)
@@ -77,6 +88,19 @@ class SSLTrainer(Trainer):
             print(line, flush=True)
         logger.info(line)
         return super().train(*args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # transformers 5.x's Trainer restores checkpoint weights with a bare `load_state_dict(strict=False)`, but
+        # `save_pretrained` writes the legacy key names of converted architectures (ViT: `encoder.layer.N.attention.
+        # attention.query`, vs `layers.N.attention.q_proj` in memory): the encoder weights would be skipped silently
+        # on resume (seen with 5.24). `from_pretrained` applies the key mapping; the strict copy fails loudly.
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        weights = [os.path.join(resume_from_checkpoint, name) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)]
+        if isinstance(target, PreTrainedModel) and any(os.path.isfile(path) for path in weights):
+            restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
+            target.load_state_dict(restored.state_dict(), strict=True)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -116,7 +140,7 @@ class SSLTrainer(Trainer):
                     extra.update(evaluator(model))
             extra = _broadcast_object(extra)
             extra = {f"{metric_key_prefix}_{name}": value for name, value in extra.items()}
-            self.log(extra)
+            self.log(dict(extra))
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, extra)
             metrics.update(extra)
         return metrics

@@ -1,0 +1,73 @@
+"""SSLTrainer: logging, evaluation, checkpoints and exact resume, on real images (the embedded subset)."""
+
+import pytest
+import torch
+from conftest import tiny_dino
+
+from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
+
+
+def view_dataset(embedded_images, count=64):
+    views = MultiCropConfig(global_crop_size=16, local_crop_size=8, num_local_crops=2)
+    return apply_views(embedded_images["train"].select(range(count)), MultiCropTransform(views))
+
+
+def make_trainer(output_dir, dataset, max_steps=6, eval_dataset=None, **overrides):
+    torch.manual_seed(0)
+    settings = dict(
+        output_dir=str(output_dir), per_device_train_batch_size=8, max_steps=max_steps, learning_rate=1e-3,
+        logging_steps=1, save_steps=3, use_cpu=True, report_to="none", seed=7, disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return SSLTrainer(
+        model=tiny_dino(), args=SSLTrainingArguments(**settings), train_dataset=dataset, eval_dataset=eval_dataset
+    )
+
+
+def test_logs_diagnostics_schedules_and_world_size(tmp_path, embedded_images, capsys):
+    dataset = view_dataset(embedded_images)
+    trainer = make_trainer(tmp_path, dataset, max_steps=2, eval_dataset=dataset, eval_strategy="steps", eval_steps=2)
+    trainer.train()
+    assert "world size: 1, per-device batch: 8, global batch: 8" in capsys.readouterr().out
+    logs = trainer.state.log_history
+    train_logs = [log for log in logs if "loss" in log]
+    for key in ("teacher_entropy", "teacher_student_kl", "teacher_temperature", "teacher_momentum", "learning_rate"):
+        assert key in train_logs[0], train_logs[0]
+    assert any("eval_loss" in log for log in logs)  # label-free model still reports an eval loss
+
+
+def test_evaluators_are_logged_with_eval_prefix(tmp_path, embedded_images):
+    calls = []
+
+    def fake_probe(model):
+        calls.append(type(model).__name__)
+        return {"knn_top1": 0.5}
+
+    trainer = make_trainer(tmp_path, view_dataset(embedded_images), max_steps=1)
+    trainer.evaluators = [fake_probe]
+    metrics = trainer.evaluate()
+    assert metrics == {"eval_knn_top1": 0.5} and calls == ["DINOForPreTraining"]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, embedded_images):
+    dataset = view_dataset(embedded_images, count=48)  # 6 steps of 8 = one epoch; save at step 3 (mid-epoch)
+    full = make_trainer(tmp_path / "full", dataset, max_steps=9)
+    full.train()
+    interrupted = make_trainer(tmp_path / "part", dataset, max_steps=9)
+    interrupted.train()  # only to produce checkpoint-3 with the same arguments
+    resumed = make_trainer(tmp_path / "part", dataset, max_steps=9)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoint-3"))
+    expected, actual = full.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], msg=key)
+    assert resumed.state.global_step == 9
+    # the centre and the teacher moved during training and were restored, not re-initialised
+    assert resumed.model.loss_fn.center.abs().sum() > 0
+
+
+def test_trainer_refuses_a_dataset_without_views(tmp_path, embedded_images):
+    trainer = make_trainer(tmp_path, embedded_images["train"].select(range(16)), max_steps=1)
+    with pytest.raises(ValueError, match="apply_views"):
+        trainer.train()
