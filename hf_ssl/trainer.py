@@ -42,6 +42,14 @@ class SSLTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True, metadata={"help": "Evaluation reports the loss only."})
     label_names: list[str] | None = field(default_factory=list, metadata={"help": "No labels in pretraining."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pin host memory for the dataloader (default: only when CUDA is used)."}
+    )
+
+    def __post_init__(self):
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
+        super().__post_init__()
 
 
 class SSLTrainer(Trainer):

@@ -1,0 +1,12 @@
+"""Pretrain an encoder with any hf_ssl method.
+
+    accelerate launch recipes/pretrain.py recipes/configs/dino-vit-tiny-cifar10.yaml [--any_argument value ...]
+
+Flags after the config file override it. The final model is saved at the root of --output_dir; vanilla
+``transformers.AutoModel.from_pretrained(output_dir)`` loads the published encoder. See README.md.
+"""
+
+from hf_ssl.pretraining import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,91 @@
+"""The recipe / CLI job: argument parsing, overrides, bad input, and a short end-to-end run on real images."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_ssl.cli import main as cli_main
+from hf_ssl.pretraining import EMBEDDED_DEFAULTS, build_model, parse_arguments, run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+
+
+def test_config_file_then_flags_override_it(tmp_path):
+    config = tmp_path / "dino-test.yaml"
+    config.write_text(yaml.safe_dump({"method": "dino", "out_dim": 128, "global_crop_size": 16, "output_dir": "x"}))
+    encoder, data, views, method, training = parse_arguments([str(config), "--out_dim", "64", "--max_steps", "3"])
+    assert method.out_dim == 64 and views.global_crop_size == 16 and training.max_steps == 3
+    assert training.remove_unused_columns is False and training.dataloader_drop_last is True
+
+
+def test_no_config_file_means_the_embedded_default():
+    encoder, data, views, method, training = parse_arguments(["--max_steps", "2"])
+    assert data.dataset == "embedded" and training.max_steps == 2
+    assert method.out_dim == EMBEDDED_DEFAULTS["out_dim"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
+def test_every_recipe_config_parses_and_builds(path):
+    assert path.name.split("-")[0] in {"dino"}, "configs are named <method>-<backbone>-<dataset>.yaml"
+    encoder, data, views, method, training = parse_arguments([str(path), "--output_dir", "unused"])
+    model = build_model(encoder, views, method)
+    assert model.method_config == method
+
+
+def test_unknown_method_and_missing_config_are_refused():
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_arguments(["--method", "not-a-method"])
+    with pytest.raises(FileNotFoundError, match="recipes/configs"):
+        parse_arguments(["does-not-exist.yaml"])
+
+
+def test_impossible_patch_size_is_refused():
+    encoder, data, views, method, training = parse_arguments(["--patch_size", "5", "--global_crop_size", "28"])
+    with pytest.raises(ValueError, match="patch_size 5 does not tile 28 px"):
+        build_model(encoder, views, method)
+
+
+def test_text_dataset_is_refused(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("just words")
+    with pytest.raises(ValueError):
+        run(["--dataset", str(folder), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
+
+
+def test_end_to_end_run_saves_a_vanilla_loadable_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    results = run([
+        "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "16",
+        "--max_train_examples", "64", "--max_eval_examples", "40", "--knn_k", "10",
+        "--encoder_config_overrides", '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, '
+        '"intermediate_size": 64}', "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16",
+        "--num_local_crops", "2", "--save_steps", "1", "--final_probes", "knn",
+    ])
+    printed = capsys.readouterr().out
+    assert "world size: 1, per-device batch: 16, global batch: 16" in printed
+    assert set(results) == {"pretrained", "random_init", "raw_pixels"}
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "vit" and config["ssl_config"]["method"] == "dino"
+    record = json.loads((out / "hf_ssl_run.json").read_text())
+    assert record["method"]["out_dim"] == 64 and "hub_token" not in record["training"]
+    assert json.loads((out / "eval_results.json").read_text())["pretrained"]["knn_top1"] >= 0
+
+
+def test_cli_help_and_list(capsys):
+    assert cli_main(["--help"]) == 0
+    assert "pretrain" in capsys.readouterr().out
+    assert cli_main(["list"]) == 0
+    assert "dino" in capsys.readouterr().out
+    assert cli_main(["nope"]) == 2
+
+
+def test_console_script_is_installed():
+    completed = subprocess.run([sys.executable, "-m", "hf_ssl.cli", "list"], capture_output=True, text=True)
+    assert completed.returncode == 0 and "--out_dim" in completed.stdout
