@@ -168,8 +168,11 @@ def _fields(config) -> dict:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Parse arguments, pretrain, save the final model at the root of ``output_dir``, and evaluate it."""
+def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
+    """Parse arguments, pretrain, save the final model at the root of ``output_dir``, and evaluate it.
+
+    ``callbacks``: extra ``TrainerCallback``s (benchmarks use one that stops at a wall-clock budget).
+    """
     from .data import load_image_dataset
     from .evaluation import KNNEvaluator, compare_with_random_init, default_eval_transform
 
@@ -178,24 +181,14 @@ def run(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
     started = time.time()
 
-    train_raw = load_image_dataset(
-        data_args.dataset,
-        data_args.train_split,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        max_examples=data_args.max_train_examples,
-        seed=training_args.seed,
-    )
-    eval_raw = None
-    if data_args.eval_split:
-        eval_raw = load_image_dataset(
-            data_args.dataset,
-            data_args.eval_split,
-            image_column=data_args.image_column,
-            label_column=data_args.label_column,
-            max_examples=data_args.max_eval_examples,
-            seed=training_args.seed,
+    def load(split: str | None, max_examples: int | None):
+        return load_image_dataset(
+            data_args.dataset, split, image_column=data_args.image_column, label_column=data_args.label_column,
+            max_examples=max_examples, seed=training_args.seed,
         )
+
+    train_raw = load(data_args.train_split, data_args.max_train_examples)
+    eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
     transform = MultiCropTransform(views, image_column="image", seed=training_args.seed)
     train_dataset = apply_views(train_raw, transform)
     model = build_model(encoder_args, views, method_config)
@@ -211,7 +204,9 @@ def run(argv: list[str] | None = None) -> dict:
                 seed=training_args.seed,
             )
         )
-    trainer = SSLTrainer(model=model, args=training_args, train_dataset=train_dataset, evaluators=evaluators)
+    trainer = SSLTrainer(
+        model=model, args=training_args, train_dataset=train_dataset, evaluators=evaluators, callbacks=callbacks
+    )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     _write_run_record(training_args.output_dir, encoder_args, data_args, views, method_config, training_args,
@@ -226,7 +221,7 @@ def run(argv: list[str] | None = None) -> dict:
         )
         _print_comparison(results, data_args, trainer.state.global_step)
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
-            json.dump(results, handle, indent=2)
+            json.dump({"pretraining_steps": trainer.state.global_step, "probes": results}, handle, indent=2)
     return results
 
 

@@ -75,7 +75,8 @@ def test_end_to_end_run_saves_a_vanilla_loadable_model(tmp_path, capsys):
     assert config["model_type"] == "vit" and config["ssl_config"]["method"] == "dino"
     record = json.loads((out / "hf_ssl_run.json").read_text())
     assert record["method"]["out_dim"] == 64 and "hub_token" not in record["training"]
-    assert json.loads((out / "eval_results.json").read_text())["pretrained"]["knn_top1"] >= 0
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["pretraining_steps"] == 2 and saved["probes"]["pretrained"]["knn_top1"] >= 0
 
 
 def test_cli_help_and_list(capsys):
