@@ -145,11 +145,12 @@ class DINOForPreTraining(SSLPreTrainedModel):
         if num_global < 1 or num_global + (0 if local_crops is None else local_crops.shape[1]) < 2:
             raise ValueError("DINO needs at least 2 crops per image (e.g. 2 global, or 1 global + local crops)")
         global_flat = _view_major(global_crops)
-        student_logits = [self.student_head(image_features(self.student_encoder, global_flat))]
+        # One encoder pass per resolution, one head pass over all crops (BatchNorm in the head then sees every crop,
+        # as in the reference implementation).
+        features = [image_features(self.student_encoder, global_flat)]
         if local_crops is not None and local_crops.shape[1] > 0:
-            local_flat = _view_major(local_crops)
-            student_logits.append(self.student_head(image_features(self.student_encoder, local_flat)))
-        student_logits = torch.cat(student_logits)
+            features.append(image_features(self.student_encoder, _view_major(local_crops)))
+        student_logits = self.student_head(torch.cat(features))
         with torch.no_grad():
             teacher_logits = self.teacher_head(image_features(self.encoder, global_flat))
 
