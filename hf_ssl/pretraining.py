@@ -77,7 +77,12 @@ class EncoderArguments:
         default=None, metadata={"help": 'JSON dict of encoder config fields, e.g. \'{"num_hidden_layers": 6}\'.'}
     )
     init_from: str | None = field(
-        default=None, metadata={"help": "An hf_ssl checkpoint to continue pretraining from (weights and state)."}
+        default=None,
+        metadata={
+            "help": "An hf_ssl output folder to continue pretraining from: weights, centre/queues and the method "
+            "settings stored in it (method flags are then ignored). Optimizer and schedules start anew; to resume a "
+            "run exactly, use --resume_from_checkpoint <output_dir>/checkpoint-N."
+        },
     )
 
 

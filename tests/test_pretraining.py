@@ -58,15 +58,18 @@ def test_text_dataset_is_refused(tmp_path):
         run(["--dataset", str(folder), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
 
 
+TINY_RUN = [
+    "--max_steps", "2", "--per_device_train_batch_size", "16", "--max_train_examples", "64",
+    "--max_eval_examples", "40", "--knn_k", "10", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2", "--save_steps", "1",
+    "--final_probes", "knn", "--disable_tqdm", "true",
+]
+
+
 def test_end_to_end_run_saves_a_vanilla_loadable_model(tmp_path, capsys):
     out = tmp_path / "run"
-    results = run([
-        "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "16",
-        "--max_train_examples", "64", "--max_eval_examples", "40", "--knn_k", "10",
-        "--encoder_config_overrides", '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, '
-        '"intermediate_size": 64}', "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16",
-        "--num_local_crops", "2", "--save_steps", "1", "--final_probes", "knn",
-    ])
+    results = run(["--output_dir", str(out), *TINY_RUN])
     printed = capsys.readouterr().out
     assert "world size: 1, per-device batch: 16, global batch: 16" in printed
     assert set(results) == {"pretrained", "random_init", "raw_pixels"}
@@ -90,3 +93,23 @@ def test_cli_help_and_list(capsys):
 def test_console_script_is_installed():
     completed = subprocess.run([sys.executable, "-m", "hf_ssl.cli", "list"], capture_output=True, text=True)
     assert completed.returncode == 0 and "--out_dim" in completed.stdout
+
+
+def test_pretraining_continues_from_a_saved_model_and_the_cli_evaluates_it(tmp_path, capsys):
+    import torch
+
+    from hf_ssl import AutoSSLModel
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(["--output_dir", str(first), *TINY_RUN, "--final_comparison", "false"])
+    # learning rate 0: if the second run starts from the first run's weights, its student stays exactly there
+    run(["--output_dir", str(second), *TINY_RUN, "--final_comparison", "false", "--init_from", str(first),
+         "--learning_rate", "0"])
+    before, after = AutoSSLModel.from_pretrained(first), AutoSSLModel.from_pretrained(second)
+    for key, value in before.student_encoder.state_dict().items():
+        torch.testing.assert_close(after.student_encoder.state_dict()[key], value, msg=key)
+    assert not torch.equal(before.loss_fn.center, after.loss_fn.center)  # the centre kept moving
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(second), "--dataset", "embedded", "--probes", "knn", "--k", "10",
+                     "--max_train_examples", "100"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["knn_top1"] <= 1
