@@ -50,3 +50,26 @@ class ViewEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.transform.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
+
+
+class EvaluatorCallback(TrainerCallback):
+    """Runs label-free probes (e.g. :class:`hf_ssl.evaluation.KNNEvaluator`) at every evaluation of any ``Trainer``.
+
+    The metrics (prefixed ``eval_``) are added to the dict ``trainer.evaluate()`` returns and to
+    ``state.log_history``. ``SSLTrainer(evaluators=[...])`` does the same and also sends them to the loggers
+    (TensorBoard, W&B, ...); use this callback with a plain ``Trainer``.
+    """
+
+    def __init__(self, *evaluators, prefix: str = "eval"):
+        self.evaluators = evaluators
+        self.prefix = prefix
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if model is None or not state.is_world_process_zero:
+            return
+        results = {}
+        for evaluator in self.evaluators:
+            results.update({f"{self.prefix}_{name}": value for name, value in evaluator(model).items()})
+        if metrics is not None:
+            metrics.update(results)
+        state.log_history.append({**results, "step": state.global_step})

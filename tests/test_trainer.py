@@ -71,3 +71,19 @@ def test_trainer_refuses_a_dataset_without_views(tmp_path, embedded_images):
     trainer = make_trainer(tmp_path, embedded_images["train"].select(range(16)), max_steps=1)
     with pytest.raises(ValueError, match="apply_views"):
         trainer.train()
+
+
+def test_evaluator_callback_adds_probe_metrics_to_a_plain_trainer(tmp_path, embedded_images):
+    from transformers import Trainer
+
+    from hf_ssl.callbacks import EvaluatorCallback, SSLMethodCallback
+    from hf_ssl.collators import stack_views
+
+    dataset = view_dataset(embedded_images, count=16)
+    args = SSLTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, use_cpu=True,
+                                report_to="none", disable_tqdm=True)
+    trainer = Trainer(model=tiny_dino(), args=args, eval_dataset=dataset, data_collator=stack_views,
+                      callbacks=[SSLMethodCallback(), EvaluatorCallback(lambda model: {"knn_top1": 0.25})])
+    metrics = trainer.evaluate()
+    assert metrics["eval_knn_top1"] == 0.25 and "eval_loss" in metrics
+    assert trainer.state.log_history[-1]["eval_knn_top1"] == 0.25
