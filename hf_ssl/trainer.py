@@ -34,7 +34,8 @@ class SSLTrainingArguments(TrainingArguments):
     ``remove_unused_columns=False``: on-the-fly view transforms need the raw image column, which the model's forward
     does not name. ``dataloader_drop_last=True``: losses with batch statistics (DINO's centre, BatchNorm) and
     multi-process runs want equal, full batches. ``prediction_loss_only=True`` and ``label_names=[]``: there are no
-    labels; ``eval_loss`` is reported because SSL models accept ``return_loss``.
+    labels; ``eval_loss`` is reported because SSL models accept ``return_loss``. ``ddp_find_unused_parameters=False``:
+    every trainable parameter gets a gradient (the teacher has none), so DDP's extra graph traversal is wasted.
     """
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
@@ -42,6 +43,11 @@ class SSLTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True, metadata={"help": "Evaluation reports the loss only."})
     label_names: list[str] | None = field(default_factory=list, metadata={"help": "No labels in pretraining."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "SSL models use every trainable parameter (frozen teachers have no gradients): skip DDP's "
+                  "unused-parameter search. Set True for an encoder with unused parameters."},
+    )
     dataloader_pin_memory: bool | None = field(
         default=None, metadata={"help": "Pin host memory for the dataloader (default: only when CUDA is used)."}
     )
