@@ -82,6 +82,7 @@ class SSLTrainer(Trainer):
         finally:
             training_args.eval_strategy = strategy
         self.evaluators = list(evaluators or [])
+        _synchronise_batch_norm(self.model, self.args)
         self.add_callback(SSLMethodCallback())
         transform = _view_transform(self.train_dataset)
         if transform is not None and hasattr(transform, "set_epoch"):
@@ -158,6 +159,22 @@ class SSLTrainer(Trainer):
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, extra)
             metrics.update(extra)
         return metrics
+
+
+def _synchronise_batch_norm(model: torch.nn.Module, args: TrainingArguments) -> None:
+    """BatchNorm in heads (DINO's ResNet setting, SimCLR, BYOL) must see the global batch, as in the papers: convert it
+    to SyncBatchNorm (in place) when several CUDA processes train. SyncBatchNorm has no CPU kernel, so CPU runs keep
+    per-process statistics and say so."""
+    if args.world_size <= 1 or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if args.device.type == "cuda":
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        logger.info("BatchNorm layers converted to SyncBatchNorm for %d processes", args.world_size)
+    else:
+        logger.warning(
+            "BatchNorm statistics are computed per process on CPU (SyncBatchNorm needs CUDA): with %d processes the "
+            "run is not identical to one process with the %d-times batch.", args.world_size, args.world_size
+        )
 
 
 def _view_transform(dataset):

@@ -1,5 +1,6 @@
 """Losses as ``nn.Module``s acting on embeddings / logits; cross-process communication happens inside."""
 
 from .dino import DINOLoss
+from .ntxent import NTXentLoss
 
-__all__ = ["DINOLoss"]
+__all__ = ["DINOLoss", "NTXentLoss"]

@@ -2,6 +2,7 @@
 
 from .base import METHOD_REGISTRY, AutoSSLModel, SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
 from .dino import DINOConfig, DINOForPreTraining, DINOOutput
+from .simclr import SimCLRConfig, SimCLRForPreTraining, SimCLROutput
 
 __all__ = [
     "METHOD_REGISTRY",
@@ -11,5 +12,8 @@ __all__ = [
     "DINOOutput",
     "SSLMethodConfig",
     "SSLPreTrainedModel",
+    "SimCLRConfig",
+    "SimCLRForPreTraining",
+    "SimCLROutput",
     "TrainingProgress",
 ]

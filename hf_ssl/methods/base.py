@@ -24,6 +24,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..backbones import build_encoder
+from ..initialization import init_head_weights
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
 
@@ -103,6 +104,10 @@ class SSLPreTrainedModel(PreTrainedModel):
             hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
             config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
+
+    def _init_weights(self, module):
+        # Encoders are PreTrainedModels and keep their own initialisation; this only reaches the method's heads.
+        init_head_weights(module)
 
     # ----------------------------------------------------------------------------------------------------------------
     # The published encoder

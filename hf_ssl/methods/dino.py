@@ -14,7 +14,6 @@ import torch
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from .. import initialization
 from ..backbones import feature_dim, image_features
 from ..heads import DINOHead
 from ..losses.dino import DINOLoss
@@ -123,9 +122,6 @@ class DINOForPreTraining(SSLPreTrainedModel):
         self._teacher_temperature = settings.warmup_teacher_temperature
         self._momentum = settings.momentum_teacher
         self._freeze_last_layer = True
-
-    def _init_weights(self, module):
-        initialization.init_head_weights(module)
 
     # ----------------------------------------------------------------------------------------------------------------
     def forward(

@@ -1,0 +1,119 @@
+"""SimCLR: contrastive learning of visual representations (Chen et al. 2020, "A Simple Framework for Contrastive
+Learning of Visual Representations", arXiv:2002.05709).
+
+Two augmented views of every image go through one encoder and an MLP projection head; the NT-Xent loss (Eq. 1) pulls
+the two views of an image together and pushes them away from the views of every other image in the (global) batch.
+The published encoder is that single encoder; the projection head is dropped for downstream use (§4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.utils import ModelOutput
+
+from ..backbones import feature_dim, image_features
+from ..heads import ProjectionHead
+from ..losses.ntxent import NTXentLoss
+from .base import SSLMethodConfig, SSLPreTrainedModel
+from .dino import _view_major
+
+
+@dataclass
+class SimCLRConfig(SSLMethodConfig):
+    """SimCLR hyperparameters (defaults: the paper's, Chen et al. 2020 §2.3 and Appendix B.9 for CIFAR-10).
+
+    projection_hidden_dim / projection_dim: the 2-layer projection head g(.) (Linear-BN-ReLU-Linear), 2048 -> 128.
+    temperature: T of NT-Xent (0.5 on CIFAR-10; 0.1 at ImageNet scale with large batches).
+    """
+
+    method = "simclr"
+
+    projection_hidden_dim: int = 2048
+    projection_dim: int = 128
+    temperature: float = 0.5
+
+    def __post_init__(self):
+        for name in ("projection_hidden_dim", "projection_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class SimCLROutput(ModelOutput):
+    """Output of :class:`SimCLRForPreTraining`.
+
+    loss: scalar NT-Xent loss (Eq. 1), mean over the local anchors (both views).
+    positive_similarity: mean cosine similarity of the two views' projections (1: perfectly aligned).
+    negative_similarity: mean cosine similarity to the negatives (close to positive_similarity: collapse).
+    embeddings: ``(2 * batch, projection_dim)`` projections before normalisation, views stacked view-major.
+    """
+
+    loss: torch.Tensor | None = None
+    positive_similarity: torch.Tensor | None = None
+    negative_similarity: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+
+
+class SimCLRForPreTraining(SSLPreTrainedModel):
+    """SimCLR over any transformers vision encoder.
+
+    Modules: the encoder under its native prefix (``vit``, ``resnet``, ``timm_model``: what vanilla transformers
+    loads), ``projection_head`` (Linear-BN-ReLU-Linear, §2.1 / Fig. 2) and ``loss_fn`` (:class:`NTXentLoss`). No
+    momentum encoder and no per-step hooks.
+
+    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image, from
+    :class:`hf_ssl.views.MultiCropTransform` with ``num_global_crops=2, num_local_crops=0``. Both views go through
+    the encoder in one forward pass (and through the head's BatchNorm together, as in the reference implementation).
+    """
+
+    method_config_class = SimCLRConfig
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        settings: SimCLRConfig = self.method_config
+        self.register_published_encoder(self.build_encoder())
+        in_dim = feature_dim(self.encoder)
+        hidden = settings.projection_hidden_dim
+        self.projection_head = ProjectionHead(
+            [
+                (in_dim, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
+                (hidden, settings.projection_dim, None, None),
+            ]
+        )
+        self.loss_fn = NTXentLoss(settings.temperature)
+        self.post_init()
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> SimCLROutput:
+        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
+            raise ValueError(
+                "SimCLR needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
+                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
+                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+            )
+        if local_crops is not None and local_crops.shape[1] > 0:
+            raise ValueError(
+                f"SimCLR uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0"
+            )
+        batch = global_crops.shape[0]
+        embeddings = self.projection_head(image_features(self.encoder, _view_major(global_crops)))
+        if not return_loss:
+            return SimCLROutput(embeddings=embeddings)
+        loss, stats = self.loss_fn(embeddings[:batch], embeddings[batch:])
+        return SimCLROutput(
+            loss=loss,
+            positive_similarity=stats["positive_similarity"],
+            negative_similarity=stats["negative_similarity"],
+            embeddings=embeddings,
+        )
