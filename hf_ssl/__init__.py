@@ -2,10 +2,14 @@
 
 from .methods import (
     AutoSSLModel,
+    BYOLConfig,
+    BYOLForPreTraining,
     DINOConfig,
     DINOForPreTraining,
     SimCLRConfig,
     SimCLRForPreTraining,
+    SimSiamConfig,
+    SimSiamForPreTraining,
     SSLPreTrainedModel,
     TrainingProgress,
 )
@@ -14,10 +18,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoSSLModel",
+    "BYOLConfig",
+    "BYOLForPreTraining",
     "DINOConfig",
     "DINOForPreTraining",
     "SSLPreTrainedModel",
     "SimCLRConfig",
     "SimCLRForPreTraining",
+    "SimSiamConfig",
+    "SimSiamForPreTraining",
     "TrainingProgress",
 ]

@@ -31,7 +31,7 @@ def test_no_config_file_means_the_embedded_default():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
 def test_every_recipe_config_parses_and_builds(path):
-    assert path.name.split("-")[0] in {"dino", "simclr"}, "configs are named <method>-<backbone>-<dataset>.yaml"
+    assert path.name.split("-")[0] in {"byol", "dino", "moco_v2", "moco_v3", "simclr", "simsiam"}, "configs are named <method>-<backbone>-<dataset>.yaml"
     encoder, data, views, method, training = parse_arguments([str(path), "--output_dir", "unused"])
     model = build_model(encoder, views, method)
     assert model.method_config == method

@@ -1,0 +1,154 @@
+"""BYOL: bootstrap your own latent (Grill et al. 2020, "Bootstrap Your Own Latent: A New Approach to Self-Supervised
+Learning", arXiv:2006.07733).
+
+An online network (encoder + projector + predictor) predicts the projection a target network (an EMA of the online
+encoder + projector) makes of another view of the same image; the loss is the normalised MSE (Eq. 2), symmetrised over
+the two views (Eq. 3). No negatives. The published encoder is the target encoder, the one the paper evaluates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.utils import ModelOutput
+
+from ..backbones import feature_dim, image_features
+from ..heads import ProjectionHead
+from ..losses.negative_cosine import NegativeCosineSimilarity
+from ..momentum import copy_weights_, ema_update_, freeze
+from ..schedules import cosine_schedule
+from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
+from .dino import _view_major
+
+
+@dataclass
+class BYOLConfig(SSLMethodConfig):
+    """BYOL hyperparameters (defaults: the paper's, Grill et al. 2020 §3.3 and Appendix J).
+
+    projection_hidden_dim / projection_dim: projector g (Linear-BN-ReLU-Linear), 4096 -> 256.
+    prediction_hidden_dim: predictor q (Linear-BN-ReLU-Linear), 256 -> 4096 -> 256.
+    momentum_teacher: EMA momentum tau of the target network at step 0, cosine-scheduled to momentum_teacher_end
+    (tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2).
+    """
+
+    method = "byol"
+
+    projection_hidden_dim: int = 4096
+    projection_dim: int = 256
+    prediction_hidden_dim: int = 4096
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+
+    def __post_init__(self):
+        for name in ("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("momentum_teacher", "momentum_teacher_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class BYOLOutput(ModelOutput):
+    """Output of :class:`BYOLForPreTraining`.
+
+    loss: scalar BYOL loss, the mean over both directions of 2 - 2 cos(prediction, target) (Eq. 2-3; 0 = aligned).
+    cosine_similarity: mean cosine of predictions and targets.
+    output_std: per-dimension std of the L2-normalised targets (~1/sqrt(projection_dim) healthy, 0 collapsed).
+    predictions: ``(2 * batch, projection_dim)`` online predictions, views stacked view-major.
+    targets: ``(2 * batch, projection_dim)`` target projections, views stacked view-major.
+    """
+
+    loss: torch.Tensor | None = None
+    cosine_similarity: torch.Tensor | None = None
+    output_std: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+
+
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
+    """BYOL's projector / predictor: Linear-BN-ReLU-Linear (Grill et al. 2020 §3.3)."""
+    return ProjectionHead([(in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU()), (hidden_dim, out_dim, None, None)])
+
+
+class BYOLForPreTraining(SSLPreTrainedModel):
+    """BYOL online/target pair over any transformers vision encoder.
+
+    Modules: ``student_encoder`` + ``projector`` + ``predictor`` (online, trained); the target encoder under the
+    encoder's native prefix (``vit``, ``resnet``, ``timm_model``: what vanilla transformers loads) +
+    ``teacher_projector`` (EMA of the online ones, no gradients). Everything is in ``state_dict``.
+
+    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image (``num_global_crops=2, num_local_crops=0``).
+    """
+
+    method_config_class = BYOLConfig
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        settings: BYOLConfig = self.method_config
+        self.student_encoder = self.build_encoder()
+        in_dim = feature_dim(self.student_encoder)
+        self.projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.predictor = mlp_head(settings.projection_dim, settings.prediction_hidden_dim, settings.projection_dim)
+        self.register_published_encoder(self.build_encoder())
+        self.teacher_projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.loss_fn = NegativeCosineSimilarity(form="byol")
+        self.post_init()
+        # The target starts as an exact copy of the online network and is never trained by the optimizer.
+        copy_weights_(self.encoder, self.student_encoder)
+        copy_weights_(self.teacher_projector, self.projector)
+        freeze(self.encoder)
+        freeze(self.teacher_projector)
+        self._momentum = settings.momentum_teacher
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> BYOLOutput:
+        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
+            raise ValueError(
+                "BYOL needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
+                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
+                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+            )
+        if local_crops is not None and local_crops.shape[1] > 0:
+            raise ValueError(f"BYOL uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0")
+        batch = global_crops.shape[0]
+        flat = _view_major(global_crops)
+        # Both views in one pass (the heads' BatchNorm sees both views together).
+        predictions = self.predictor(self.projector(image_features(self.student_encoder, flat)))
+        with torch.no_grad():
+            targets = self.teacher_projector(image_features(self.encoder, flat))
+        if not return_loss:
+            return BYOLOutput(predictions=predictions, targets=targets)
+        # Symmetric: view 1 predicts view 2's target and vice versa (Eq. 3), averaged.
+        loss_12, stats_12 = self.loss_fn(predictions[:batch], targets[batch:])
+        loss_21, stats_21 = self.loss_fn(predictions[batch:], targets[:batch])
+        return BYOLOutput(
+            loss=(loss_12 + loss_21) / 2,
+            cosine_similarity=(stats_12["cosine_similarity"] + stats_21["cosine_similarity"]) / 2,
+            output_std=(stats_12["output_std"] + stats_21["output_std"]) / 2,
+            predictions=predictions,
+            targets=targets,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Per-step interface
+    def set_progress(self, progress: TrainingProgress) -> None:
+        settings: BYOLConfig = self.method_config
+        self._momentum = cosine_schedule(
+            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
+        )
+
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        ema_update_(self.encoder, self.student_encoder, self._momentum)
+        ema_update_(self.teacher_projector, self.projector, self._momentum)
+
+    def schedule_values(self) -> dict[str, float]:
+        return {"teacher_momentum": self._momentum}

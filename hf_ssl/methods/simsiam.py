@@ -1,0 +1,152 @@
+"""SimSiam: simple Siamese representation learning (Chen & He 2021, "Exploring Simple Siamese Representation
+Learning", arXiv:2011.10566).
+
+Two views of every image go through one encoder + projector f; a predictor h maps one view's projection to the
+other's, and the loss is the symmetrised negative cosine similarity with a stop-gradient on the targets (Eq. 3-4). No
+negatives and no momentum encoder: the stop-gradient is what prevents collapse (§4.1). The published encoder is the
+single encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.utils import ModelOutput
+
+from ..backbones import feature_dim, image_features
+from ..heads import ProjectionHead
+from ..losses.negative_cosine import NegativeCosineSimilarity
+from .base import SSLMethodConfig, SSLPreTrainedModel
+from .dino import _view_major
+
+logger = logging.getLogger(__name__)
+
+# Collapse is declared when output_std falls below this fraction of 1/sqrt(projection_dim) (its healthy value).
+COLLAPSE_FRACTION = 0.1
+
+
+@dataclass
+class SimSiamConfig(SSLMethodConfig):
+    """SimSiam hyperparameters (defaults: the paper's ImageNet setting, Chen & He 2021 §3).
+
+    projection_hidden_dim / projection_dim: projector, 3 Linear layers each followed by BN, ReLU on all but the last
+    (2048 -> 2048 -> 2048). prediction_hidden_dim: predictor bottleneck, Linear-BN-ReLU-Linear 2048 -> 512 -> 2048.
+    """
+
+    method = "simsiam"
+
+    projection_hidden_dim: int = 2048
+    projection_dim: int = 2048
+    prediction_hidden_dim: int = 512
+
+    def __post_init__(self):
+        for name in ("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class SimSiamOutput(ModelOutput):
+    """Output of :class:`SimSiamForPreTraining`.
+
+    loss: scalar SimSiam loss, the mean over both directions of -cos(p, stopgrad(z)) (Eq. 3-4; -1 = aligned).
+    cosine_similarity: mean cosine of predictions and (other-view) projections.
+    output_std: per-dimension std of the L2-normalised projections (§4.1: ~1/sqrt(projection_dim) healthy, 0 collapsed).
+    predictions: ``(2 * batch, projection_dim)`` predictor outputs, views stacked view-major.
+    projections: ``(2 * batch, projection_dim)`` projector outputs, views stacked view-major.
+    """
+
+    loss: torch.Tensor | None = None
+    cosine_similarity: torch.Tensor | None = None
+    output_std: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
+    projections: torch.Tensor | None = None
+
+
+class SimSiamForPreTraining(SSLPreTrainedModel):
+    """SimSiam over any transformers vision encoder.
+
+    Modules: the encoder under its native prefix (``vit``, ``resnet``, ``timm_model``: what vanilla transformers
+    loads), ``projector`` (3 layers, BN after each, the last BN without affine parameters as in the reference code),
+    ``predictor`` (bottleneck Linear-BN-ReLU-Linear) and ``loss_fn``. No momentum encoder and no per-step hooks.
+
+    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image (``num_global_crops=2, num_local_crops=0``).
+    Logs one warning (``warnings.warn`` and the module logger) the first time ``output_std`` falls below
+    ``0.1 / sqrt(projection_dim)`` in training: the outputs have collapsed.
+    """
+
+    method_config_class = SimSiamConfig
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        settings: SimSiamConfig = self.method_config
+        self.register_published_encoder(self.build_encoder())
+        in_dim = feature_dim(self.encoder)
+        hidden, dim = settings.projection_hidden_dim, settings.projection_dim
+        self.projector = ProjectionHead(
+            [
+                (in_dim, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
+                (hidden, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
+                (hidden, dim, nn.BatchNorm1d(dim, affine=False), None),
+            ]
+        )
+        bottleneck = settings.prediction_hidden_dim
+        self.predictor = ProjectionHead(
+            [(dim, bottleneck, nn.BatchNorm1d(bottleneck), nn.ReLU()), (bottleneck, dim, None, None)]
+        )
+        self.loss_fn = NegativeCosineSimilarity(form="negative_cosine")
+        self.post_init()
+        self._collapse_warned = False
+
+    @property
+    def collapse_threshold(self) -> float:
+        return COLLAPSE_FRACTION / math.sqrt(self.method_config.projection_dim)
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> SimSiamOutput:
+        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
+            raise ValueError(
+                "SimSiam needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
+                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
+                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+            )
+        if local_crops is not None and local_crops.shape[1] > 0:
+            raise ValueError(
+                f"SimSiam uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0"
+            )
+        batch = global_crops.shape[0]
+        projections = self.projector(image_features(self.encoder, _view_major(global_crops)))
+        predictions = self.predictor(projections)
+        if not return_loss:
+            return SimSiamOutput(predictions=predictions, projections=projections)
+        # D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (Eq. 4); the loss detaches the targets.
+        loss_12, stats_12 = self.loss_fn(predictions[:batch], projections[batch:])
+        loss_21, stats_21 = self.loss_fn(predictions[batch:], projections[:batch])
+        std = (stats_12["output_std"] + stats_21["output_std"]) / 2
+        if self.training and not self._collapse_warned and batch > 1 and std.item() < self.collapse_threshold:
+            self._collapse_warned = True
+            message = (
+                f"SimSiam outputs have collapsed: output_std {std.item():.2e} < 0.1 / sqrt(projection_dim) = "
+                f"{self.collapse_threshold:.2e} (healthy: ~{1 / math.sqrt(self.method_config.projection_dim):.2e}). "
+                "Check the stop-gradient, the predictor and the learning rate (Chen & He 2021 §4)."
+            )
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return SimSiamOutput(
+            loss=(loss_12 + loss_21) / 2,
+            cosine_similarity=(stats_12["cosine_similarity"] + stats_21["cosine_similarity"]) / 2,
+            output_std=std,
+            predictions=predictions,
+            projections=projections,
+        )
