@@ -3,6 +3,8 @@
 from .base import METHOD_REGISTRY, AutoSSLModel, SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
 from .byol import BYOLConfig, BYOLForPreTraining, BYOLOutput
 from .dino import DINOConfig, DINOForPreTraining, DINOOutput
+from .moco_v2 import MoCoV2Config, MoCoV2ForPreTraining, MoCoV2Output
+from .moco_v3 import MoCoV3Config, MoCoV3ForPreTraining, MoCoV3Output
 from .simclr import SimCLRConfig, SimCLRForPreTraining, SimCLROutput
 from .simsiam import SimSiamConfig, SimSiamForPreTraining, SimSiamOutput
 
@@ -15,6 +17,12 @@ __all__ = [
     "DINOConfig",
     "DINOForPreTraining",
     "DINOOutput",
+    "MoCoV2Config",
+    "MoCoV2ForPreTraining",
+    "MoCoV2Output",
+    "MoCoV3Config",
+    "MoCoV3ForPreTraining",
+    "MoCoV3Output",
     "SSLMethodConfig",
     "SSLPreTrainedModel",
     "SimCLRConfig",

@@ -1,0 +1,199 @@
+"""MoCo v2: momentum contrast with a queue of negatives (He et al. 2020, "Momentum Contrast for Unsupervised Visual
+Representation Learning", arXiv:1911.05722; Chen et al. 2020, "Improved Baselines with Momentum Contrastive
+Learning", arXiv:2003.04297: MLP head, T = 0.2, stronger augmentation).
+
+A query encoder + MLP projector is trained with InfoNCE against the positive key (the other view, from a momentum
+encoder + projector) and a queue of K keys from earlier batches. The loss is symmetrised (q1 vs k2 and q2 vs k1,
+mean of the two), and both views' keys are enqueued after each training forward. The published encoder (what
+vanilla ``AutoModel`` loads) is the key (momentum) encoder, as for DINO's teacher; the reference code releases the
+query encoder ``encoder_q`` instead (available here as ``student_encoder``).
+
+Shuffled BatchNorm (He et al. §3.3): with several processes and a key branch that contains BatchNorm (ResNet
+encoders), the key images are gathered from every process, permuted with one permutation shared by all processes,
+split again, encoded, and the keys returned to their owners (``shuffle_bn``, default on; a no-op with one process or
+without BatchNorm, e.g. ViT encoders and MoCo v2's projector). Gathering uses ``all_gather`` of the pixels (works on
+CPU with gloo), at the cost of one extra image all-gather per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.utils import ModelOutput
+
+from ..backbones import feature_dim, image_features
+from ..distributed import is_distributed, rank
+from ..heads import ProjectionHead
+from ..losses.moco import MoCoQueueLoss, all_gather_no_grad
+from ..momentum import copy_weights_, ema_update_, freeze
+from ..schedules import cosine_schedule
+from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
+from .dino import _view_major
+
+
+@dataclass
+class MoCoV2Config(SSLMethodConfig):
+    """MoCo v2 hyperparameters (defaults: Chen et al. 2020, ImageNet).
+
+    projection_hidden_dim / projection_dim: the MLP head (Linear-ReLU-Linear, 2048 -> 128). temperature: T of
+    InfoNCE. queue_size: K negatives; a multiple of the keys enqueued per step (2 x global batch).
+    momentum_teacher: key-encoder EMA momentum at step 0, cosine-scheduled to momentum_teacher_end (constant 0.999
+    in the paper). shuffle_bn: shuffled BatchNorm in the key branch across processes (only acts with several
+    processes and BatchNorm in the key branch).
+    """
+
+    method = "moco_v2"
+
+    projection_hidden_dim: int = 2048
+    projection_dim: int = 128
+    temperature: float = 0.2
+    queue_size: int = 65536
+    momentum_teacher: float = 0.999
+    momentum_teacher_end: float = 0.999
+    shuffle_bn: bool = True
+
+    def __post_init__(self):
+        for name in ("projection_hidden_dim", "projection_dim", "queue_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("momentum_teacher", "momentum_teacher_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class MoCoV2Output(ModelOutput):
+    """Output of :class:`MoCoV2ForPreTraining`.
+
+    loss: symmetric InfoNCE, mean of (q1 vs k2) and (q2 vs k1). positive_similarity / negative_similarity: mean
+    cosine of queries to their key / to the queue. queries, keys: ``(2 * batch, projection_dim)`` before
+    normalisation, view-major.
+    """
+
+    loss: torch.Tensor | None = None
+    positive_similarity: torch.Tensor | None = None
+    negative_similarity: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+
+
+def moco_v2_projector(in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
+    """MoCo v2's MLP head: Linear-ReLU-Linear (no BatchNorm)."""
+    return ProjectionHead([(in_dim, hidden_dim, None, nn.ReLU()), (hidden_dim, out_dim, None, None)])
+
+
+class MoCoV2ForPreTraining(SSLPreTrainedModel):
+    """MoCo v2 over any transformers vision encoder.
+
+    Modules: ``student_encoder`` + ``projector`` (query branch, trained); the key encoder under the encoder's
+    native prefix (``vit``, ...: what vanilla transformers loads) + ``key_projector`` (EMA, no gradients);
+    ``loss_fn`` (:class:`MoCoQueueLoss`) holding the ``queue`` and ``queue_ptr`` buffers, so checkpoints carry them.
+
+    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``. In training mode the forward enqueues both views' keys (from
+    every process) after computing the loss; in evaluation mode the queue is left alone.
+    """
+
+    method_config_class = MoCoV2Config
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        settings: MoCoV2Config = self.method_config
+        self.student_encoder = self.build_encoder()
+        in_dim = feature_dim(self.student_encoder)
+        self.projector = moco_v2_projector(in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.register_published_encoder(self.build_encoder())
+        self.key_projector = moco_v2_projector(in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.loss_fn = MoCoQueueLoss(settings.projection_dim, settings.queue_size, settings.temperature)
+        self.post_init()
+        copy_weights_(self.encoder, self.student_encoder)
+        copy_weights_(self.key_projector, self.projector)
+        freeze(self.encoder)
+        freeze(self.key_projector)
+        self._momentum = settings.momentum_teacher
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> MoCoV2Output:
+        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
+            raise ValueError(
+                "MoCo needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
+                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
+                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+            )
+        if local_crops is not None and local_crops.shape[1] > 0:
+            raise ValueError(f"MoCo uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0")
+        batch = global_crops.shape[0]
+        pixels = _view_major(global_crops)
+        queries = self.projector(image_features(self.student_encoder, pixels))
+        with torch.no_grad():
+            if self.method_config.shuffle_bn and self.training and _has_batch_norm(self.encoder, self.key_projector):
+                keys = shuffled_forward(self._encode_keys, pixels)
+            else:
+                keys = self._encode_keys(pixels)
+        if not return_loss:
+            return MoCoV2Output(queries=queries, keys=keys)
+        q1, q2, k1, k2 = queries[:batch], queries[batch:], keys[:batch], keys[batch:]
+        loss_12, stats_12 = self.loss_fn(q1, k2)
+        loss_21, stats_21 = self.loss_fn(q2, k1)
+        if self.training:
+            self.loss_fn.enqueue([k1, k2])
+        return MoCoV2Output(
+            loss=(loss_12 + loss_21) / 2,
+            positive_similarity=(stats_12["positive_similarity"] + stats_21["positive_similarity"]) / 2,
+            negative_similarity=(stats_12["negative_similarity"] + stats_21["negative_similarity"]) / 2,
+            queries=queries,
+            keys=keys,
+        )
+
+    def _encode_keys(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.key_projector(image_features(self.encoder, pixels))
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Per-step interface
+    def set_progress(self, progress: TrainingProgress) -> None:
+        settings: MoCoV2Config = self.method_config
+        self._momentum = cosine_schedule(
+            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
+        )
+
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        ema_update_(self.encoder, self.student_encoder, self._momentum)
+        ema_update_(self.key_projector, self.projector, self._momentum)
+
+    def schedule_values(self) -> dict[str, float]:
+        return {"teacher_momentum": self._momentum}
+
+
+def _has_batch_norm(*modules: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for module in modules for m in module.modules())
+
+
+@torch.no_grad()
+def shuffled_forward(function, inputs: torch.Tensor) -> torch.Tensor:
+    """``function`` applied to a random shard of the global batch, outputs returned to their owners (shuffled BN).
+
+    Every process gathers all processes' ``inputs`` (rank order), draws the same permutation (rank 0's, broadcast),
+    runs ``function`` on its slice of the permuted batch, and gathers the outputs back in permuted order; each process
+    then takes the rows of its own inputs. Row-wise functions give exactly ``function(inputs)``; BatchNorm sees a
+    batch mixed across processes. One process: ``function(inputs)``. Every process must pass the same shape.
+    """
+    if not is_distributed():
+        return function(inputs)
+    local = inputs.shape[0]
+    everything = all_gather_no_grad(inputs)
+    permutation = torch.randperm(everything.shape[0], device=inputs.device)
+    dist.broadcast(permutation, src=0)
+    mine = slice(rank() * local, (rank() + 1) * local)
+    outputs = all_gather_no_grad(function(everything[permutation[mine]]))  # row j: input permutation[j]
+    inverse = torch.argsort(permutation)
+    return outputs[inverse[mine]]

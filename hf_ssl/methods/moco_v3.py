@@ -1,0 +1,163 @@
+"""MoCo v3 (Chen, Xie & He 2021, "An Empirical Study of Training Self-Supervised Vision Transformers",
+arXiv:2104.02057, Algorithm 1).
+
+The query branch is encoder -> projector (3-layer MLP with BatchNorm) -> predictor (2-layer MLP); the momentum branch
+is an EMA copy of encoder + projector. The loss is symmetric, ``ctr(q1, k2) + ctr(q2, k1)``, where ``ctr`` is an
+in-batch InfoNCE against the keys of the whole global batch (gathered from every process, no gradient), scaled by
+``2 T``. No queue. The published encoder is the momentum encoder (what vanilla ``AutoModel`` loads), as for DINO's
+teacher; the trained query encoder is ``student_encoder``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.utils import ModelOutput
+
+from ..backbones import feature_dim, image_features
+from ..heads import ProjectionHead
+from ..losses.moco import MoCoV3Loss
+from ..momentum import copy_weights_, ema_update_, freeze
+from ..schedules import cosine_schedule
+from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
+from .dino import _view_major
+
+
+@dataclass
+class MoCoV3Config(SSLMethodConfig):
+    """MoCo v3 hyperparameters (defaults: the paper's ViT recipe, Chen et al. 2021 Appendix).
+
+    projection_hidden_dim / projection_dim: the 3-layer projector (4096 -> 256, BatchNorm after every layer, the
+    last without affine). prediction_hidden_dim: the 2-layer predictor's hidden width (4096). temperature: T (0.2
+    for ViT). momentum_teacher: EMA momentum at step 0, cosine-scheduled to momentum_teacher_end (0.99 -> 1).
+    """
+
+    method = "moco_v3"
+
+    projection_hidden_dim: int = 4096
+    projection_dim: int = 256
+    prediction_hidden_dim: int = 4096
+    temperature: float = 0.2
+    momentum_teacher: float = 0.99
+    momentum_teacher_end: float = 1.0
+
+    def __post_init__(self):
+        for name in ("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("momentum_teacher", "momentum_teacher_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class MoCoV3Output(ModelOutput):
+    """Output of :class:`MoCoV3ForPreTraining`.
+
+    loss: ``ctr(q1, k2) + ctr(q2, k1)``. positive_similarity / negative_similarity: mean cosine of the queries to
+    their key / to the other keys of the global batch. queries, keys: ``(2 * batch, projection_dim)`` (predictor
+    and momentum-projector outputs) before normalisation, view-major.
+    """
+
+    loss: torch.Tensor | None = None
+    positive_similarity: torch.Tensor | None = None
+    negative_similarity: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+
+
+def _mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
+    """MoCo v3's ``_build_mlp``: Linear-BN-ReLU blocks, the last Linear followed by BatchNorm without affine."""
+    dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+    blocks = []
+    for index, (d_in, d_out) in enumerate(pairwise(dims)):
+        last = index == num_layers - 1
+        norm = nn.BatchNorm1d(d_out, affine=not last)
+        blocks.append((d_in, d_out, norm, None if last else nn.ReLU()))
+    return ProjectionHead(blocks)
+
+
+class MoCoV3ForPreTraining(SSLPreTrainedModel):
+    """MoCo v3 over any transformers vision encoder.
+
+    Modules: ``student_encoder`` + ``projector`` + ``predictor`` (trained); the momentum encoder under the encoder's
+    native prefix (``vit``, ...) + ``key_projector`` (EMA, no gradients); ``loss_fn`` (:class:`MoCoV3Loss`).
+
+    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``. Both views go through each branch in one pass (their
+    BatchNorm statistics are shared; the reference code runs the views separately, which only differs in training
+    mode with BatchNorm). BatchNorm statistics are per process unless the trainer converts to SyncBatchNorm.
+    """
+
+    method_config_class = MoCoV3Config
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__(config)
+        settings: MoCoV3Config = self.method_config
+        self.student_encoder = self.build_encoder()
+        in_dim = feature_dim(self.student_encoder)
+        self.projector = _mlp(3, in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.predictor = _mlp(2, settings.projection_dim, settings.prediction_hidden_dim, settings.projection_dim)
+        self.register_published_encoder(self.build_encoder())
+        self.key_projector = _mlp(3, in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.loss_fn = MoCoV3Loss(settings.temperature)
+        self.post_init()
+        copy_weights_(self.encoder, self.student_encoder)
+        copy_weights_(self.key_projector, self.projector)
+        freeze(self.encoder)
+        freeze(self.key_projector)
+        self._momentum = settings.momentum_teacher
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> MoCoV3Output:
+        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
+            raise ValueError(
+                "MoCo v3 needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
+                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
+                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+            )
+        if local_crops is not None and local_crops.shape[1] > 0:
+            raise ValueError(
+                f"MoCo v3 uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0"
+            )
+        batch = global_crops.shape[0]
+        pixels = _view_major(global_crops)
+        queries = self.predictor(self.projector(image_features(self.student_encoder, pixels)))
+        with torch.no_grad():
+            keys = self.key_projector(image_features(self.encoder, pixels))
+        if not return_loss:
+            return MoCoV3Output(queries=queries, keys=keys)
+        loss_12, stats_12 = self.loss_fn(queries[:batch], keys[batch:])
+        loss_21, stats_21 = self.loss_fn(queries[batch:], keys[:batch])
+        return MoCoV3Output(
+            loss=loss_12 + loss_21,
+            positive_similarity=(stats_12["positive_similarity"] + stats_21["positive_similarity"]) / 2,
+            negative_similarity=(stats_12["negative_similarity"] + stats_21["negative_similarity"]) / 2,
+            queries=queries,
+            keys=keys,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Per-step interface
+    def set_progress(self, progress: TrainingProgress) -> None:
+        settings: MoCoV3Config = self.method_config
+        self._momentum = cosine_schedule(
+            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
+        )
+
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        ema_update_(self.encoder, self.student_encoder, self._momentum)
+        ema_update_(self.key_projector, self.projector, self._momentum)
+
+    def schedule_values(self) -> dict[str, float]:
+        return {"teacher_momentum": self._momentum}
