@@ -25,6 +25,8 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..backbones import build_encoder
 from ..initialization import init_head_weights
+from ..momentum import copy_weights_, ema_update_, freeze
+from ..schedules import cosine_schedule
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
 
@@ -162,6 +164,61 @@ class SSLPreTrainedModel(PreTrainedModel):
     def schedule_values(self) -> dict[str, float]:
         """Current values of the method's schedules, logged by the trainer (e.g. ``{"momentum": 0.996}``)."""
         return {}
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def two_view_pixels(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
+        """Check a two-view batch (SimCLR, BYOL, SimSiam, MoCo) and flatten it view-major.
+
+        ``global_crops (batch, 2, C, H, W) -> (2 * batch, C, H, W)``, all first views first.
+        """
+        name = type(self).__name__
+        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
+            raise ValueError(
+                f"{name} needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
+                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
+                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+            )
+        if local_crops is not None and local_crops.shape[1] > 0:
+            raise ValueError(f"{name} uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0")
+        return view_major(global_crops)
+
+
+class MomentumTeacherModel(SSLPreTrainedModel):
+    """Base of the teacher-student methods (DINO, BYOL, MoCo), written once (as solo-learn's BaseMomentumMethod).
+
+    Teacher modules follow their student twins by EMA after every optimizer step, with the momentum cosine-scheduled
+    per step from the config's ``momentum_teacher`` to ``momentum_teacher_end`` (Grill et al. 2020, §3.2). Subclasses
+    build their modules, call ``post_init()``, then :meth:`init_teachers` with ``(teacher, student)`` attribute names.
+    """
+
+    def init_teachers(self, *pairs: tuple[str, str]) -> None:
+        """Copy each student into its teacher and freeze the teacher (no gradients: out of DDP and the optimizer)."""
+        self._teacher_pairs = tuple(pairs)
+        for teacher, student in self._teacher_modules():
+            copy_weights_(teacher, student)
+            freeze(teacher)
+        self._momentum = self.method_config.momentum_teacher
+
+    def _teacher_modules(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(getattr(self, teacher), getattr(self, student)) for teacher, student in self._teacher_pairs]
+
+    def set_progress(self, progress: TrainingProgress) -> None:
+        settings = self.method_config
+        self._momentum = cosine_schedule(
+            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
+        )
+
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        for teacher, student in self._teacher_modules():
+            ema_update_(teacher, student, self._momentum)
+
+    def schedule_values(self) -> dict[str, float]:
+        return {"teacher_momentum": self._momentum}
+
+
+def view_major(crops: torch.Tensor) -> torch.Tensor:
+    """``(batch, views, C, H, W) -> (views * batch, C, H, W)`` with all images of view 0 first."""
+    return crops.transpose(0, 1).reshape(-1, *crops.shape[2:])
 
 
 def _ssl_config(config: PretrainedConfig, method: str) -> dict[str, Any]:

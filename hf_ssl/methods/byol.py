@@ -18,10 +18,7 @@ from transformers.utils import ModelOutput
 from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
-from ..momentum import copy_weights_, ema_update_, freeze
-from ..schedules import cosine_schedule
-from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
-from .dino import _view_major
+from .base import MomentumTeacherModel, SSLMethodConfig
 
 
 @dataclass
@@ -74,7 +71,7 @@ def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
     return ProjectionHead([(in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU()), (hidden_dim, out_dim, None, None)])
 
 
-class BYOLForPreTraining(SSLPreTrainedModel):
+class BYOLForPreTraining(MomentumTeacherModel):
     """BYOL online/target pair over any transformers vision encoder.
 
     Modules: ``student_encoder`` + ``projector`` + ``predictor`` (online, trained); the target encoder under the
@@ -97,12 +94,7 @@ class BYOLForPreTraining(SSLPreTrainedModel):
         self.teacher_projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
         self.loss_fn = NegativeCosineSimilarity(form="byol")
         self.post_init()
-        # The target starts as an exact copy of the online network and is never trained by the optimizer.
-        copy_weights_(self.encoder, self.student_encoder)
-        copy_weights_(self.teacher_projector, self.projector)
-        freeze(self.encoder)
-        freeze(self.teacher_projector)
-        self._momentum = settings.momentum_teacher
+        self.init_teachers(("encoder", "student_encoder"), ("teacher_projector", "projector"))
 
     def forward(
         self,
@@ -111,16 +103,9 @@ class BYOLForPreTraining(SSLPreTrainedModel):
         return_loss: bool = True,
         **kwargs,
     ) -> BYOLOutput:
-        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
-            raise ValueError(
-                "BYOL needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
-                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
-                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
-            )
-        if local_crops is not None and local_crops.shape[1] > 0:
-            raise ValueError(f"BYOL uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0")
+        pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        flat = _view_major(global_crops)
+        flat = pixels
         # Both views in one pass (the heads' BatchNorm sees both views together).
         predictions = self.predictor(self.projector(image_features(self.student_encoder, flat)))
         with torch.no_grad():
@@ -140,15 +125,3 @@ class BYOLForPreTraining(SSLPreTrainedModel):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface
-    def set_progress(self, progress: TrainingProgress) -> None:
-        settings: BYOLConfig = self.method_config
-        self._momentum = cosine_schedule(
-            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
-        )
-
-    def after_optimizer_step(self, progress: TrainingProgress) -> None:
-        ema_update_(self.encoder, self.student_encoder, self._momentum)
-        ema_update_(self.teacher_projector, self.projector, self._momentum)
-
-    def schedule_values(self) -> dict[str, float]:
-        return {"teacher_momentum": self._momentum}

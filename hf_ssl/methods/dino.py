@@ -17,9 +17,8 @@ from transformers.utils import ModelOutput
 from ..backbones import feature_dim, image_features
 from ..heads import DINOHead
 from ..losses.dino import DINOLoss
-from ..momentum import copy_weights_, ema_update_, freeze
-from ..schedules import cosine_schedule, linear_warmup
-from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
+from ..schedules import linear_warmup
+from .base import MomentumTeacherModel, SSLMethodConfig, TrainingProgress, view_major
 
 
 @dataclass
@@ -81,7 +80,7 @@ class DINOOutput(ModelOutput):
     teacher_logits: torch.Tensor | None = None
 
 
-class DINOForPreTraining(SSLPreTrainedModel):
+class DINOForPreTraining(MomentumTeacherModel):
     """DINO student/teacher pair over any transformers vision encoder.
 
     Modules: ``student_encoder`` + ``student_head`` (trained), the teacher encoder under the encoder's native prefix
@@ -114,13 +113,8 @@ class DINOForPreTraining(SSLPreTrainedModel):
         self.teacher_head = DINOHead(**head_kwargs)
         self.loss_fn = DINOLoss(settings.out_dim, settings.student_temperature, settings.center_momentum)
         self.post_init()
-        # The teacher starts as an exact copy of the student and is never trained by the optimizer.
-        copy_weights_(self.encoder, self.student_encoder)
-        copy_weights_(self.teacher_head, self.student_head)
-        freeze(self.encoder)
-        freeze(self.teacher_head)
+        self.init_teachers(("encoder", "student_encoder"), ("teacher_head", "student_head"))
         self._teacher_temperature = settings.warmup_teacher_temperature
-        self._momentum = settings.momentum_teacher
         self._freeze_last_layer = True
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -140,12 +134,12 @@ class DINOForPreTraining(SSLPreTrainedModel):
         num_global = global_crops.shape[1]
         if num_global < 1 or num_global + (0 if local_crops is None else local_crops.shape[1]) < 2:
             raise ValueError("DINO needs at least 2 crops per image (e.g. 2 global, or 1 global + local crops)")
-        global_flat = _view_major(global_crops)
+        global_flat = view_major(global_crops)
         # One encoder pass per resolution, one head pass over all crops (BatchNorm in the head then sees every crop,
         # as in the reference implementation).
         features = [image_features(self.student_encoder, global_flat)]
         if local_crops is not None and local_crops.shape[1] > 0:
-            features.append(image_features(self.student_encoder, _view_major(local_crops)))
+            features.append(image_features(self.student_encoder, view_major(local_crops)))
         student_logits = self.student_head(torch.cat(features))
         with torch.no_grad():
             teacher_logits = self.teacher_head(image_features(self.encoder, global_flat))
@@ -162,13 +156,11 @@ class DINOForPreTraining(SSLPreTrainedModel):
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface
     def set_progress(self, progress: TrainingProgress) -> None:
+        super().set_progress(progress)  # teacher momentum
         settings: DINOConfig = self.method_config
         warmup_steps = round(settings.warmup_teacher_temperature_epochs * progress.steps_per_epoch)
         self._teacher_temperature = linear_warmup(
             progress.step, warmup_steps, settings.warmup_teacher_temperature, settings.teacher_temperature
-        )
-        self._momentum = cosine_schedule(
-            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
         )
         self._freeze_last_layer = progress.step < settings.freeze_last_layer_epochs * progress.steps_per_epoch
 
@@ -179,14 +171,6 @@ class DINOForPreTraining(SSLPreTrainedModel):
             for parameter in self.student_head.last_layer_parameters:
                 parameter.grad = None
 
-    def after_optimizer_step(self, progress: TrainingProgress) -> None:
-        ema_update_(self.encoder, self.student_encoder, self._momentum)
-        ema_update_(self.teacher_head, self.student_head, self._momentum)
-
     def schedule_values(self) -> dict[str, float]:
-        return {"teacher_temperature": self._teacher_temperature, "teacher_momentum": self._momentum}
+        return {**super().schedule_values(), "teacher_temperature": self._teacher_temperature}
 
-
-def _view_major(crops: torch.Tensor) -> torch.Tensor:
-    """``(batch, views, C, H, W) -> (views * batch, C, H, W)`` with all images of view 0 first."""
-    return crops.transpose(0, 1).reshape(-1, *crops.shape[2:])

@@ -29,10 +29,7 @@ from ..backbones import feature_dim, image_features
 from ..distributed import is_distributed, rank
 from ..heads import ProjectionHead
 from ..losses.moco import MoCoQueueLoss, all_gather_no_grad
-from ..momentum import copy_weights_, ema_update_, freeze
-from ..schedules import cosine_schedule
-from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
-from .dino import _view_major
+from .base import MomentumTeacherModel, SSLMethodConfig
 
 
 @dataclass
@@ -88,7 +85,7 @@ def moco_v2_projector(in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionH
     return ProjectionHead([(in_dim, hidden_dim, None, nn.ReLU()), (hidden_dim, out_dim, None, None)])
 
 
-class MoCoV2ForPreTraining(SSLPreTrainedModel):
+class MoCoV2ForPreTraining(MomentumTeacherModel):
     """MoCo v2 over any transformers vision encoder.
 
     Modules: ``student_encoder`` + ``projector`` (query branch, trained); the key encoder under the encoder's
@@ -111,11 +108,7 @@ class MoCoV2ForPreTraining(SSLPreTrainedModel):
         self.key_projector = moco_v2_projector(in_dim, settings.projection_hidden_dim, settings.projection_dim)
         self.loss_fn = MoCoQueueLoss(settings.projection_dim, settings.queue_size, settings.temperature)
         self.post_init()
-        copy_weights_(self.encoder, self.student_encoder)
-        copy_weights_(self.key_projector, self.projector)
-        freeze(self.encoder)
-        freeze(self.key_projector)
-        self._momentum = settings.momentum_teacher
+        self.init_teachers(("encoder", "student_encoder"), ("key_projector", "projector"))
 
     def forward(
         self,
@@ -124,16 +117,8 @@ class MoCoV2ForPreTraining(SSLPreTrainedModel):
         return_loss: bool = True,
         **kwargs,
     ) -> MoCoV2Output:
-        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
-            raise ValueError(
-                "MoCo needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
-                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
-                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
-            )
-        if local_crops is not None and local_crops.shape[1] > 0:
-            raise ValueError(f"MoCo uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0")
+        pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        pixels = _view_major(global_crops)
         queries = self.projector(image_features(self.student_encoder, pixels))
         with torch.no_grad():
             if self.method_config.shuffle_bn and self.training and _has_batch_norm(self.encoder, self.key_projector):
@@ -160,18 +145,6 @@ class MoCoV2ForPreTraining(SSLPreTrainedModel):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface
-    def set_progress(self, progress: TrainingProgress) -> None:
-        settings: MoCoV2Config = self.method_config
-        self._momentum = cosine_schedule(
-            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
-        )
-
-    def after_optimizer_step(self, progress: TrainingProgress) -> None:
-        ema_update_(self.encoder, self.student_encoder, self._momentum)
-        ema_update_(self.key_projector, self.projector, self._momentum)
-
-    def schedule_values(self) -> dict[str, float]:
-        return {"teacher_momentum": self._momentum}
 
 
 def _has_batch_norm(*modules: nn.Module) -> bool:

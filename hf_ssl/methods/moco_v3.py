@@ -21,10 +21,7 @@ from transformers.utils import ModelOutput
 from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.moco import MoCoV3Loss
-from ..momentum import copy_weights_, ema_update_, freeze
-from ..schedules import cosine_schedule
-from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
-from .dino import _view_major
+from .base import MomentumTeacherModel, SSLMethodConfig
 
 
 @dataclass
@@ -83,7 +80,7 @@ def _mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int) -> Project
     return ProjectionHead(blocks)
 
 
-class MoCoV3ForPreTraining(SSLPreTrainedModel):
+class MoCoV3ForPreTraining(MomentumTeacherModel):
     """MoCo v3 over any transformers vision encoder.
 
     Modules: ``student_encoder`` + ``projector`` + ``predictor`` (trained); the momentum encoder under the encoder's
@@ -107,11 +104,7 @@ class MoCoV3ForPreTraining(SSLPreTrainedModel):
         self.key_projector = _mlp(3, in_dim, settings.projection_hidden_dim, settings.projection_dim)
         self.loss_fn = MoCoV3Loss(settings.temperature)
         self.post_init()
-        copy_weights_(self.encoder, self.student_encoder)
-        copy_weights_(self.key_projector, self.projector)
-        freeze(self.encoder)
-        freeze(self.key_projector)
-        self._momentum = settings.momentum_teacher
+        self.init_teachers(("encoder", "student_encoder"), ("key_projector", "projector"))
 
     def forward(
         self,
@@ -120,18 +113,8 @@ class MoCoV3ForPreTraining(SSLPreTrainedModel):
         return_loss: bool = True,
         **kwargs,
     ) -> MoCoV3Output:
-        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
-            raise ValueError(
-                "MoCo v3 needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
-                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
-                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
-            )
-        if local_crops is not None and local_crops.shape[1] > 0:
-            raise ValueError(
-                f"MoCo v3 uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0"
-            )
+        pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        pixels = _view_major(global_crops)
         queries = self.predictor(self.projector(image_features(self.student_encoder, pixels)))
         with torch.no_grad():
             keys = self.key_projector(image_features(self.encoder, pixels))
@@ -149,15 +132,3 @@ class MoCoV3ForPreTraining(SSLPreTrainedModel):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface
-    def set_progress(self, progress: TrainingProgress) -> None:
-        settings: MoCoV3Config = self.method_config
-        self._momentum = cosine_schedule(
-            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
-        )
-
-    def after_optimizer_step(self, progress: TrainingProgress) -> None:
-        ema_update_(self.encoder, self.student_encoder, self._momentum)
-        ema_update_(self.key_projector, self.projector, self._momentum)
-
-    def schedule_values(self) -> dict[str, float]:
-        return {"teacher_momentum": self._momentum}

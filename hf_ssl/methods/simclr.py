@@ -19,7 +19,6 @@ from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.ntxent import NTXentLoss
 from .base import SSLMethodConfig, SSLPreTrainedModel
-from .dino import _view_major
 
 
 @dataclass
@@ -96,18 +95,9 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
         return_loss: bool = True,
         **kwargs,
     ) -> SimCLROutput:
-        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
-            raise ValueError(
-                "SimCLR needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
-                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
-                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
-            )
-        if local_crops is not None and local_crops.shape[1] > 0:
-            raise ValueError(
-                f"SimCLR uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0"
-            )
+        pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        embeddings = self.projection_head(image_features(self.encoder, _view_major(global_crops)))
+        embeddings = self.projection_head(image_features(self.encoder, pixels))
         if not return_loss:
             return SimCLROutput(embeddings=embeddings)
         loss, stats = self.loss_fn(embeddings[:batch], embeddings[batch:])

@@ -23,7 +23,6 @@ from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
 from .base import SSLMethodConfig, SSLPreTrainedModel
-from .dino import _view_major
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +114,9 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         return_loss: bool = True,
         **kwargs,
     ) -> SimSiamOutput:
-        if global_crops.dim() != 5 or global_crops.shape[1] != 2:
-            raise ValueError(
-                "SimSiam needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
-                f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
-                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
-            )
-        if local_crops is not None and local_crops.shape[1] > 0:
-            raise ValueError(
-                f"SimSiam uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0"
-            )
+        pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        projections = self.projector(image_features(self.encoder, _view_major(global_crops)))
+        projections = self.projector(image_features(self.encoder, pixels))
         predictions = self.predictor(projections)
         if not return_loss:
             return SimSiamOutput(predictions=predictions, projections=projections)
