@@ -32,6 +32,7 @@ balanced over classes (round-robin over the classes of a seeded shuffle), then k
 
 from __future__ import annotations
 
+import abc
 import argparse
 import gzip
 import logging
@@ -279,19 +280,22 @@ def build_embedded_subset(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class _LocalReader:
+class _LocalReader(abc.ABC):
     """Interface of the built-in local formats (embedded subset, CIFAR-10 zips, Fashion-MNIST IDX)."""
 
     name: str
 
+    @abc.abstractmethod
     def split_names(self) -> list[str]:
-        raise NotImplementedError
+        """The splits this source has."""
 
+    @abc.abstractmethod
     def labels(self, split: str) -> np.ndarray:
-        raise NotImplementedError
+        """``(rows,)`` integer labels of ``split``."""
 
+    @abc.abstractmethod
     def build(self, split: str, indices: np.ndarray) -> Dataset:
-        raise NotImplementedError
+        """The standard-form Dataset of ``split`` restricted to ``indices``."""
 
 
 class _EmbeddedSubsetReader(_LocalReader):

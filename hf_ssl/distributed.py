@@ -43,3 +43,23 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(tensor), dim=0)
+
+
+@torch.no_grad()
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (``(n, ...)`` on every process) along dim 0 in rank order, without gradients.
+
+    For keys of a momentum encoder (MoCo's queue, MoCo v3's gathered keys), which carry no gradient anyway. Every
+    process must pass the same shape. One process: returns ``tensor`` detached. Returns ``(world_size * n, ...)``.
+    """
+    tensor = tensor.detach()
+    if not is_distributed():
+        return tensor
+    gathered = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    return torch.cat(gathered, dim=0)
+
+
+def has_batch_norm(*modules: torch.nn.Module) -> bool:
+    """Whether any of ``modules`` holds a BatchNorm layer (whose statistics are per process unless synchronised)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for module in modules for m in module.modules())

@@ -25,6 +25,8 @@ Entry points:
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import functools
 import logging
@@ -637,7 +639,7 @@ def _fit_adamw(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _FrozenFeatureEvaluator:
+class _FrozenFeatureEvaluator(abc.ABC):
     """Shared part of the evaluators: datasets, subsetting, feature extraction. Subclasses define ``_score``.
 
     Args (common to :class:`KNNEvaluator` and :class:`LinearProbeEvaluator`):
@@ -706,8 +708,9 @@ class _FrozenFeatureEvaluator:
         """
         return {f"{self.name}_top1": self._score(*self.features(model))}
 
+    @abc.abstractmethod
     def _score(self, train_features, train_labels, eval_features, eval_labels) -> float:
-        raise NotImplementedError
+        """Top-1 accuracy of the probe trained on the train features, measured on the eval features."""
 
 
 def _subset(dataset, max_examples: int | None, seed: int, argument: str):

@@ -23,6 +23,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, loggi
 
 from .callbacks import SSLMethodCallback, ViewEpochCallback
 from .collators import stack_views
+from .distributed import has_batch_norm
 
 logger = logging.get_logger(__name__)
 
@@ -165,7 +166,7 @@ def _synchronise_batch_norm(model: torch.nn.Module, args: TrainingArguments) -> 
     """BatchNorm in heads (DINO's ResNet setting, SimCLR, BYOL) must see the global batch, as in the papers: convert it
     to SyncBatchNorm (in place) when several CUDA processes train. SyncBatchNorm has no CPU kernel, so CPU runs keep
     per-process statistics and say so."""
-    if args.world_size <= 1 or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if args.world_size <= 1 or not has_batch_norm(model):
         return
     if args.device.type == "cuda":
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -13,7 +13,8 @@ from test_distributed import free_port
 from transformers import AutoModel
 
 from hf_ssl import AutoSSLModel, TrainingProgress
-from hf_ssl.losses.moco import MoCoQueueLoss, MoCoV3Loss, all_gather_no_grad
+from hf_ssl.distributed import all_gather_no_grad
+from hf_ssl.losses.moco import MoCoQueueLoss, MoCoV3Loss
 from hf_ssl.methods.moco_v2 import MoCoV2ForPreTraining
 from hf_ssl.methods.moco_v3 import MoCoV3ForPreTraining
 

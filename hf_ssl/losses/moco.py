@@ -8,26 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.functional import cross_entropy, normalize
 
-from ..distributed import is_distributed, rank, world_size
+from ..distributed import all_gather_no_grad, rank
 
-
-@torch.no_grad()
-def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (``(n, ...)`` on every process) along dim 0 in rank order, without gradients.
-
-    For keys of a momentum encoder (MoCo's queue, MoCo v3's gathered keys), which carry no gradient anyway. Every
-    process must pass the same shape. One process: returns ``tensor`` detached. Returns ``(world_size * n, ...)``.
-    """
-    tensor = tensor.detach()
-    if not is_distributed():
-        return tensor
-    gathered = [torch.empty_like(tensor) for _ in range(world_size())]
-    dist.all_gather(gathered, tensor.contiguous())
-    return torch.cat(gathered, dim=0)
 
 
 class MoCoQueueLoss(nn.Module):

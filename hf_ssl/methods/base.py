@@ -57,6 +57,20 @@ class SSLMethodConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **dataclasses.asdict(self)}
 
+    def check_ranges(
+        self, *, at_least_one: tuple[str, ...] = (), positive: tuple[str, ...] = (), unit_interval: tuple[str, ...] = ()
+    ) -> None:
+        """Refuse impossible settings (called from subclasses' ``__post_init__``), naming the field and the range."""
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in unit_interval:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SSLMethodConfig:
         names = {field.name for field in dataclasses.fields(cls)}

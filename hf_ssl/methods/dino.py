@@ -54,12 +54,10 @@ class DINOConfig(SSLMethodConfig):
     def __post_init__(self):
         if self.out_dim < 2:
             raise ValueError(f"out_dim must be >= 2, got {self.out_dim}")
-        for name in ("momentum_teacher", "momentum_teacher_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.check_ranges(
+            positive=("student_temperature", "teacher_temperature", "warmup_teacher_temperature"),
+            unit_interval=("momentum_teacher", "momentum_teacher_end"),
+        )
 
 
 @dataclass

@@ -26,9 +26,9 @@ from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..backbones import feature_dim, image_features
-from ..distributed import is_distributed, rank
+from ..distributed import all_gather_no_grad, has_batch_norm, is_distributed, rank
 from ..heads import ProjectionHead
-from ..losses.moco import MoCoQueueLoss, all_gather_no_grad
+from ..losses.moco import MoCoQueueLoss
 from .base import MomentumTeacherModel, SSLMethodConfig
 
 
@@ -54,14 +54,11 @@ class MoCoV2Config(SSLMethodConfig):
     shuffle_bn: bool = True
 
     def __post_init__(self):
-        for name in ("projection_hidden_dim", "projection_dim", "queue_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        for name in ("momentum_teacher", "momentum_teacher_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        self.check_ranges(
+            at_least_one=("projection_hidden_dim", "projection_dim", "queue_size"),
+            positive=("temperature",),
+            unit_interval=("momentum_teacher", "momentum_teacher_end"),
+        )
 
 
 @dataclass
@@ -121,7 +118,7 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
         batch = global_crops.shape[0]
         queries = self.projector(image_features(self.student_encoder, pixels))
         with torch.no_grad():
-            if self.method_config.shuffle_bn and self.training and _has_batch_norm(self.encoder, self.key_projector):
+            if self.method_config.shuffle_bn and self.training and has_batch_norm(self.encoder, self.key_projector):
                 keys = shuffled_forward(self._encode_keys, pixels)
             else:
                 keys = self._encode_keys(pixels)
@@ -145,10 +142,6 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface
-
-
-def _has_batch_norm(*modules: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for module in modules for m in module.modules())
 
 
 @torch.no_grad()

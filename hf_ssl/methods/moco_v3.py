@@ -43,14 +43,11 @@ class MoCoV3Config(SSLMethodConfig):
     momentum_teacher_end: float = 1.0
 
     def __post_init__(self):
-        for name in ("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        for name in ("momentum_teacher", "momentum_teacher_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        self.check_ranges(
+            at_least_one=("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"),
+            positive=("temperature",),
+            unit_interval=("momentum_teacher", "momentum_teacher_end"),
+        )
 
 
 @dataclass

@@ -36,11 +36,7 @@ class SimCLRConfig(SSLMethodConfig):
     temperature: float = 0.5
 
     def __post_init__(self):
-        for name in ("projection_hidden_dim", "projection_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        self.check_ranges(at_least_one=("projection_hidden_dim", "projection_dim"), positive=("temperature",))
 
 
 @dataclass

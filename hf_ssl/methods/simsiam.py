@@ -45,9 +45,7 @@ class SimSiamConfig(SSLMethodConfig):
     prediction_hidden_dim: int = 512
 
     def __post_init__(self):
-        for name in ("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_ranges(at_least_one=("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"))
 
 
 @dataclass
