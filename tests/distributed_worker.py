@@ -1,44 +1,91 @@
-"""Worker launched by test_distributed.py with torchrun (gloo, CPU). Not a test module itself.
+"""Worker launched by the 2-process tests with torchrun (gloo, CPU). Not a test module itself.
 
-usage: torchrun --nproc_per_node N distributed_worker.py {model|trainer} OUT_FILE [OUTPUT_DIR]
+usage: torchrun --nproc_per_node N distributed_worker.py MODE OUT_FILE [OUTPUT_DIR]
+
+MODE is a method (``dino``, ``simclr``, ``byol``, ``moco_v2``, ``moco_v3``): one forward/backward of that method on
+this rank's shard of a fixed global batch; or ``trainer``: two SSLTrainer steps of DINO on real images.
 """
 
+import os
 import sys
 
 import torch
 import torch.distributed as dist
+from conftest import tiny_dino, tiny_vit_config
 
-from conftest import tiny_dino
+from hf_ssl import BYOLForPreTraining, MoCoV2ForPreTraining, MoCoV3ForPreTraining, SimCLRForPreTraining
+from hf_ssl.methods.moco_v2 import shuffled_forward
 
 GLOBAL_BATCH = 8
+HEAD = dict(projection_hidden_dim=32, projection_dim=16)
+
+# Each method at a tiny size, and the mode it is checked in. Heads with BatchNorm are checked in evaluation mode:
+# BatchNorm statistics are per process on CPU (SyncBatchNorm has no CPU kernel), so evaluation mode makes the heads
+# the same function on every shard and the check isolates the loss's cross-process parts and DDP's averaging.
+MODELS = {
+    "dino": (lambda: tiny_dino(), True),
+    "simclr": (lambda: SimCLRForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, temperature=0.5), False),
+    "byol": (lambda: BYOLForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, prediction_hidden_dim=32), False),
+    # No BatchNorm anywhere (ViT + MoCo v2's MLP head): training mode, so the forward enqueues.
+    "moco_v2": (lambda: MoCoV2ForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, queue_size=48), True),
+    "moco_v3": (
+        lambda: MoCoV3ForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, prediction_hidden_dim=32),
+        False,
+    ),
+}
 
 
-def fixed_crops():
+def fixed_crops(method: str) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(123)
-    return (
-        torch.randn(GLOBAL_BATCH, 2, 3, 16, 16, generator=generator),
-        torch.randn(GLOBAL_BATCH, 3, 3, 8, 8, generator=generator),
-    )
+    crops = {"global_crops": torch.randn(GLOBAL_BATCH, 2, 3, 16, 16, generator=generator)}
+    if method == "dino":
+        crops["local_crops"] = torch.randn(GLOBAL_BATCH, 3, 3, 8, 8, generator=generator)
+    return crops
 
 
-def model_step(world: int, rank: int):
-    """One forward/backward of DINO on this rank's shard of a fixed global batch (DDP when world > 1)."""
+def model_step(method: str, world: int, rank: int) -> dict:
+    """One forward/backward on this rank's shard of a fixed global batch (DDP when world > 1)."""
     torch.manual_seed(0)
-    model = tiny_dino()
-    global_crops, local_crops = fixed_crops()
+    build, training = MODELS[method]
+    model = build().train(training)
     shard = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    output = wrapped(global_crops=global_crops[shard], local_crops=local_crops[shard])
+    output = wrapped(**{name: crops[shard] for name, crops in fixed_crops(method).items()})
     output.loss.backward()
     loss = output.loss.detach().clone()
     if world > 1:
         dist.all_reduce(loss)
         loss /= world
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    return {"loss": loss, "grads": grads, "center": model.loss_fn.center.clone()}
+    result = {"loss": loss, "grads": grads}
+    if method == "dino":
+        result["center"] = model.loss_fn.center.clone()
+    if method == "moco_v2":
+        result["queue"] = model.loss_fn.queue.clone()
+        result["queue_ptr"] = model.loss_fn.queue_ptr.clone()
+        result["keys_per_rank"] = gather_all(output.keys.detach(), world)  # to check the queue's rank order
+        result["shuffle"] = shuffle_check(world, rank)
+    return result
 
 
-def trainer_run(output_dir: str, per_device_batch: int):
+def gather_all(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
+    if world == 1:
+        return [tensor]
+    gathered = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(gathered, tensor)
+    return gathered
+
+
+def shuffle_check(world: int, rank: int) -> dict:
+    """Shuffled BN's gather-permute-scatter: row-wise functions are unchanged; rows are computed on other ranks."""
+    torch.manual_seed(0)
+    inputs = torch.arange(8.0).reshape(4, 2) + 100 * rank
+    doubled = shuffled_forward(lambda x: 2 * x, inputs)
+    computed_on = shuffled_forward(lambda x: torch.full((x.shape[0], 1), float(rank)), inputs)[:, 0]
+    return {"per_rank": gather_all(torch.cat([inputs.flatten(), doubled.flatten(), computed_on]), world)}
+
+
+def trainer_run(output_dir: str, per_device_batch: int) -> dict:
     """Two optimizer steps of SSLTrainer on real images; returns the final state dict."""
     from hf_ssl.data import load_image_dataset
     from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
@@ -59,19 +106,18 @@ def trainer_run(output_dir: str, per_device_batch: int):
 
 def main():
     mode, out_file = sys.argv[1], sys.argv[2]
-    distributed = "WORLD_SIZE" in __import__("os").environ
-    if distributed and mode == "model":
-        dist.init_process_group("gloo")
+    launched = int(os.environ.get("WORLD_SIZE", 1))
+    if mode == "trainer":  # the Trainer (accelerate) sets up the process group itself
+        result = trainer_run(sys.argv[3], GLOBAL_BATCH // launched)
+    else:
+        if launched > 1:
+            dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if mode == "model":
-        result = model_step(world, rank)
-    else:
-        result = trainer_run(sys.argv[3], GLOBAL_BATCH // int(__import__("os").environ.get("WORLD_SIZE", 1)))
-        world = dist.get_world_size() if dist.is_initialized() else 1
-    result_world = {"world_size": world}
+    if mode != "trainer":
+        result = model_step(mode, world, rank)
     if rank == 0:
-        torch.save({"result": result, **result_world}, out_file)
+        torch.save({"result": result, "world_size": world}, out_file)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

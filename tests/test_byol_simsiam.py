@@ -2,16 +2,12 @@
 round trips, bad input, and 2 processes (BYOL)."""
 
 import math
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_vit_config
-from test_distributed import free_port
+from test_distributed import run_worker
 from transformers import AutoModel
 
 import hf_ssl
@@ -20,7 +16,6 @@ from hf_ssl.methods.base import TrainingProgress
 from hf_ssl.methods.byol import BYOLConfig, BYOLForPreTraining
 from hf_ssl.methods.simsiam import SimSiamConfig, SimSiamForPreTraining
 
-WORKER = Path(__file__).with_name("byol_distributed_worker.py")
 
 
 def tiny_byol(**overrides):
@@ -275,23 +270,11 @@ def test_save_from_pretrained_and_vanilla_automodel(factory, model_class, tmp_pa
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Distributed (BYOL): per-example means, so DDP's gradient average over 2 shards equals the doubled batch
-def run_worker(tmp_path, processes: int) -> dict:
-    out_file = tmp_path / f"byol-{processes}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    command = [sys.executable, str(WORKER), str(out_file)]
-    if processes > 1:
-        command = [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", *command[1:],
-        ]
-    completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return torch.load(out_file)
 
 
 def test_byol_two_processes_match_one_process_with_double_batch(tmp_path):
-    single = run_worker(tmp_path, 1)
-    double = run_worker(tmp_path, 2)
+    single = run_worker(tmp_path, "byol", 1)
+    double = run_worker(tmp_path, "byol", 2)
     assert double["world_size"] == 2 and single["world_size"] == 1
     torch.testing.assert_close(double["result"]["loss"], single["result"]["loss"], rtol=1e-5, atol=1e-6)
     assert double["result"]["grads"].keys() == single["result"]["grads"].keys()

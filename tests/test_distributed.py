@@ -18,6 +18,7 @@ def free_port() -> int:
 
 
 def run_worker(tmp_path, mode: str, processes: int) -> dict:
+    """Run distributed_worker.py in ``mode`` on ``processes`` gloo processes; returns what rank 0 saved."""
     out_file = tmp_path / f"{mode}-{processes}.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
     command = [sys.executable, str(WORKER), mode, str(out_file), str(tmp_path / f"run-{processes}")]
@@ -32,8 +33,8 @@ def run_worker(tmp_path, mode: str, processes: int) -> dict:
 
 
 def test_two_processes_match_one_process_with_double_batch(tmp_path):
-    single = run_worker(tmp_path, "model", 1)
-    double = run_worker(tmp_path, "model", 2)
+    single = run_worker(tmp_path, "dino", 1)
+    double = run_worker(tmp_path, "dino", 2)
     assert double["world_size"] == 2 and single["world_size"] == 1
     torch.testing.assert_close(double["result"]["loss"], single["result"]["loss"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(double["result"]["center"], single["result"]["center"], rtol=1e-5, atol=1e-7)

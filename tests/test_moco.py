@@ -1,15 +1,11 @@
 """MoCo v2 / v3: losses against the papers' formulas, the queue, momentum, round trips, and 2 processes."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_vit_config
-from test_distributed import free_port
+from test_distributed import run_worker
 from transformers import AutoModel
 
 from hf_ssl import AutoSSLModel, TrainingProgress
@@ -18,7 +14,6 @@ from hf_ssl.losses.moco import MoCoQueueLoss, MoCoV3Loss
 from hf_ssl.methods.moco_v2 import MoCoV2ForPreTraining
 from hf_ssl.methods.moco_v3 import MoCoV3ForPreTraining
 
-WORKER = Path(__file__).with_name("moco_distributed_worker.py")
 
 
 def naive_queue_infonce(q, k, queue, temperature):
@@ -205,18 +200,6 @@ def test_round_trip_restores_queue_and_vanilla_automodel_is_the_key_encoder(tmp_
     assert not torch.allclose(vanilla, student)  # the key (momentum) encoder, not the query encoder
 
 
-def run_worker(tmp_path, method: str, processes: int) -> dict:
-    out_file = tmp_path / f"{method}-{processes}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    command = [sys.executable, str(WORKER), method, str(out_file)]
-    if processes > 1:
-        command = [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", *command[1:],
-        ]
-    completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return torch.load(out_file)
 
 
 @pytest.mark.parametrize("method", ["moco_v2", "moco_v3"])

@@ -1,21 +1,16 @@
 """SimCLR: NT-Xent against the paper's formula, the model's forward / training / round trips, and 2 processes."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_vit_config
-from test_distributed import free_port
+from test_distributed import run_worker
 from transformers import AutoModel
 
 from hf_ssl import AutoSSLModel, SimCLRForPreTraining
 from hf_ssl.losses import NTXentLoss
 
-WORKER = Path(__file__).with_name("simclr_distributed_worker.py")
 
 
 def naive_ntxent(z_a, z_b, temperature):
@@ -134,24 +129,12 @@ def test_save_from_pretrained_and_vanilla_automodel(tmp_path, tiny_crops):
         )
 
 
-def run_worker(tmp_path, processes: int) -> dict:
-    out_file = tmp_path / f"simclr-{processes}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    command = [sys.executable, str(WORKER), str(out_file)]
-    if processes > 1:
-        command = [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", *command[1:],
-        ]
-    completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return torch.load(out_file)
 
 
 def test_two_processes_match_one_process_with_double_batch(tmp_path):
     """Gathered negatives with gradients: each process's loss reaches the other process's embeddings."""
-    single = run_worker(tmp_path, 1)
-    double = run_worker(tmp_path, 2)
+    single = run_worker(tmp_path, "simclr", 1)
+    double = run_worker(tmp_path, "simclr", 2)
     assert double["world_size"] == 2 and single["world_size"] == 1
     torch.testing.assert_close(double["result"]["loss"], single["result"]["loss"], rtol=1e-5, atol=1e-6)
     assert double["result"]["grads"].keys() == single["result"]["grads"].keys()
