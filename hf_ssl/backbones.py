@@ -24,7 +24,7 @@ def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
     """
     model_class = _auto_model_class(config)
     kwargs = {}
-    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters and config.model_type != "resnet":
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         kwargs["add_pooling_layer"] = False
     return AutoModel.from_config(config, **kwargs)
 
@@ -67,7 +67,7 @@ def feature_dim(encoder: PreTrainedModel) -> int:
     """Width of :func:`image_features` for ``encoder``, read from its config or found with one dummy forward."""
     config = encoder.config
     for name in ("hidden_size", "num_features"):
-        if isinstance(getattr(config, name, None), int) and config.model_type not in ("resnet",):
+        if isinstance(getattr(config, name, None), int):
             return getattr(config, name)
     if isinstance(getattr(config, "hidden_sizes", None), (list, tuple)):
         return config.hidden_sizes[-1]

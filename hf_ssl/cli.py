@@ -30,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 def _pretrain(argv: list[str]) -> int:
     from .pretraining import run
 
-    if argv and argv[0] in ("-h", "--help"):
-        from .pretraining import parse_arguments  # noqa: F401  (HfArgumentParser prints the full help)
-
-        argv = ["--help"]
-    run(argv)
+    run(argv)  # `--help` is answered by HfArgumentParser with every flag
     return 0
 
 
