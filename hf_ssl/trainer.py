@@ -119,6 +119,10 @@ class SSLTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Token-level losses (masked-LM) normalise by the count over the whole accumulated, global batch: models that
+        # declare `accepts_loss_kwargs = True` receive it (Trainer then skips its division by accumulation steps).
+        if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
         outputs = model(**inputs)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
         if model.training:

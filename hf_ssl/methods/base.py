@@ -88,6 +88,10 @@ class SSLPreTrainedModel(PreTrainedModel):
     """
 
     method_config_class: ClassVar[type[SSLMethodConfig]] = SSLMethodConfig
+    #: Which :mod:`hf_ssl.jobs` job prepares data and evaluation for this method ("image", "text", ...).
+    pretraining_job: ClassVar[str] = "image"
+    #: The paper, for model cards: "Authors Year. Title. arXiv:NNNN.NNNNN".
+    paper: ClassVar[str] = ""
     config_class = PretrainedConfig
     base_model_prefix = ""
     main_input_name = "pixel_values"

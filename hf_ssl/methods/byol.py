@@ -80,6 +80,7 @@ class BYOLForPreTraining(MomentumTeacherModel):
     """
 
     method_config_class = BYOLConfig
+    paper = "Grill et al. 2020. Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning. arXiv:2006.07733"
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)

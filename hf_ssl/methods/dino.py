@@ -91,6 +91,7 @@ class DINOForPreTraining(MomentumTeacherModel):
     """
 
     method_config_class = DINOConfig
+    paper = "Caron et al. 2021. Emerging Properties in Self-Supervised Vision Transformers. arXiv:2104.14294"
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)

@@ -94,6 +94,7 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
     """
 
     method_config_class = MoCoV2Config
+    paper = "Chen et al. 2020. Improved Baselines with Momentum Contrastive Learning. arXiv:2003.04297"
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)

@@ -89,6 +89,7 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
     """
 
     method_config_class = MoCoV3Config
+    paper = "Chen, Xie & He 2021. An Empirical Study of Training Self-Supervised Vision Transformers. arXiv:2104.02057"
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)

@@ -68,6 +68,7 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
     """
 
     method_config_class = SimCLRConfig
+    paper = "Chen et al. 2020. A Simple Framework for Contrastive Learning of Visual Representations. arXiv:2002.05709"
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)

@@ -79,6 +79,7 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
     """
 
     method_config_class = SimSiamConfig
+    paper = "Chen & He 2021. Exploring Simple Siamese Representation Learning. arXiv:2011.10566"
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)

@@ -1,0 +1,199 @@
+"""The image job: multi-view pretraining (DINO, SimCLR, BYOL, SimSiam, MoCo v2/v3) on any image dataset.
+
+Arguments: :class:`EncoderArguments` (which encoder, which method), :class:`DataArguments` (which images, which
+probes) and :class:`hf_ssl.views.MultiCropConfig` (the views). With no config file, ``hf-ssl pretrain`` runs
+:data:`EMBEDDED_DEFAULTS`: a short DINO run on the Fashion-MNIST subset shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from huggingface_hub import EvalResult
+
+from ..backbones import check_patch_size, encoder_config
+from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..views import MultiCropConfig, MultiCropTransform, apply_views
+from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
+
+EMBEDDED_DEFAULTS: dict = {
+    # About 4 minutes of training on 2 CPU cores. Small-budget DINO settings found on this data (README, "Choosing
+    # small-budget defaults"): BatchNorm in the head MLP, a fast teacher (momentum 0.95 -> 1), no frozen prototypes.
+    "method": "dino",
+    "dataset": "embedded",
+    "encoder": "vit-tiny",
+    "encoder_config_overrides": {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4,
+                                 "intermediate_size": 512},
+    "patch_size": 7,
+    "global_crop_size": 28,
+    "local_crop_size": 14,
+    "num_local_crops": 4,
+    "global_crop_scale": [0.5, 1.0],
+    "local_crop_scale": [0.2, 0.5],
+    "out_dim": 1024,
+    "hidden_dim": 512,
+    "bottleneck_dim": 128,
+    "use_batch_norm_in_head": True,
+    "momentum_teacher": 0.95,
+    "freeze_last_layer_epochs": 0,
+    "output_dir": "outputs/dino-vit-tiny-embedded",
+    "per_device_train_batch_size": 128,
+    "max_steps": 250,
+    "learning_rate": 5e-4,
+    "weight_decay": 0.04,
+    "warmup_steps": 25,
+    "lr_scheduler_type": "cosine",
+    "max_grad_norm": 3.0,
+    "logging_steps": 25,
+    "save_steps": 125,
+    "save_total_limit": 2,
+    "report_to": "none",
+}
+
+
+@dataclass
+class EncoderArguments:
+    """Which encoder to pretrain."""
+
+    method: str = field(default="dino", metadata={"help": "Pretraining method (hf-ssl list shows them all)."})
+    encoder: str = field(
+        default="vit-tiny",
+        metadata={"help": "Preset (vit-tiny, vit-small, vit-base), 'timm:<arch>', or a folder/Hub id with a config."},
+    )
+    patch_size: int = field(default=4, metadata={"help": "Patch size for the ViT presets."})
+    encoder_config_overrides: str | None = field(
+        default=None, metadata={"help": 'JSON dict of encoder config fields, e.g. \'{"num_hidden_layers": 6}\'.'}
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "An hf_ssl output folder to continue pretraining from: weights, centre/queues and the method "
+            "settings stored in it (method flags are then ignored). Optimizer and schedules start anew; to resume a "
+            "run exactly, use --resume_from_checkpoint <output_dir>/checkpoint-N."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    """Which images to pretrain on and how to monitor the encoder."""
+
+    dataset: str = field(
+        default="embedded",
+        metadata={"help": "'embedded', a folder (CIFAR-10 zips, Fashion-MNIST IDX, imagefolder) or a Hub dataset."},
+    )
+    train_split: str = field(default="train")
+    eval_split: str | None = field(default="test", metadata={"help": "Held-out split for kNN; empty to disable."})
+    image_column: str | None = field(default=None)
+    label_column: str | None = field(default=None)
+    max_train_examples: int | None = field(default=None)
+    max_eval_examples: int | None = field(default=None)
+    knn_k: int = field(default=200, metadata={"help": "Neighbours of the kNN monitor (Wu et al. 2018; 200)."})
+    knn_temperature: float = field(default=0.1)
+    knn_max_train_examples: int | None = field(
+        default=None, metadata={"help": "Size of the kNN memory bank (default: the whole train split)."}
+    )
+    final_comparison: bool = field(
+        default=True, metadata={"help": "After training, probe the encoder vs random init vs raw pixels."}
+    )
+    final_probes: list[str] = field(
+        default_factory=lambda: ["knn", "linear"], metadata={"help": "Probes of the final comparison."}
+    )
+
+
+def build_image_model(encoder_args: EncoderArguments, views: MultiCropConfig, method_config):
+    """A new pretraining model for the chosen encoder and method, or the one stored at ``init_from``."""
+    if encoder_args.init_from:
+        model = AutoSSLModel.from_pretrained(encoder_args.init_from)
+        check_patch_size(model.config, views.global_crop_size, views.local_crop_size)
+        return model
+    overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
+    if not isinstance(overrides, dict):
+        raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 6}'")
+    config = encoder_config(encoder_args.encoder, views.global_crop_size, encoder_args.patch_size, overrides)
+    check_patch_size(config, views.global_crop_size, views.local_crop_size)
+    model_class = METHOD_REGISTRY[encoder_args.method]
+    return model_class.from_encoder_config(config, **dataclass_values(method_config))
+
+
+class ImagePretrainingJob(PretrainingJob):
+    """Views from :class:`~hf_ssl.views.MultiCropTransform`, a kNN monitor, and a final kNN / linear-probe
+    comparison against the same encoder at random init and against raw pixels."""
+
+    name = "image"
+    argument_classes = (EncoderArguments, DataArguments, MultiCropConfig)
+    embedded_defaults = EMBEDDED_DEFAULTS
+
+    def prepare(self) -> JobParts:
+        from ..data import load_image_dataset
+        from ..evaluation import KNNEvaluator, default_eval_transform
+
+        encoder_args, data_args, views = self.arguments
+        seed = self.training_args.seed
+
+        def load(split: str | None, max_examples: int | None):
+            return load_image_dataset(
+                data_args.dataset, split, image_column=data_args.image_column, label_column=data_args.label_column,
+                max_examples=max_examples, seed=seed,
+            )
+
+        self.train_raw = load(data_args.train_split, data_args.max_train_examples)
+        self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
+        transform = MultiCropTransform(views, image_column="image", seed=seed)
+        model = build_image_model(encoder_args, views, self.method_config)
+        self.eval_transform = default_eval_transform(views.global_crop_size, views.mean, views.std)
+        self.has_labels = (
+            self.eval_raw is not None
+            and "label" in self.train_raw.column_names
+            and "label" in self.eval_raw.column_names
+        )
+        evaluators = []
+        if self.has_labels:
+            evaluators.append(
+                KNNEvaluator(
+                    self.train_raw, self.eval_raw, k=data_args.knn_k, temperature=data_args.knn_temperature,
+                    transform=self.eval_transform, max_train_examples=data_args.knn_max_train_examples, seed=seed,
+                )
+            )
+        return JobParts(model=model, train_dataset=apply_views(self.train_raw, transform), evaluators=evaluators)
+
+    def final_evaluation(self, model) -> FinalEvaluation | None:
+        from ..evaluation import compare_with_random_init, format_comparison
+
+        encoder_args, data_args, views = self.arguments
+        if not (self.has_labels and data_args.final_comparison):
+            return None
+        probes = compare_with_random_init(
+            model.encoder, self.train_raw, self.eval_raw, k=data_args.knn_k, temperature=data_args.knn_temperature,
+            transform=self.eval_transform, max_train_examples=data_args.knn_max_train_examples,
+            seed=self.training_args.seed, probes=tuple(data_args.final_probes),
+        )
+        table = (
+            f"Frozen-feature probes on {data_args.dataset} / {data_args.eval_split} "
+            f"(kNN: k={data_args.knn_k}, T={data_args.knn_temperature}, cosine, weighted votes):\n"
+            + format_comparison(probes)
+        )
+        return FinalEvaluation(probes=probes, eval_results=self._eval_results(probes["pretrained"]), table=table)
+
+    def _eval_results(self, pretrained: dict[str, float]) -> list[EvalResult]:
+        _, data_args, _ = self.arguments
+        protocols = {
+            "knn_top1": f"kNN top-1 (k={data_args.knn_k}, T={data_args.knn_temperature}, frozen features)",
+            "linear_probe_top1": "linear probe top-1 (frozen features, L-BFGS)",
+        }
+        return [
+            EvalResult(
+                task_type="image-classification", dataset_type=data_args.dataset, dataset_name=data_args.dataset,
+                dataset_split=data_args.eval_split, metric_type="accuracy", metric_value=float(value),
+                metric_name=protocols.get(name, name),
+            )
+            for name, value in pretrained.items()
+            if name in protocols
+        ]
+
+    def run_record(self) -> dict[str, Any]:
+        encoder_args, data_args, views = self.arguments
+        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args),
+                "views": dataclass_values(views)}
