@@ -8,12 +8,21 @@ from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
 from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 
 
-def view_dataset(embedded_images, count=64):
-    views = MultiCropConfig(global_crop_size=16, local_crop_size=8, num_local_crops=2)
+TWO_VIEW_METHODS = {  # tiny heads; MoCo v2's queue (32 keys) wraps around within the run
+    "simclr": dict(projection_hidden_dim=32, projection_dim=16),
+    "byol": dict(projection_hidden_dim=32, projection_dim=16, prediction_hidden_dim=32, momentum_teacher=0.9),
+    "simsiam": dict(projection_hidden_dim=32, projection_dim=16, prediction_hidden_dim=8),
+    "moco_v2": dict(projection_hidden_dim=32, projection_dim=16, queue_size=32, momentum_teacher=0.9),
+    "moco_v3": dict(projection_hidden_dim=32, projection_dim=16, prediction_hidden_dim=32, momentum_teacher=0.9),
+}
+
+
+def view_dataset(embedded_images, count=64, num_local_crops=2):
+    views = MultiCropConfig(global_crop_size=16, local_crop_size=8, num_local_crops=num_local_crops)
     return apply_views(embedded_images["train"].select(range(count)), MultiCropTransform(views))
 
 
-def make_trainer(output_dir, dataset, max_steps=6, eval_dataset=None, **overrides):
+def make_trainer(output_dir, dataset, max_steps=6, eval_dataset=None, model_factory=tiny_dino, **overrides):
     torch.manual_seed(0)
     settings = dict(
         output_dir=str(output_dir), per_device_train_batch_size=8, max_steps=max_steps, learning_rate=1e-3,
@@ -21,7 +30,7 @@ def make_trainer(output_dir, dataset, max_steps=6, eval_dataset=None, **override
     )
     settings.update(overrides)
     return SSLTrainer(
-        model=tiny_dino(), args=SSLTrainingArguments(**settings), train_dataset=dataset, eval_dataset=eval_dataset
+        model=model_factory(), args=SSLTrainingArguments(**settings), train_dataset=dataset, eval_dataset=eval_dataset
     )
 
 
@@ -65,6 +74,31 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, embedded_imag
     assert resumed.state.global_step == 9
     # the centre and the teacher moved during training and were restored, not re-initialised
     assert resumed.model.loss_fn.center.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", sorted(TWO_VIEW_METHODS))
+def test_every_two_view_method_resumes_exactly_including_queues_and_teachers(tmp_path, embedded_images, method):
+    from conftest import tiny_vit_config
+
+    from hf_ssl.methods import METHOD_REGISTRY
+
+    def factory():
+        return METHOD_REGISTRY[method].from_encoder_config(tiny_vit_config(), **TWO_VIEW_METHODS[method])
+
+    dataset = view_dataset(embedded_images, count=48, num_local_crops=0)
+    common = dict(max_steps=6, model_factory=factory, save_steps=2)
+    full = make_trainer(tmp_path / "full", dataset, **common)
+    full.train()
+    make_trainer(tmp_path / "part", dataset, **common).train()  # produces checkpoint-2
+    resumed = make_trainer(tmp_path / "part", dataset, **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoint-2"))
+    expected, actual = full.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], msg=f"{method}: {key}")
+    if method == "moco_v2":  # 6 steps x 2 views x 8 keys into 32 slots: the queue wrapped
+        assert int(resumed.model.loss_fn.queue_ptr) == (6 * 2 * 8) % 32
+        assert not torch.equal(resumed.model.loss_fn.queue, factory().loss_fn.queue)
 
 
 def test_trainer_refuses_a_dataset_without_views(tmp_path, embedded_images):
