@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Quality of every vision method at one fixed budget and backbone: CIFAR-10, frozen-feature kNN and linear probe.
+
+    python benchmarks/vision_quality.py --steps 150 [--methods dino simclr ...] [--backbone vit-tiny]
+
+For each method, the recipe ``recipes/configs/<method>-<backbone>-cifar10.yaml`` trains in its own subprocess for
+``--steps`` optimizer steps of the config's batch (128): the same images seen by every method, each method with its
+own schedule compressed to that budget (warm-up = 10 % of the steps). The process CPU seconds and wall seconds of each
+run are recorded too, since a step costs different amounts across methods (DINO: 2 global + 4 local crops).
+
+Then every encoder is loaded with plain ``transformers.AutoModel`` from the run's output folder (the published one:
+DINO/BYOL/MoCo teacher or momentum encoder, SimCLR/SimSiam the online encoder) and probed on the same data:
+
+- kNN top-1: k=200, T=0.1, cosine similarity, weighted votes (Wu et al. 2018; lightly's protocol), on L2-normalised
+  CLS features (pooled for convolutional encoders);
+- linear probe top-1 (L-BFGS logistic regression on frozen features, hf_ssl.evaluation.linear_probe_accuracy);
+
+with ``--bank`` training images (fixed random subset, seed 0) as the kNN memory bank / probe training set and the
+whole 10,000-image test split. Baselines in the same run: the same encoder at random init, and raw pixels.
+
+Results are written after every method to ``benchmarks/results/vision_quality.json`` (``--output``), so a partial run
+keeps what it measured; the README table is copied from there with this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("dino", "simclr", "byol", "simsiam", "moco_v2", "moco_v3")
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "vision_quality.json"
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pretrain(method: str, config: Path, steps: int, output_dir: Path, extra: list[str]) -> dict:
+    """Run the recipe in a subprocess; return its step count, wall and CPU seconds."""
+    command = [
+        sys.executable, str(ROOT / "recipes" / "pretrain.py"), str(config),
+        "--max_steps", str(steps), "--warmup_steps", str(max(1, steps // 10)),
+        "--eval_strategy", "no", "--save_steps", str(steps), "--save_total_limit", "1",
+        "--logging_steps", "10", "--disable_tqdm", "true", "--final_comparison", "false",
+        "--output_dir", str(output_dir), *extra,
+    ]
+    cpu_before, started = children_cpu_seconds(), time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)  # configs name data relative to the project root
+    return {
+        "command": " ".join(["python", *command[1:]]).replace(str(ROOT) + "/", ""),
+        "steps": steps,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(children_cpu_seconds() - cpu_before, 1),
+    }
+
+
+def probe(output_dir: Path, train, test, bank: int, with_baselines: bool) -> dict:
+    from transformers import AutoModel
+
+    from hf_ssl.evaluation import compare_with_random_init, default_eval_transform, evaluate_checkpoint
+
+    record = json.loads((output_dir / "hf_ssl_run.json").read_text())
+    views = record["views"]
+    transform = default_eval_transform(views["global_crop_size"], views["mean"], views["std"])
+    common = dict(probes=("knn", "linear"), k=200, temperature=0.1, transform=transform, max_train_examples=bank)
+    encoder = AutoModel.from_pretrained(output_dir)
+    if with_baselines:
+        return compare_with_random_init(encoder, train, test, **common)
+    return {"pretrained": evaluate_checkpoint(encoder, train, test, **common)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--backbone", default="vit-tiny", help="config infix: vit-tiny or resnet18")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--bank", type=int, default=10000, help="train images for the kNN bank / linear probe")
+    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "cifar10_jpg"))
+    parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "vision_quality"))
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
+    args, extra = parser.parse_known_args(argv)
+
+    from hf_ssl.data import load_image_dataset
+
+    train = load_image_dataset(args.dataset, "train")
+    test = load_image_dataset(args.dataset, "test")
+    output = Path(args.output)
+    results = json.loads(output.read_text()) if output.is_file() else {}
+    results.update({
+        "command": "python benchmarks/vision_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "protocol": f"CIFAR-10 JPEG, {args.steps} steps x batch 128 per method; kNN k=200 T=0.1 and L-BFGS linear "
+                    f"probe on frozen features, {args.bank} train images (seed 0) as bank/probe set, 10,000 test",
+        "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.is_available(), "note": "2-core machine shared with other jobs: wall and CPU "
+                    "seconds are indicative only"},
+        "date": time.strftime("%Y-%m-%d"),
+    })
+    results.setdefault("methods", {})
+    for method in args.methods:
+        config = ROOT / "recipes" / "configs" / f"{method}-{args.backbone}-cifar10.yaml"
+        output_dir = Path(args.work_dir) / f"{method}-{args.backbone}"
+        print(f"=== {method}: {config.name}", flush=True)
+        entry = pretrain(method, config, args.steps, output_dir, extra)
+        probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results)
+        if "random_init" in probes:
+            results["baselines"] = {name: probes[name] for name in ("random_init", "raw_pixels")}
+        entry.update(probes["pretrained"])
+        eval_results = json.loads((output_dir / "eval_results.json").read_text()) if (
+            output_dir / "eval_results.json").is_file() else None
+        if eval_results:
+            entry["recipe_eval"] = eval_results
+        results["methods"][method] = entry
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2))
+        print(json.dumps({method: entry, "baselines": results["baselines"]}, indent=2), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
