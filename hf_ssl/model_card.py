@@ -1,0 +1,588 @@
+"""Model cards generated from a run directory, for every method and job.
+
+A run directory is what :func:`hf_ssl.pretraining.run` leaves in ``output_dir``: the model (``config.json`` with
+``ssl_config``, weights), ``hf_ssl_run.json`` (the run record: job, the job's argument sections, the method config,
+training arguments, world size, hardware, wall time, argv), ``eval_results.json`` (the final evaluation:
+``huggingface_hub.EvalResult`` dicts and the baselines in ``probes``), ``trainer_state.json`` (``log_history``; or the
+last ``checkpoint-N/``'s) and any figures the job saved (``*.png``: MAE reconstructions, attention maps).
+
+:func:`build_model_card` reads all of it and renders ``model_cards/templates/model_card.md`` (Jinja, through
+``huggingface_hub.ModelCard.from_template``): the YAML header carries ``model-index`` built from the run's
+``EvalResult`` list (so the Hub shows the numbers), the text carries the method and its paper, backbone and size, data
+and licence, every setting of the run, the baselines, a training-curve figure, how to load the encoder with plain
+transformers, intended use and limits, and the command that reproduces the run. Nothing here is method-specific:
+settings are rendered from whatever sections the record holds, so a new method or job gets a full card for free.
+
+Only the run record is trusted for settings; the card never reads environment variables, and tokens never reach it
+(the run record drops them; :func:`reproduce_command` drops ``--hub_token`` and push flags).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+RUN_RECORD = "hf_ssl_run.json"
+EVAL_RESULTS = "eval_results.json"
+TRAINING_CURVES = "training_curves.png"
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
+#: Where the templates live (next to the reference cards); ``template_path=`` picks another one.
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "model_cards" / "templates"
+DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md"
+#: Record keys that are not argument sections.
+_RECORD_META_KEYS = frozenset({"job", "method", "training", "world_size", "hardware", "wall_time_seconds", "argv"})
+#: Training arguments that shape the result (the rest are I/O and logging).
+TRAINING_KEYS = (
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs", "learning_rate",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "bf16", "fp16", "tf32", "seed", "data_seed", "dataloader_drop_last",
+)
+#: Flags never written into the reproduction command (they publish, or they are secrets).
+_UNREPRODUCED_FLAGS = ("--push_to_hub", "--hub_model_id", "--hub_token", "--hub_private_repo", "--hub_strategy",
+                       "--hub_revision", "--hub_always_push", "--resume_from_checkpoint")
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a card says about a known data set (``../shared/data/INDEX.md`` and ``hf_ssl/assets/SOURCE.md``)."""
+
+    name: str
+    licence: str
+    citation: str
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    hub_id: str | None = None
+
+
+#: Keyed by the ``--dataset`` value or the data folder's name.
+KNOWN_DATASETS: dict[str, DatasetFacts] = {
+    "embedded": DatasetFacts(
+        "Fashion-MNIST subset embedded in hf_ssl (hf_ssl/assets/fashion_mnist_subset.npz: the first 1,000 / 200 "
+        "images per class of the official train / test files)", "MIT (Copyright 2017 Zalando SE)",
+        "Xiao, Rasul & Vollgraf 2017. Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning "
+        "Algorithms. arXiv:1708.07747", {"train": 10_000, "test": 2_000}, "zalando-datasets/fashion_mnist"),
+    "fashion_mnist": DatasetFacts(
+        "Fashion-MNIST (original IDX files)", "MIT (Copyright 2017 Zalando SE)",
+        "Xiao, Rasul & Vollgraf 2017. Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning "
+        "Algorithms. arXiv:1708.07747", {"train": 60_000, "test": 10_000}, "zalando-datasets/fashion_mnist"),
+    "cifar10_jpg": DatasetFacts(
+        "CIFAR-10 (32x32 JPEG copy, quality about 75: accuracies run slightly below those on the official binaries)",
+        "none stated by the authors", "Krizhevsky 2009. Learning Multiple Layers of Features from Tiny Images",
+        {"train": 50_000, "test": 10_000}, "uoft-cs/cifar10"),
+    "fsdd": DatasetFacts(
+        "Free Spoken Digit Dataset (8 kHz WAV)", "CC BY-SA 4.0",
+        "Jackson et al. Free Spoken Digit Dataset, github.com/Jakobovski/free-spoken-digit-dataset",
+        {"train": 2_700, "test": 300}),
+    "emoji_captions": DatasetFacts(
+        "Emoji glyphs (64x64) with their Unicode names as captions", "font: SIL OFL 1.1",
+        "Unicode emoji names; glyphs rendered from an OFL-licensed font", {"all": 1_373}),
+    "stsbenchmark": DatasetFacts(
+        "STS Benchmark", "scores CC BY-SA 4.0; texts keep their sources' licences",
+        "Cer et al. 2017. SemEval-2017 Task 1: Semantic Textual Similarity. arXiv:1708.00055",
+        {"train": 5_749, "validation": 1_500, "test": 1_379}, "sentence-transformers/stsb"),
+    "snli_devtest": DatasetFacts(
+        "SNLI (validation and test splits)", "CC BY-SA 4.0",
+        "Bowman et al. 2015. A large annotated corpus for learning natural language inference. arXiv:1508.05326",
+        {"validation": 9_842, "test": 9_824}, "stanfordnlp/snli"),
+    "tinyshakespeare": DatasetFacts(
+        "Tiny Shakespeare", "public domain", "Karpathy 2015. char-rnn, tinyshakespeare/input.txt"),
+    "wikitext2": DatasetFacts(
+        "WikiText-2", "CC BY-SA 3.0 / GFDL",
+        "Merity et al. 2016. Pointer Sentinel Mixture Models. arXiv:1609.07843", hub_id="Salesforce/wikitext"),
+}
+_DATASET_KEYS = ("dataset", "dataset_name", "data_dir", "train_file", "corpus")
+
+
+@dataclass
+class RunDirectory:
+    """Everything a card reads from one run directory (see the module docstring)."""
+
+    path: Path
+    config: dict[str, Any]
+    record: dict[str, Any]
+    evaluation: dict[str, Any]
+    log_history: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunDirectory:
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} holds no config.json: point at the output_dir of a run (hf-ssl pretrain --output_dir ...), "
+                "where the final model is saved"
+            )
+        config = _read_json(path / "config.json")
+        if not isinstance(config.get("ssl_config"), dict):
+            raise ValueError(f"{path}/config.json has no ssl_config: it is not an hf_ssl pretraining checkpoint")
+        return cls(path, config, _read_json(path / RUN_RECORD, {}), _read_json(path / EVAL_RESULTS, {}),
+                   _log_history(path))
+
+    # ----------------------------------------------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.config["ssl_config"]["method"]
+
+    @property
+    def argument_sections(self) -> dict[str, dict[str, Any]]:
+        """The job's argument sections of the record (``encoder``, ``data``, ``views``, ...), in record order."""
+        return {key: value for key, value in self.record.items()
+                if key not in _RECORD_META_KEYS and isinstance(value, dict)}
+
+    @property
+    def eval_results(self) -> list[EvalResult]:
+        from .jobs import eval_results_from_json
+
+        return eval_results_from_json(self.evaluation.get("eval_results", []))
+
+    @property
+    def steps(self) -> int | None:
+        if "pretraining_steps" in self.evaluation:
+            return int(self.evaluation["pretraining_steps"])
+        steps = [entry["step"] for entry in self.log_history if "step" in entry]
+        return max(steps) if steps else None
+
+    @property
+    def epochs(self) -> float | None:
+        epochs = [entry["epoch"] for entry in self.log_history if "epoch" in entry]
+        return max(epochs) if epochs else None
+
+    def data_section(self) -> dict[str, Any]:
+        for section in self.argument_sections.values():
+            if any(key in section for key in _DATASET_KEYS):
+                return section
+        return {}
+
+    def figures(self) -> list[Path]:
+        """Figures the job saved at the top of the run directory (the training curves are drawn separately)."""
+        return sorted(p for p in self.path.iterdir()
+                      if p.suffix.lower() in FIGURE_SUFFIXES and p.name != TRAINING_CURVES and p.is_file())
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    if not path.is_file():
+        if default is None:
+            raise FileNotFoundError(path)
+        return default
+    return json.loads(path.read_text())
+
+
+def _log_history(path: Path) -> list[dict[str, Any]]:
+    """``log_history`` of ``trainer_state.json`` at the root (written by run()), else of the last checkpoint."""
+    candidates = [path / "trainer_state.json"]
+    checkpoints = sorted(path.glob("checkpoint-*/trainer_state.json"),
+                         key=lambda p: int(p.parent.name.split("-")[-1]) if p.parent.name.split("-")[-1].isdigit()
+                         else -1)
+    candidates += list(reversed(checkpoints))
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text()).get("log_history", [])
+    return []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+def build_model_card(
+    run_dir: str | Path,
+    repo_id: str | None = None,
+    template_path: str | Path | None = None,
+    figures_dir: str | Path | None = None,
+    **card_data_overrides,
+) -> ModelCard:
+    """The card of the run in ``run_dir``.
+
+    Args:
+        repo_id: the Hub repository the card is for (used in the loading code and as ``model_name``); default: the
+            run's ``output_dir`` as the record names it, so the snippet works after re-running the command.
+        template_path: a Jinja markdown template; default ``model_cards/templates/model_card.md``.
+        figures_dir: where the card's figures are written (the training curves) or copied (the job's figures), so the
+            relative links resolve; default ``run_dir``.
+        card_data_overrides: extra ``ModelCardData`` fields (``license``, ``language``, ``tags`` are merged).
+    """
+    run = RunDirectory.load(run_dir)
+    figures_dir = Path(figures_dir) if figures_dir is not None else run.path
+    context = card_context(run, repo_id=repo_id, figures_dir=figures_dir)
+    tags = list(dict.fromkeys(context["tags"] + list(card_data_overrides.pop("tags", None) or [])))
+    data = ModelCardData(
+        library_name="transformers", tags=tags, pipeline_tag=context["pipeline_tag"],
+        datasets=[context["data"]["hub_id"]] if context["data"].get("hub_id") else None,
+        eval_results=run.eval_results or None, model_name=context["model_name"], **card_data_overrides,
+    )
+    template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
+    if not template.is_file():
+        raise FileNotFoundError(
+            f"model card template {template} not found; pass template_path= (hf-ssl card --template PATH), or run "
+            "from a checkout of hf_ssl that has model_cards/templates/"
+        )
+    return ModelCard.from_template(data, template_path=str(template), **context)
+
+
+def write_model_card(run_dir: str | Path, output: str | Path | None = None, repo_id: str | None = None,
+                     template_path: str | Path | None = None, **card_data_overrides) -> Path:
+    """Render the card of ``run_dir`` into ``output`` (default ``run_dir/README.md``), with its figures beside it."""
+    output = Path(output) if output is not None else Path(run_dir) / "README.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    card = build_model_card(run_dir, repo_id=repo_id, template_path=template_path, figures_dir=output.parent,
+                            **card_data_overrides)
+    card.save(output)
+    return output
+
+
+def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> dict[str, Any]:
+    """The template's variables (all plain strings, numbers, lists and dicts)."""
+    from .methods import METHOD_REGISTRY
+
+    method_class = METHOD_REGISTRY.get(run.method)
+    record = run.record
+    location = repo_id or record.get("training", {}).get("output_dir") or str(run.path)
+    model_name = (repo_id or location).rstrip("/").split("/")[-1]
+    data = dataset_description(run)
+    figures = _place_figures(run, figures_dir, model_name)
+    paper = getattr(method_class, "paper", "") or ""
+    probes = run.evaluation.get("probes", {})
+    return {
+        "model_name": model_name,
+        "repo_id": location,
+        "method": run.method,
+        "method_class": method_class.__name__ if method_class else "(method not registered in this hf_ssl)",
+        "paper": paper,
+        "paper_url": _arxiv_url(paper),
+        "job": record.get("job", getattr(method_class, "pretraining_job", "")),
+        "backbone": backbone_description(run),
+        "parameters": parameter_counts(run),
+        "data": data,
+        "method_settings": _setting_rows(run.config["ssl_config"], skip=("method",)),
+        "sections": {name: _setting_rows(values) for name, values in run.argument_sections.items()},
+        "training": training_rows(run),
+        "hardware": record.get("hardware", "not recorded"),
+        "world_size": record.get("world_size"),
+        "wall_time": _duration(record.get("wall_time_seconds")),
+        "steps": run.steps,
+        "epochs": None if run.epochs is None else round(run.epochs, 2),
+        "eval_results": [_result_row(result) for result in run.eval_results],
+        "probe_table": probe_table(probes),
+        "figures": figures,
+        "usage_code": usage_code(run, location),
+        "limitations": limitations(run, data),
+        "reproduce": reproduce_command(record) if record else None,
+        "has_record": bool(record),
+        "tags": ["hf_ssl", "self-supervised-learning", run.method, run.config.get("model_type", "")],
+        "pipeline_tag": pipeline_tag(run),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pieces of the card
+def backbone_description(run: RunDirectory) -> str:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    config = run.config
+    model_type = config.get("model_type", "?")
+    name = MODEL_MAPPING_NAMES.get(model_type, model_type)
+    fields = ("architecture", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+              "hidden_sizes", "depths", "image_size", "patch_size", "num_channels", "vocab_size",
+              "max_position_embeddings")
+    shape = ", ".join(f"{key} {config[key]}" for key in fields if config.get(key) is not None)
+    return f"{name} (`model_type: {model_type}`{', ' + shape if shape else ''})"
+
+
+def parameter_counts(run: RunDirectory) -> dict[str, str]:
+    """``{"encoder": ..., "checkpoint": ...}``: the encoder vanilla ``AutoModel`` builds, and every saved tensor."""
+    counts: dict[str, str] = {}
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(run.path)
+        with torch.device("meta"):  # shapes only, no memory
+            encoder = AutoModel.from_config(config)
+        counts["encoder"] = _count(encoder.num_parameters())
+    except Exception as error:  # a card must still be written for an encoder AutoModel cannot build
+        counts["encoder"] = f"unknown ({type(error).__name__}: AutoModel cannot build this config)"
+    total = _checkpoint_numel(run.path)
+    if total is not None:
+        counts["checkpoint"] = _count(total)
+    return counts
+
+
+def _checkpoint_numel(path: Path) -> int | None:
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else (
+        ["model.safetensors"] if (path / "model.safetensors").is_file() else [])
+    if not files:
+        return None
+    total = 0
+    for name in files:
+        with safe_open(str(path / name), framework="pt") as handle:
+            for key in handle.keys():
+                numel = 1
+                for size in handle.get_slice(key).get_shape():
+                    numel *= size
+                total += numel
+    return total
+
+
+def _count(number: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if number >= scale:
+            return f"{number / scale:.2f} {unit} ({number:,})"
+    return f"{number:,}"
+
+
+def dataset_description(run: RunDirectory) -> dict[str, Any]:
+    section = run.data_section()
+    source = next((section[key] for key in _DATASET_KEYS if section.get(key)), None)
+    facts = KNOWN_DATASETS.get(Path(str(source)).name) if source is not None else None
+    facts = facts or (KNOWN_DATASETS.get(str(source)) if source is not None else None)
+    train_split = section.get("train_split", "train")
+    size = facts.split_sizes.get(train_split) if facts else None
+    limit = section.get("max_train_examples")
+    if size is not None and limit:
+        size = min(size, int(limit))
+    return {
+        "source": source or "not recorded",
+        "name": facts.name if facts else (str(source) if source else "not recorded"),
+        "licence": facts.licence if facts else "unknown: check the data set's own terms before publishing",
+        "citation": facts.citation if facts else None,
+        "hub_id": facts.hub_id if facts else None,
+        "train_split": train_split,
+        "eval_split": section.get("eval_split"),
+        "train_size": f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "whole split"),
+        "eval_size": _eval_size(facts, section),
+    }
+
+
+def _eval_size(facts: DatasetFacts | None, section: dict[str, Any]) -> str | None:
+    split = section.get("eval_split")
+    if not split:
+        return None
+    size = facts.split_sizes.get(split) if facts else None
+    limit = section.get("max_eval_examples")
+    if size is not None and limit:
+        size = min(size, int(limit))
+    return f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "whole split")
+
+
+def training_rows(run: RunDirectory) -> list[tuple[str, str]]:
+    training = run.record.get("training", {})
+    rows = [(key, _format(training[key])) for key in TRAINING_KEYS if key in training]
+    per_device = training.get("per_device_train_batch_size")
+    if per_device is not None:
+        world = run.record.get("world_size", 1) or 1
+        accumulation = training.get("gradient_accumulation_steps", 1) or 1
+        rows.insert(0, ("global batch (per device x processes x accumulation)",
+                        f"{per_device * world * accumulation} = {per_device} x {world} x {accumulation}"))
+    return rows
+
+
+def probe_table(probes: dict[str, Any]) -> str | None:
+    """A markdown table for ``{row: {metric: number}}`` probes (pretrained vs baselines); JSON for other shapes."""
+    if not probes:
+        return None
+    if all(isinstance(row, dict) and all(isinstance(v, (int, float)) for v in row.values()) for row in probes.values()):
+        metrics = list(dict.fromkeys(metric for row in probes.values() for metric in row))
+        lines = ["| encoder | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name, row in probes.items():
+            cells = [f"{row[m]:.4f}" if isinstance(row.get(m), float) else str(row.get(m, "")) for m in metrics]
+            lines.append(f"| {'**' + name + '**' if name == 'pretrained' else name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+    return "```json\n" + json.dumps(probes, indent=2) + "\n```"
+
+
+def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
+    """``{"vanilla": three lines of plain transformers (or sentence-transformers), "hf_ssl": ...}``."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    files = {p.name for p in run.path.iterdir()}
+    config = run.config
+    model_type = config.get("model_type", "")
+    encoder_class = MODEL_MAPPING_NAMES.get(model_type, "the encoder")
+    repo = json.dumps(location)
+    if "modules.json" in files:
+        vanilla = (f"from sentence_transformers import SentenceTransformer\n"
+                   f"model = SentenceTransformer({repo})\n"
+                   f"embeddings = model.encode([\"A first sentence.\", \"A second one.\"])  # (2, dim)")
+    elif model_type in ("clip", "vision-text-dual-encoder", "siglip"):
+        vanilla = (f"from transformers import AutoModel, AutoProcessor\n"
+                   f"model, processor = AutoModel.from_pretrained({repo}), AutoProcessor.from_pretrained({repo})\n"
+                   f"embeddings = model.get_image_features(**processor(images=images, return_tensors=\"pt\"))")
+    elif files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
+        vanilla = (f"from transformers import AutoModel, AutoTokenizer\n"
+                   f"tokenizer, encoder = AutoTokenizer.from_pretrained({repo}), AutoModel.from_pretrained({repo})\n"
+                   f"hidden = encoder(**tokenizer([\"A sentence.\"], return_tensors=\"pt\")).last_hidden_state"
+                   f"  # ({encoder_class})")
+        if _has_masked_lm_head(run.path):
+            vanilla += (f"\n# the masked-LM head too:\nfrom transformers import pipeline\n"
+                        f"fill_mask = pipeline(\"fill-mask\", model={repo})")
+    elif _is_audio(config, files):
+        vanilla = (f"from transformers import AutoModel\n"
+                   f"encoder = AutoModel.from_pretrained({repo})  # {encoder_class}\n"
+                   f"hidden = encoder(input_values=waveforms).last_hidden_state  # waveforms: (batch, samples), "
+                   f"{config.get('sampling_rate', 16000)} Hz")
+    else:
+        views = run.record.get("views", {})
+        size = views.get("global_crop_size") or config.get("image_size", 224)
+        pooled = ("last_hidden_state[:, 0]  # CLS token"
+                  if "num_attention_heads" in config and model_type != "timm_wrapper" else "pooler_output")
+        normalise = (f", normalised with mean {views['mean']} / std {views['std']}" if "mean" in views else "")
+        vanilla = (f"from transformers import AutoModel, AutoModelForImageClassification\n"
+                   f"encoder = AutoModel.from_pretrained({repo})  # {encoder_class}\n"
+                   f"features = encoder(pixel_values=images).{pooled}; images: (batch, {config.get('num_channels', 3)}"
+                   f", {size}, {size}){normalise}")
+        vanilla += (f"\n# to fine-tune: AutoModelForImageClassification.from_pretrained({repo}, num_labels=...)")
+    full = (f"import hf_ssl\n"
+            f"model = hf_ssl.AutoSSLModel.from_pretrained({repo})  # the whole pretraining model, to continue")
+    return {"vanilla": vanilla, "hf_ssl": full}
+
+
+def _has_masked_lm_head(path: Path) -> bool:
+    from safetensors import safe_open
+
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        return False
+    with safe_open(str(weights), framework="pt") as handle:
+        return any(key.startswith(("cls.predictions", "lm_head", "predictions.")) for key in handle.keys())
+
+
+def _is_audio(config: dict[str, Any], files: set[str]) -> bool:
+    return "sampling_rate" in config or "conv_dim" in config or "feature_extractor_type" in str(files)
+
+
+def pipeline_tag(run: RunDirectory) -> str:
+    files = {p.name for p in run.path.iterdir()}
+    if "modules.json" in files:
+        return "sentence-similarity"
+    if files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
+        return "fill-mask" if _has_masked_lm_head(run.path) else "feature-extraction"
+    if _is_audio(run.config, files):
+        return "feature-extraction"
+    return "image-feature-extraction"
+
+
+def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
+    """Run-specific caveats: baselines that beat the pretrained encoder, small budgets, subsets, licences."""
+    notes: list[str] = []
+    probes = run.evaluation.get("probes", {})
+    pretrained = probes.get("pretrained")
+    if isinstance(pretrained, dict):
+        for baseline, row in probes.items():
+            if baseline == "pretrained" or not isinstance(row, dict):
+                continue
+            for metric, value in row.items():
+                mine = pretrained.get(metric)
+                if isinstance(mine, (int, float)) and isinstance(value, (int, float)) and value >= mine:
+                    notes.append(f"`{baseline}` scores {value:.4f} on `{metric}`, at least as much as the pretrained "
+                                 f"encoder ({mine:.4f}): at this budget pretraining has not beaten that baseline.")
+    if run.steps is not None and run.steps < 10_000:
+        notes.append(f"Pretrained for {run.steps:,} optimizer steps only; the method's paper trains for hundreds of "
+                     "epochs. Expect these numbers, not the paper's.")
+    section = run.data_section()
+    for key in ("max_train_examples", "max_eval_examples", "knn_max_train_examples"):
+        if section.get(key):
+            notes.append(f"`--{key} {section[key]}`: part of the data only.")
+    if not run.evaluation:
+        notes.append("No final evaluation was recorded for this run (no eval_results.json).")
+    if data["licence"].startswith("unknown"):
+        notes.append("The training data's licence is not known to hf_ssl; check it before redistributing.")
+    return notes
+
+
+def reproduce_command(record: dict[str, Any]) -> str:
+    """``python recipes/pretrain.py ...``: the recorded argv (publishing flags and tokens removed), or, for records
+    written before the argv was stored, every recorded setting as flags."""
+    argv = record.get("argv")
+    if argv is None:
+        argv = _argv_from_settings(record)
+    argv = _without_publishing_flags([_relative_config_path(argv[0])] + list(argv[1:]) if argv else [])
+    return shlex.join(["python", "recipes/pretrain.py", *argv])
+
+
+def _relative_config_path(argument: str) -> str:
+    if argument.endswith((".yaml", ".yml")) and "recipes/configs/" in argument:
+        return "recipes/configs/" + argument.split("recipes/configs/")[-1]
+    return argument
+
+
+def _without_publishing_flags(argv: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip_value = False
+    for item in argv:
+        if skip_value:
+            skip_value = False
+            if not item.startswith("--"):
+                continue
+        flag = item.split("=", 1)[0]
+        if flag in _UNREPRODUCED_FLAGS:
+            skip_value = "=" not in item
+            continue
+        kept.append(item)
+    return kept
+
+
+def _argv_from_settings(record: dict[str, Any]) -> list[str]:
+    from .pretraining import _to_argv
+
+    values: dict[str, Any] = {}
+    for section in (*[v for k, v in record.items() if k not in _RECORD_META_KEYS and isinstance(v, dict)],
+                    record.get("method", {})):
+        values.update(section)
+    training = record.get("training", {})
+    values.update({key: training[key] for key in ("output_dir", "logging_steps", "save_steps", *TRAINING_KEYS)
+                   if key in training and training[key] is not None})
+    return _to_argv({key: value for key, value in values.items() if key != "init_from" or value})
+
+
+def _setting_rows(values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    return [(key, _format(value)) for key, value in values.items() if key not in skip]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format(item) for item in value) if value else "(none)"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if value is None:
+        return "-"
+    return str(value).replace("|", "\\|")
+
+
+def _result_row(result: EvalResult) -> dict[str, Any]:
+    return {"task": result.task_type, "dataset": result.dataset_name, "split": result.dataset_split,
+            "metric": result.metric_name or result.metric_type, "value": result.metric_value}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded"
+    minutes, rest = divmod(float(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)} h {int(minutes)} min {rest:.0f} s" if hours else f"{int(minutes)} min {rest:.0f} s"
+
+
+def _arxiv_url(paper: str) -> str | None:
+    match = re.search(r"arXiv:\s*(\d{4}\.\d{4,5})", paper)
+    return f"https://arxiv.org/abs/{match.group(1)}" if match else None
+
+
+def _place_figures(run: RunDirectory, figures_dir: Path, model_name: str) -> list[dict[str, str]]:
+    """Draw the training curves into ``figures_dir`` and copy the job's figures there; return ``[{file, caption}]``."""
+    from .training_curves import plot_training_curves
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    curves = plot_training_curves(run.log_history, figures_dir / TRAINING_CURVES, title=f"{model_name}: training")
+    if curves is not None:
+        figures.append({"file": TRAINING_CURVES, "caption": "Training curves: every scalar logged during the run "
+                        "(loss, learning rate, the method's diagnostics and schedules, evaluation metrics) per step."})
+    for figure in run.figures():
+        if figure.parent.resolve() != figures_dir.resolve():
+            shutil.copy2(figure, figures_dir / figure.name)
+        figures.append({"file": figure.name, "caption": figure.stem.replace("_", " ").capitalize() + "."})
+    return figures
