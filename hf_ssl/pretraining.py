@@ -104,7 +104,7 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     trainer_kwargs = {"data_collator": parts.data_collator} if parts.data_collator is not None else {}
     trainer = SSLTrainer(
         model=parts.model, args=training_args, train_dataset=parts.train_dataset, eval_dataset=parts.eval_dataset,
-        evaluators=parts.evaluators, callbacks=callbacks, **trainer_kwargs,
+        evaluators=parts.evaluators, callbacks=callbacks, train_sampler=parts.train_sampler, **trainer_kwargs,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

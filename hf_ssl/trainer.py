@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import os
 
 import torch
+from torch.utils.data import Sampler
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
@@ -65,10 +66,14 @@ class SSLTrainer(Trainer):
     Args (beyond ``Trainer``'s):
         evaluators: callables ``model -> dict[str, float]`` run at every evaluation (e.g.
             :class:`hf_ssl.evaluation.KNNEvaluator`); their metrics are logged with the ``eval_`` prefix.
+        train_sampler: optional order of the training examples (e.g. :class:`hf_ssl.samplers.NoDuplicatesSampler`),
+            used instead of the shuffled default; its batches are sharded over processes by accelerate.
         data_collator defaults to :func:`hf_ssl.collators.stack_views`.
     """
 
-    def __init__(self, *args, evaluators: Sequence[Callable] | None = None, **kwargs):
+    def __init__(
+        self, *args, evaluators: Sequence[Callable] | None = None, train_sampler: Sampler | None = None, **kwargs
+    ):
         kwargs.setdefault("data_collator", stack_views)
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         if training_args is None:
@@ -83,6 +88,9 @@ class SSLTrainer(Trainer):
         finally:
             training_args.eval_strategy = strategy
         self.evaluators = list(evaluators or [])
+        self.train_sampler = train_sampler
+        if hasattr(train_sampler, "set_epoch"):
+            self.add_callback(ViewEpochCallback(train_sampler))
         _synchronise_batch_norm(self.model, self.args)
         self.add_callback(SSLMethodCallback())
         transform = _view_transform(self.train_dataset)
@@ -104,6 +112,12 @@ class SSLTrainer(Trainer):
             print(line, flush=True)
         logger.info(line)
         return super().train(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
+        # A job's own order (duplicate-free batches for in-batch negatives); accelerate shards its batches by rank.
+        if self.train_sampler is not None:
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         # transformers 5.x's Trainer restores checkpoint weights with a bare `load_state_dict(strict=False)`, but

@@ -1,0 +1,192 @@
+"""InfoNCE with in-batch (and cross-process) negatives: the contrastive loss of CLIP and of Sentence-BERT's
+multiple-negatives ranking, written once.
+
+van den Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding", arXiv:1807.03748 (Eq. 4);
+Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision", arXiv:2103.00020
+(Fig. 3: symmetric cross-entropy over the image-text similarity matrix, learnable temperature); Henderson et al. 2017,
+"Efficient Natural Language Response Suggestion for Smart Reply", arXiv:1705.00652 (multiple-negatives ranking).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.functional import cross_entropy, normalize
+
+from ..distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
+
+
+class InfoNCELoss(nn.Module):
+    """Cross-entropy of each query against every key of the global batch (its own key is the positive).
+
+    With ``q``, ``k`` the L2-normalised query and key embeddings (row i of each: a positive pair, e.g. an image and
+    its caption, or an anchor sentence and its paraphrase), ``s = exp(logit_scale)`` the inverse temperature and N the
+    global batch::
+
+        l(q_i) = - log [ exp(s q_i.k_i) / ( sum_j exp(s q_i.k_j) + sum_h exp(s q_i.h_h) + sum_{j != i} exp(s q_i.q_j) ) ]
+
+    where ``h`` are the optional hard negatives (every row's, from every process: extra columns) and the last sum is
+    present only with ``query_negatives=True`` (SimCLR's NT-Xent uses the other anchors as negatives too).
+    ``symmetric=True`` averages this with the same loss from the keys' side (each key against every query: CLIP's
+    text-to-image term; hard negatives are not used in that direction), as CLIP's pseudo-code does:
+    ``loss = (CE(logits_per_image) + CE(logits_per_text)) / 2``.
+
+    Cross-process: keys, hard negatives (and queries, when they are columns) are gathered from every process
+    **with gradients** (:func:`hf_ssl.distributed.all_gather_with_grad`) and each process scores only its own n rows
+    against the N gathered columns, so memory is ``O(n * N)``, linear in the global batch. The loss returned is the
+    mean over the local rows; the mean over processes (what DDP does to the gradients) equals the one-process loss of
+    the global batch, in value and in gradient. ``gather_with_grad=False`` gathers without gradients (cheaper; the
+    local slice keeps its gradient, the other processes' columns act as constants), as open_clip's default. Every
+    process must pass the same local batch size (``dataloader_drop_last=True``).
+
+    Args:
+        temperature: initial/fixed T; the logits are cosine similarities times ``1 / T`` (CLIP: 0.07 initial,
+            learnable; sentence-transformers' MultipleNegativesRankingLoss: ``scale=20``, i.e. T = 0.05, fixed).
+        learnable_temperature: hold ``logit_scale = log(1 / T)`` as a parameter (CLIP). A model that keeps the
+            parameter itself (``VisionTextDualEncoderModel.logit_scale``) passes it to ``forward`` instead.
+        max_logit_scale: the inverse temperature is clipped at this value (CLIP: 100, "to prevent scaling the logits
+            by more than 100, which we found necessary to prevent training instability").
+        symmetric: also the keys-to-queries term (CLIP, MultipleNegativesSymmetricRankingLoss).
+        query_negatives: the other queries are negatives too (and, when symmetric, the other keys for the keys).
+        gather_with_grad: see above.
+
+    Inputs to ``forward``:
+        queries, keys: ``(n, dim)``; need not be normalised.
+        hard_negatives: optional ``(n, dim)`` or ``(n, num_negatives, dim)``: row i's hard negatives (e.g. an NLI
+            contradiction); they serve as negatives for every query of the global batch, as in-batch negatives do.
+        logit_scale: optional scalar tensor, ``log(1 / T)``, overriding the module's own.
+
+    Returns:
+        ``(loss, stats)``: the scalar loss and detached diagnostics over the local rows: ``positive_similarity``
+        (mean cosine of the pairs), ``negative_similarity`` (mean cosine of queries to the other keys),
+        ``retrieval_accuracy`` (share of queries whose own key scores highest among the keys), ``logit_scale``
+        (the inverse temperature used).
+
+    Related: :class:`hf_ssl.losses.NTXentLoss` is this loss with ``symmetric=True, query_negatives=True`` (tested);
+    sentence-transformers' ``MultipleNegativesRankingLoss`` and open_clip's ``ClipLoss`` (tested for parity).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        *,
+        learnable_temperature: bool = False,
+        max_logit_scale: float = 100.0,
+        symmetric: bool = False,
+        query_negatives: bool = False,
+        gather_with_grad: bool = True,
+    ):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (CLIP starts at 0.07, Sentence-BERT uses 0.05), got {temperature}")
+        if max_logit_scale < 1 / temperature:
+            raise ValueError(f"max_logit_scale ({max_logit_scale}) is below 1 / temperature ({1 / temperature:.4g})")
+        initial = torch.tensor(math.log(1 / temperature))
+        if learnable_temperature:
+            self.logit_scale = nn.Parameter(initial)
+        else:
+            self.register_buffer("logit_scale", initial, persistent=False)
+        self.max_logit_scale = max_logit_scale
+        self.symmetric = symmetric
+        self.query_negatives = query_negatives
+        self.gather_with_grad = gather_with_grad
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={math.exp(-self.logit_scale.item()):.4g}, learnable={isinstance(self.logit_scale, nn.Parameter)}, "
+            f"symmetric={self.symmetric}, query_negatives={self.query_negatives}, gather_with_grad={self.gather_with_grad}"
+        )
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        hard_negatives: torch.Tensor | None = None,
+        logit_scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        local_batch = _check_pair(queries, keys)
+        global_batch = local_batch * world_size()
+        if hard_negatives is not None:
+            hard_negatives = _check_hard_negatives(hard_negatives, queries)
+        if global_batch < 2 and hard_negatives is None:
+            raise ValueError(
+                "InfoNCE needs at least 2 pairs in the global batch (the negatives are the other pairs) or hard "
+                f"negatives; got {global_batch}. Increase per_device_train_batch_size."
+            )
+        scale = (self.logit_scale if logit_scale is None else logit_scale).exp().clamp(max=self.max_logit_scale)
+        queries = normalize(queries, dim=-1)
+        keys = normalize(keys, dim=-1)
+        all_queries, all_keys = self._gather(queries), self._gather(keys)
+        # Global column of local row i: the rows of the lower ranks come first.
+        targets = torch.arange(local_batch, device=queries.device) + rank() * local_batch
+
+        key_columns = [all_keys]
+        if hard_negatives is not None:
+            hard = normalize(hard_negatives, dim=-1)  # (n, h, dim) -> columns (N * h, dim), negative-major
+            key_columns += [self._gather(hard[:, j]) for j in range(hard.shape[1])]
+        loss = self._cross_entropy(queries, torch.cat(key_columns), all_queries, targets, scale)
+        if self.symmetric:
+            loss = (loss + self._cross_entropy(keys, all_queries, all_keys, targets, scale)) / 2
+
+        with torch.no_grad():
+            similarity = queries @ all_keys.T  # (n, N)
+            positive = similarity.gather(1, targets[:, None]).mean()
+            negative_mask = torch.ones_like(similarity, dtype=torch.bool)
+            negative_mask[torch.arange(local_batch), targets] = False
+            negative = similarity[negative_mask].mean() if negative_mask.any() else torch.zeros_like(positive)
+            accuracy = (similarity.argmax(dim=1) == targets).float().mean()
+        stats = {
+            "positive_similarity": positive, "negative_similarity": negative, "retrieval_accuracy": accuracy,
+            "logit_scale": scale.detach(),
+        }
+        return loss, stats
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``(n, dim) -> (N, dim)`` in rank order; without gradients, the local slice still carries its own."""
+        if self.gather_with_grad or world_size() == 1:
+            return all_gather_with_grad(tensor)
+        gathered = all_gather_no_grad(tensor)
+        start = rank() * tensor.shape[0]
+        return torch.cat([gathered[:start], tensor, gathered[start + tensor.shape[0]:]])
+
+    def _cross_entropy(self, rows, columns, same_side, targets, scale) -> torch.Tensor:
+        """Mean cross-entropy of ``rows (n, dim)`` against ``columns (M, dim)`` (target column ``targets``); with
+        ``query_negatives`` the rows' own side ``same_side (N, dim)`` is appended, each row's own entry masked."""
+        logits = rows @ columns.T
+        if self.query_negatives:
+            same = rows @ same_side.T
+            same[torch.arange(rows.shape[0], device=rows.device), targets] = float("-inf")
+            logits = torch.cat([logits, same], dim=1)
+        return cross_entropy(logits * scale, targets)
+
+
+def _check_pair(queries: torch.Tensor, keys: torch.Tensor) -> int:
+    if queries.dim() != 2 or keys.dim() != 2:
+        raise ValueError(
+            f"queries and keys must be (batch, dim) embeddings; got shapes {tuple(queries.shape)} and "
+            f"{tuple(keys.shape)}"
+        )
+    if queries.shape[0] != keys.shape[0]:
+        raise ValueError(
+            f"queries and keys must have the same batch size (row i of each is a positive pair); got "
+            f"{queries.shape[0]} queries and {keys.shape[0]} keys. Check that every example has both texts/images."
+        )
+    if queries.shape[1] != keys.shape[1]:
+        raise ValueError(
+            f"queries and keys must have the same width to be compared; got {queries.shape[1]} and {keys.shape[1]} "
+            "(project both into one space first)"
+        )
+    return queries.shape[0]
+
+
+def _check_hard_negatives(hard_negatives: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    if hard_negatives.dim() == 2:
+        hard_negatives = hard_negatives[:, None]
+    if hard_negatives.dim() != 3 or hard_negatives.shape[0] != queries.shape[0] or hard_negatives.shape[2] != queries.shape[1]:
+        raise ValueError(
+            f"hard_negatives must be (batch, dim) or (batch, num_negatives, dim) matching queries {tuple(queries.shape)}; "
+            f"got {tuple(hard_negatives.shape)}"
+        )
+    return hard_negatives

@@ -1,0 +1,226 @@
+"""Paired data for contrastive text and image-text training, in one standard form, plus the collators that batch it.
+
+Standard form (``datasets.Dataset`` columns):
+
+- sentence pairs / triplets (Sentence-BERT): ``anchor``, ``positive`` (strings), optional ``negative`` (a hard
+  negative string) and optional ``label`` (an NLI class id, or a similarity score in [0, 1]);
+- image-caption pairs (CLIP-style): ``image`` (``datasets.Image``), ``text`` (a caption) and optional ``label``.
+
+Loaders for the offline copies in ``../shared/data`` (see its INDEX.md): STS-B (:func:`load_sts_benchmark`), SNLI
+(:func:`load_snli`, :func:`nli_triplets`), the emoji captions (:func:`load_emoji_captions`, split by code point) and
+CIFAR-10 with captions from class names and prompt templates (:func:`caption_with_templates`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from datasets import ClassLabel, Dataset, Features, Value
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+# Prompt templates for CIFAR-10 captions (the style of Radford et al. 2021's CIFAR-10 prompt ensemble, written here).
+# The first TRAIN_TEMPLATES caption training images; HELD_OUT_TEMPLATES are only used for zero-shot evaluation.
+TRAIN_TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a low resolution photo of the {}.",
+    "a close-up photo of a {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a photo of the small {}.",
+    "a good photo of a {}.",
+)
+HELD_OUT_TEMPLATES = (
+    "a pixelated picture of a {}.",
+    "an image showing a {}.",
+    "a snapshot of the {}.",
+    "a dark picture of a {}.",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sentence pairs
+def load_sts_benchmark(folder: str | Path, split: str) -> Dataset:
+    """STS-B ``split`` (``train``, ``dev``, ``test``) as ``anchor``, ``positive`` and ``label`` = gold score / 5.
+
+    The files are tab-separated without quoting (``csv.QUOTE_NONE``); 503 rows carry 2 extra trailing fields (the
+    sentences' sources), so only the first 7 columns are kept: genre, file, year, id, score, sentence 1, sentence 2.
+    """
+    path = Path(folder) / f"sts-{split}.csv"
+    if not path.is_file():
+        raise ValueError(f"no STS-B split {split!r} at {path}; expected sts-train.csv / sts-dev.csv / sts-test.csv")
+    anchors, positives, scores = [], [], []
+    with path.open(encoding="utf-8") as handle:
+        for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) < 7:
+                raise ValueError(f"{path}: a row with {len(row)} fields, expected at least 7: {row}")
+            scores.append(float(row[4]) / 5.0)
+            anchors.append(row[5])
+            positives.append(row[6])
+    features = Features({"anchor": Value("string"), "positive": Value("string"), "label": Value("float32")})
+    return Dataset.from_dict({"anchor": anchors, "positive": positives, "label": scores}, features=features)
+
+
+def load_snli(folder: str | Path, split: str) -> Dataset:
+    """SNLI ``split`` (``validation`` or ``test``) as ``anchor`` (premise), ``positive`` (hypothesis) and ``label``
+    (0 entailment, 1 neutral, 2 contradiction); rows without a gold label are dropped."""
+    path = Path(folder) / f"snli_{split}.tsv"
+    if not path.is_file():
+        raise ValueError(f"no SNLI split {split!r} at {path}; expected snli_validation.tsv / snli_test.tsv")
+    anchors, positives, labels = [], [], []
+    with path.open(encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader)
+        if header[:3] != ["premise", "hypothesis", "label"]:
+            raise ValueError(f"{path}: expected the header premise, hypothesis, label; got {header}")
+        for premise, hypothesis, label, *_ in reader:
+            if label.strip() in ("0", "1", "2"):
+                anchors.append(premise)
+                positives.append(hypothesis)
+                labels.append(int(label))
+    features = Features(
+        {"anchor": Value("string"), "positive": Value("string"), "label": ClassLabel(names=list(NLI_LABELS))}
+    )
+    return Dataset.from_dict({"anchor": anchors, "positive": positives, "label": labels}, features=features)
+
+
+def nli_triplets(nli: Dataset) -> Dataset:
+    """(premise, entailed hypothesis, contradicting hypothesis) triplets as ``anchor``, ``positive``, ``negative``.
+
+    As Reimers & Gurevych's NLI recipe for multiple-negatives ranking: every entailment of a premise becomes a pair
+    whose hard negative is one of the same premise's contradictions (cycled when there are fewer). Premises without
+    both are skipped.
+    """
+    entailed, contradicted = defaultdict(list), defaultdict(list)
+    for premise, hypothesis, label in zip(nli["anchor"], nli["positive"], nli["label"]):
+        if label == 0:
+            entailed[premise].append(hypothesis)
+        elif label == 2:
+            contradicted[premise].append(hypothesis)
+    rows = {"anchor": [], "positive": [], "negative": []}
+    for premise, positives in entailed.items():
+        negatives = contradicted.get(premise)
+        if not negatives:
+            continue
+        for position, positive in enumerate(positives):
+            rows["anchor"].append(premise)
+            rows["positive"].append(positive)
+            rows["negative"].append(negatives[position % len(negatives)])
+    return Dataset.from_dict(rows)
+
+
+def text_keys(dataset: Dataset) -> list[tuple[str, ...]]:
+    """Per row, the texts that must not repeat in a batch of in-batch negatives (for
+    :class:`hf_ssl.samplers.NoDuplicatesSampler`)."""
+    columns = [name for name in ("anchor", "positive", "negative", "text") if name in dataset.column_names]
+    return list(zip(*(dataset[name] for name in columns)))
+
+
+class SentenceTupleCollator:
+    """Tokenises ``anchor`` / ``positive`` / optional ``negative`` texts into ``{column}_input_ids``,
+    ``{column}_attention_mask`` (and ``{column}_token_type_ids`` when the tokenizer makes them), plus ``labels``
+    from ``label`` when present (int64 for class ids, float32 for scores). Every row of a batch must have the same
+    columns."""
+
+    def __init__(self, tokenizer, max_length: int = 128):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        first = examples[0]
+        for name in ("anchor", "positive"):
+            if name not in first or any(example.get(name) is None for example in examples):
+                raise ValueError(
+                    f"sentence pairs need an {name!r} text in every row; got columns {sorted(first)}. Rename the "
+                    "columns to anchor / positive (/ negative, label), or set --text_columns"
+                )
+        batch: dict[str, torch.Tensor] = {}
+        columns = ["anchor", "positive"] + (["negative"] if first.get("negative") is not None else [])
+        for name in columns:
+            texts = [example.get(name) for example in examples]
+            if any(not isinstance(text, str) for text in texts):
+                raise ValueError(f"column {name!r} must hold a string in every row of the batch")
+            tokens = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            batch.update({f"{name}_{key}": value for key, value in tokens.items()})
+        if "label" in first and first["label"] is not None:
+            labels = [example["label"] for example in examples]
+            dtype = torch.long if all(isinstance(label, int) for label in labels) else torch.float32
+            batch["labels"] = torch.tensor(labels, dtype=dtype)
+        return batch
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Image-caption pairs
+def load_emoji_captions(folder: str | Path, split: str, held_out_fraction: float = 0.2) -> Dataset:
+    """The emoji glyphs with their Unicode names, split by code point (``train`` / ``test``).
+
+    A code point is held out when the first 8 hex digits of ``sha256(codepoint)``, read as a fraction of 2^32, fall
+    below ``held_out_fraction``: a fixed split that does not depend on file order and never shares a glyph or a
+    caption between train and test. Columns: ``image``, ``text``, ``codepoint``.
+    """
+    from datasets import load_dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(f"emoji captions have the splits 'train' and 'test' (held out by code point), not {split!r}")
+    if not (Path(folder) / "metadata.jsonl").is_file():
+        raise ValueError(f"{folder} has no metadata.jsonl; expected the emoji_captions folder (images/ + metadata.jsonl)")
+    dataset = load_dataset("imagefolder", data_dir=str(folder), split="train")
+    held_out = [_hashed_fraction(codepoint) < held_out_fraction for codepoint in dataset["codepoint"]]
+    keep = [index for index, test in enumerate(held_out) if test == (split == "test")]
+    return dataset.select(keep)
+
+
+def _hashed_fraction(value: str) -> float:
+    return int(hashlib.sha256(value.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def caption_with_templates(
+    dataset: Dataset, templates: Sequence[str] = TRAIN_TEMPLATES, seed: int = 0, class_names: Sequence[str] | None = None
+) -> Dataset:
+    """Add a ``text`` column to a labelled image dataset: ``templates[t].format(class name)`` with ``t`` drawn per
+    image from ``seed``. The class names come from the ``label`` ClassLabel (or ``class_names``)."""
+    if "label" not in dataset.column_names:
+        raise ValueError("captions from class names need a `label` column (a labelled image dataset)")
+    names = list(class_names or dataset.features["label"].names)
+    generator = torch.Generator().manual_seed(seed)
+    choice = torch.randint(len(templates), (len(dataset),), generator=generator).tolist()
+    texts = [templates[t].format(names[label]) for t, label in zip(choice, dataset["label"])]
+    return dataset.add_column("text", texts)
+
+
+class ImageCaptionCollator:
+    """Batches ``image`` + ``text`` rows into ``pixel_values (B, C, H, W)`` and the tokenised captions
+    (``input_ids``, ``attention_mask``, ``token_type_ids`` when the tokenizer makes them).
+
+    image_transform: ``PIL image -> (C, H, W) tensor`` (e.g. :func:`hf_ssl.evaluation.default_eval_transform`).
+    """
+
+    def __init__(self, tokenizer, image_transform: Callable, max_length: int = 64):
+        self.tokenizer = tokenizer
+        self.image_transform = image_transform
+        self.max_length = max_length
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        missing = [position for position, example in enumerate(examples) if not isinstance(example.get("text"), str)]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} image(s) of the batch have no caption (`text` column); image-text training needs one "
+                "caption per image: add a `text` column (imagefolder: metadata.jsonl with file_name and text; labelled "
+                "images: hf_ssl.pair_data.caption_with_templates)"
+            )
+        if any(example.get("image") is None for example in examples):
+            raise ValueError("every row needs an `image`; got a row without one")
+        pixels = torch.stack([self.image_transform(example["image"].convert("RGB")) for example in examples])
+        tokens = self.tokenizer(
+            [example["text"] for example in examples], padding=True, truncation=True, max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {"pixel_values": pixels, **tokens}
