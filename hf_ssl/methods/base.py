@@ -24,6 +24,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..backbones import build_encoder
+from ..hub import ModelCardPushMixin
 from ..initialization import init_head_weights
 from ..momentum import copy_weights_, ema_update_, freeze
 from ..schedules import cosine_schedule
@@ -80,7 +81,7 @@ class SSLMethodConfig:
         return cls(**{key: value for key, value in values.items() if key in names})
 
 
-class SSLPreTrainedModel(PreTrainedModel):
+class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
     """Base class of every pretraining model in hf_ssl.
 
     Subclasses set ``method_config_class`` and build their modules in ``__init__(config)``, registering the
