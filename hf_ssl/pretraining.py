@@ -107,30 +107,52 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         evaluators=parts.evaluators, callbacks=callbacks, train_sampler=parts.train_sampler, **trainer_kwargs,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
+    # `_internal_call`: Trainer would push here with a card drafted before the run record and the final evaluation
+    # exist; the run is published once, complete, below.
+    trainer.save_model(training_args.output_dir, _internal_call=True)
     if trainer.is_world_process_zero():
         job.save_extras(training_args.output_dir, parts.model)
-    _write_run_record(training_args.output_dir, job, method_config, training_args, time.time() - started)
+    _write_run_record(training_args.output_dir, job, method_config, training_args, time.time() - started, argv)
 
     if not trainer.is_world_process_zero():
         return {}
     evaluation = job.final_evaluation(parts.model)
-    if evaluation is None:
-        return {}
-    steps = trainer.state.global_step
-    print(f"\nAfter {steps} pretraining steps. {evaluation.table}", flush=True)
-    with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
-        json.dump(evaluation.to_json(steps), handle, indent=2)
-    return evaluation.probes
+    if evaluation is not None:
+        steps = trainer.state.global_step
+        print(f"\nAfter {steps} pretraining steps. {evaluation.table}", flush=True)
+        with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
+            json.dump(evaluation.to_json(steps), handle, indent=2)
+    _publish(trainer, training_args)
+    return evaluation.probes if evaluation is not None else {}
 
 
-def _write_run_record(output_dir, job: PretrainingJob, method_config, training_args, seconds) -> None:
-    """Everything a model card needs about the run, next to the weights (no tokens: hub_token is dropped)."""
+def _publish(trainer: SSLTrainer, training_args) -> None:
+    """Write the model card (README.md + figures) into output_dir; push the run when ``--push_to_hub`` is set."""
+    from .hub import push_run_directory
+    from .model_card import write_model_card
+
+    output_dir = training_args.output_dir
+    trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))  # log_history for the curves
+    if not training_args.push_to_hub:
+        write_model_card(output_dir)
+        return
+    trainer._finish_current_push()  # checkpoint pushes still in flight (hub_strategy every_save) land first
+    repo_id = trainer.hub_model_id or training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    commit = push_run_directory(output_dir, repo_id, private=training_args.hub_private_repo,
+                                token=training_args.hub_token, revision=training_args.hub_revision,
+                                commit_message="End of training")
+    print(f"Pushed the model and its card to {commit.repo_url}", flush=True)
+
+
+def _write_run_record(output_dir, job: PretrainingJob, method_config, training_args, seconds, argv=None) -> None:
+    """Everything a model card needs about the run, next to the weights (no tokens: hub_token is dropped, and the
+    value of any ``--*token*`` flag in ``argv`` is replaced by ``<redacted>``)."""
     if not training_args.should_save:
         return
-    training = {k: v for k, v in training_args.to_dict().items() if "token" not in k}
+    training = {k: v for k, v in training_args.to_dict().items() if not _is_token_name(k)}
     record = {
         "job": job.name,
+        "argv": _redacted(argv) if argv is not None else None,
         **job.run_record(),
         "method": method_config.to_dict(),
         "training": training,
@@ -140,6 +162,30 @@ def _write_run_record(output_dir, job: PretrainingJob, method_config, training_a
     }
     with open(os.path.join(output_dir, "hf_ssl_run.json"), "w") as handle:
         json.dump(record, handle, indent=2, default=str)
+
+
+def _is_token_name(name: str) -> bool:
+    """``hub_token``, ``token``: secrets (``tokenizer_name``, ``average_tokens_across_devices`` are not)."""
+    return name == "token" or name.endswith("_token")
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """``argv`` with the values of token flags (``--hub_token X``, ``--hub_token=X``) replaced by ``<redacted>``."""
+    redacted: list[str] = []
+    hide_next = False
+    for item in argv:
+        if hide_next:
+            redacted.append("<redacted>")
+            hide_next = False
+        elif item.startswith("--") and _is_token_name(item.split("=", 1)[0][2:]):
+            if "=" in item:
+                redacted.append(item.split("=", 1)[0] + "=<redacted>")
+            else:
+                redacted.append(item)
+                hide_next = True
+        else:
+            redacted.append(item)
+    return redacted
 
 
 def _hardware(training_args) -> str:
