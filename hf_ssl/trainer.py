@@ -119,6 +119,26 @@ class SSLTrainer(Trainer):
             return self.train_sampler
         return super()._get_train_sampler(train_dataset)
 
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs) -> None:
+        """Write hf_ssl's card (:mod:`hf_ssl.model_card`) into ``output_dir``, as ``Trainer.push_to_hub`` expects.
+
+        The stock draft calls a run from scratch a "fine-tuned version of [](...)" and knows nothing of the method,
+        its paper or its probes. ``language``, ``license`` and ``tags`` go into the card's metadata. A model that is
+        not an hf_ssl pretraining model (no ``ssl_config``) gets the stock draft.
+        """
+        if not self.is_world_process_zero():
+            return
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        if not isinstance(getattr(config, "ssl_config", None), dict):
+            super().create_model_card(language=language, license=license, tags=tags, model_name=model_name,
+                                      finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
+                                      dataset=dataset, dataset_args=dataset_args, **kwargs)
+            return
+        from .hub import write_trainer_model_card
+
+        write_trainer_model_card(self, language=language, license=license, tags=tags, model_name=model_name)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         # transformers 5.x's Trainer restores checkpoint weights with a bare `load_state_dict(strict=False)`, but
         # `save_pretrained` writes the legacy key names of converted architectures (ViT: `encoder.layer.N.attention.
