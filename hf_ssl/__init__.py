@@ -37,3 +37,19 @@ __all__ = [
     "SimSiamForPreTraining",
     "TrainingProgress",
 ]
+
+from .methods import MAEConfig, MAEForPreTraining
+
+__all__ += ["MAEConfig", "MAEForPreTraining"]
+
+from .methods import MaskedLMConfig, MaskedLMForPreTraining, SentenceOrderConfig, SentenceOrderForPreTraining
+
+__all__ += ["MaskedLMConfig", "MaskedLMForPreTraining", "SentenceOrderConfig", "SentenceOrderForPreTraining"]
+
+from .methods import CPCConfig, CPCForPreTraining, Wav2Vec2SSLConfig, Wav2Vec2SSLForPreTraining
+
+__all__ += ["CPCConfig", "CPCForPreTraining", "Wav2Vec2SSLConfig", "Wav2Vec2SSLForPreTraining"]
+
+from .methods import CLIPStyleConfig, CLIPStyleForPreTraining, SentenceBertConfig, SentenceBertForPreTraining
+
+__all__ += ["CLIPStyleConfig", "CLIPStyleForPreTraining", "SentenceBertConfig", "SentenceBertForPreTraining"]

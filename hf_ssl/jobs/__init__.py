@@ -15,3 +15,20 @@ __all__ = [
     "build_image_model",
     "eval_results_from_json",
 ]
+
+from .masked_image import MaskedImagePretrainingJob, ReconstructionArguments, SingleViewConfig, SingleViewTransform
+
+__all__ += ["MaskedImagePretrainingJob", "ReconstructionArguments", "SingleViewConfig", "SingleViewTransform"]
+
+from .text import TextDataArguments, TextEncoderArguments, TextPretrainingJob
+
+__all__ += ["TextDataArguments", "TextEncoderArguments", "TextPretrainingJob"]
+
+from .audio import AudioDataArguments, AudioEncoderArguments, AudioPretrainingJob
+
+__all__ += ["AudioDataArguments", "AudioEncoderArguments", "AudioPretrainingJob"]
+
+from .image_text import DualEncoderArguments, ImageTextDataArguments, ImageTextJob
+from .sentence_pairs import SentenceEncoderArguments, SentencePairDataArguments, SentencePairsJob
+
+__all__ += ["DualEncoderArguments", "ImageTextDataArguments", "ImageTextJob", "SentenceEncoderArguments", "SentencePairDataArguments", "SentencePairsJob"]

@@ -33,3 +33,22 @@ __all__ = [
     "SimSiamOutput",
     "TrainingProgress",
 ]
+
+from .mae import MAEConfig, MAEForPreTraining, MAEOutput
+
+__all__ += ["MAEConfig", "MAEForPreTraining", "MAEOutput"]
+
+from .masked_lm import MaskedLMConfig, MaskedLMForPreTraining, MaskedLMOutput
+from .sentence_order import SentenceOrderConfig, SentenceOrderForPreTraining
+
+__all__ += ["MaskedLMConfig", "MaskedLMForPreTraining", "MaskedLMOutput", "SentenceOrderConfig", "SentenceOrderForPreTraining"]
+
+from .cpc import CPCConfig, CPCForPreTraining, CPCOutput
+from .wav2vec2 import Wav2Vec2SSLConfig, Wav2Vec2SSLForPreTraining, Wav2Vec2SSLOutput
+
+__all__ += ["CPCConfig", "CPCForPreTraining", "CPCOutput", "Wav2Vec2SSLConfig", "Wav2Vec2SSLForPreTraining", "Wav2Vec2SSLOutput"]
+
+from .clip import CLIPStyleConfig, CLIPStyleForPreTraining, CLIPStyleOutput
+from .sentence_bert import SentenceBertConfig, SentenceBertForPreTraining, SentenceBertOutput
+
+__all__ += ["CLIPStyleConfig", "CLIPStyleForPreTraining", "CLIPStyleOutput", "SentenceBertConfig", "SentenceBertForPreTraining", "SentenceBertOutput"]
