@@ -1,0 +1,182 @@
+"""Publishing round trips against a local STAND-IN for the Hub HTTP API (tests/hub_stand_in.py), never a real hub.
+
+Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, model.push_to_hub, hf-ssl push) each give a
+repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel loads as the
+whole pretraining model with the same encoder weights, and whose README.md is hf_ssl's card (model-index equal to the
+run's metrics), never the stock Trainer / PreTrainedModel text. The write token never reaches a file or the output.
+
+huggingface_hub reads HF_ENDPOINT when imported, so pushes and loads run in subprocesses with the stand-in's address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hub_stand_in import StandInHub
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "hf_secretvalue"
+STOCK_TEXTS = ("fine-tuned version of", "This is the model card of a 🤗 transformers model")
+TINY = [
+    "--max_steps", "2", "--per_device_train_batch_size", "16", "--max_train_examples", "64",
+    "--max_eval_examples", "40", "--knn_k", "10", "--knn_max_train_examples", "64", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2", "--save_steps", "1",
+    "--logging_steps", "1", "--disable_tqdm", "true", "--final_probes", "knn",
+]
+REPOS = ("org/recipe", "org/trainer", "org/model", "org/cli-push")
+
+PUSH_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from transformers import ViTConfig
+    from hf_ssl import DINOForPreTraining
+    from hf_ssl.cli import main
+    from hf_ssl.data import load_image_dataset
+    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
+
+    recipe_run, trainer_dir, recipe_argv, features_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    assert main(["pretrain", *json.loads(recipe_argv)]) == 0
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64)
+    model = DINOForPreTraining.from_encoder_config(config, out_dim=64, hidden_dim=32, bottleneck_dim=16,
+                                                   momentum_teacher=0.5, freeze_last_layer_epochs=0.0)
+    images = load_image_dataset("embedded", "train", max_examples=32)
+    views = MultiCropTransform(MultiCropConfig(global_crop_size=28, local_crop_size=14, num_local_crops=2))
+    args = SSLTrainingArguments(trainer_dir, max_steps=2, per_device_train_batch_size=16, report_to="none",
+                                use_cpu=True, push_to_hub=True, hub_model_id="org/trainer", save_strategy="no", logging_steps=1,
+                                disable_tqdm=True)
+    trainer = SSLTrainer(model=model, args=args, train_dataset=apply_views(images, views))
+    trainer.train()
+    trainer.push_to_hub()
+    model.push_to_hub("org/model", run_directory=recipe_run)
+    assert main(["push", recipe_run, "--hub_model_id", "org/cli-push", "--private"]) == 0
+    # hf_ssl loads every published repository as the whole pretraining model
+    from hf_ssl import AutoSSLModel
+    pixels = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    features = {"pixels": pixels}
+    for repo in REPOS:
+        full = AutoSSLModel.from_pretrained(repo).eval()
+        with torch.no_grad():
+            features[repo] = {"class": type(full).__name__, "cls": full.encoder(pixel_values=pixels).last_hidden_state[:, 0]}
+    torch.save(features, features_path)
+    """
+)
+
+VANILLA_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class BlockHfSsl(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_ssl" or name.startswith("hf_ssl."):
+                raise ImportError("hf_ssl is blocked in this process")
+    sys.meta_path.insert(0, BlockHfSsl())
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+    pixels = torch.load(sys.argv[1])["pixels"]
+    out = {}
+    for repo in sys.argv[3:]:
+        encoder = AutoModel.from_pretrained(repo).eval()
+        with torch.no_grad():
+            out[repo] = {"class": type(encoder).__name__, "cls": encoder(pixel_values=pixels).last_hidden_state[:, 0]}
+    torch.save(out, sys.argv[2])
+    """
+)
+
+
+def _environment(hub: StandInHub, home: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGING"))}
+    env.update(HF_ENDPOINT=hub.url, HF_TOKEN=SECRET, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0", HF_HOME=str(home),
+               HF_DATASETS_OFFLINE="1", PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
+               TRANSFORMERS_VERBOSITY="error")
+    return env
+
+
+def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    completed = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    return completed
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """Publish four repositories on one stand-in hub; yield the hub, the recipe's run directory and the output."""
+    work = tmp_path_factory.mktemp("hub")
+    with StandInHub() as hub:
+        env = _environment(hub, work / "hf_home")
+        recipe_run = work / "recipe-run"
+        recipe_argv = [*TINY, "--output_dir", str(recipe_run), "--push_to_hub", "--hub_model_id", "org/recipe"]
+        script = work / "push.py"
+        script.write_text(f"REPOS = {list(REPOS)!r}\n" + PUSH_SCRIPT)
+        pushed = _run([sys.executable, str(script), str(recipe_run), str(work / "trainer-run"),
+                       json.dumps(recipe_argv), str(work / "hf_ssl_features.pt")], env, work)
+        yield {"hub": hub, "env": env, "work": work, "run": recipe_run, "output": pushed.stdout + pushed.stderr}
+
+
+def _card(hub: StandInHub, repo: str) -> ModelCard:
+    return ModelCard(hub.files(repo)["README.md"].decode())
+
+
+def test_every_way_of_publishing_carries_the_generated_card(published):
+    hub = published["hub"]
+    for repo in REPOS:
+        files = hub.files(repo)
+        assert {"config.json", "model.safetensors", "README.md"} <= set(files), (repo, sorted(files))
+        text = files["README.md"].decode()
+        assert not any(stock in text for stock in STOCK_TEXTS), repo
+        assert "Caron et al. 2021" in text and "AutoModel.from_pretrained(\"" + repo + "\")" in text, repo
+        assert not any(name.startswith("checkpoint-") for name in files), repo
+    # the recipe's card has the run's numbers as model-index, equal to eval_results.json
+    evaluation = json.loads((published["run"] / "eval_results.json").read_text())
+    card = _card(hub, "org/recipe")
+    values = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert values == {item["metric_name"]: item["metric_value"] for item in evaluation["eval_results"]}
+    assert card.data.model_name == "recipe" and "training_curves.png" in hub.files("org/recipe")
+    assert "hf_ssl_run.json" in hub.files("org/cli-push") and hub.repositories["org/cli-push"].private
+    # model.push_to_hub(run_directory=...) carries the run's results too; the trainer's card has its log history
+    assert _card(hub, "org/model").data.eval_results
+    assert "training_curves.png" in hub.files("org/trainer")
+    # the card's command reproduces the run without publishing it again
+    record = json.loads(hub.files("org/recipe")["hf_ssl_run.json"])
+    assert record["argv"][: len(TINY)] == TINY and "--push_to_hub" in record["argv"]
+    command = next(line for line in card.text.splitlines() if line.startswith("python recipes/pretrain.py"))
+    assert "--max_steps 2" in command and "--push_to_hub" not in command and "hub_model_id" not in command
+
+
+def test_published_repositories_load_as_encoder_without_hf_ssl_and_as_pretraining_model_with_it(published):
+    import torch
+
+    work = published["work"]
+    script = work / "vanilla.py"
+    script.write_text(VANILLA_SCRIPT)
+    _run([sys.executable, str(script), str(work / "hf_ssl_features.pt"), str(work / "vanilla.pt"), *REPOS],
+         published["env"], work)
+    vanilla, full = torch.load(work / "vanilla.pt"), torch.load(work / "hf_ssl_features.pt")
+    for repo in REPOS:
+        assert vanilla[repo]["class"] == "ViTModel" and full[repo]["class"] == "DINOForPreTraining", repo
+        torch.testing.assert_close(vanilla[repo]["cls"], full[repo]["cls"], msg=repo)
+
+
+def test_the_token_reaches_the_hub_but_no_file_card_or_log(published):
+    hub = published["hub"]
+    assert any(SECRET in header for header in hub.authorizations)  # so the searches below can fail
+    assert SECRET not in published["output"]
+    for path in published["work"].rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    for repo in REPOS:
+        for name, content in hub.files(repo).items():
+            assert SECRET.encode() not in content, (repo, name)
