@@ -335,22 +335,29 @@ class HandSimCLR(HandWrittenMethod):
         return F.cross_entropy(logits, positives)
 
 
-class HandBYOL(HandWrittenMethod):
+class HandStudentTeacher(HandWrittenMethod):
+    """Student ViT + projector (trained) and their EMA twins, teacher ViT + projector: BYOL, MoCo v2, MoCo v3."""
+
+    teacher_pairs = (("teacher", "student"), ("teacher_projector", "projector"))
+
+    def __init__(self, vit_config, settings: dict, projector_dims: list[int], **projector_kwargs):
+        super().__init__(vit_config, settings)
+        self.student, self.teacher = self.vit(vit_config), self.vit(vit_config)
+        self.projector = mlp([vit_config.hidden_size, *projector_dims], **projector_kwargs)
+        self.teacher_projector = mlp([vit_config.hidden_size, *projector_dims], **projector_kwargs)
+        self.freeze_teachers()
+
+
+class HandBYOL(HandStudentTeacher):
     """BYOL (Grill et al. 2020, Eq. 2-3): the online predictor regresses the target projection of the other view,
     normalised MSE, symmetrised; target = EMA of encoder + projector with cosine momentum."""
 
     hf_ssl_names = {"student": "student_encoder", "projector": "projector", "predictor": "predictor",
                     "teacher": "vit", "teacher_projector": "teacher_projector"}
-    teacher_pairs = (("teacher", "student"), ("teacher_projector", "projector"))
 
-    def __init__(self, vit_config, settings: dict):
-        super().__init__(vit_config, settings)
-        s, width = settings, vit_config.hidden_size
-        self.student, self.teacher = self.vit(vit_config), self.vit(vit_config)
-        self.projector = mlp([width, s["projection_hidden_dim"], s["projection_dim"]])
-        self.teacher_projector = mlp([width, s["projection_hidden_dim"], s["projection_dim"]])
+    def __init__(self, vit_config, s: dict):
+        super().__init__(vit_config, s, [s["projection_hidden_dim"], s["projection_dim"]])
         self.predictor = mlp([s["projection_dim"], s["prediction_hidden_dim"], s["projection_dim"]])
-        self.freeze_teachers()
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         pixels = view_major(global_crops)
@@ -380,23 +387,17 @@ class HandSimSiam(HandWrittenMethod):
         return -((p1 * z2).sum(dim=1).mean() + (p2 * z1).sum(dim=1).mean()) / 2
 
 
-class HandMoCoV2(HandWrittenMethod):
+class HandMoCoV2(HandStudentTeacher):
     """MoCo v2 (He et al. 2020 Algorithm 1; Chen et al. 2020): InfoNCE of queries vs their key and a queue of K keys,
     symmetrised; both views' keys enqueued after the loss."""
 
     hf_ssl_names = {"student": "student_encoder", "projector": "projector", "teacher": "vit",
                     "teacher_projector": "key_projector", "queue": "loss_fn.queue", "queue_ptr": "loss_fn.queue_ptr"}
-    teacher_pairs = (("teacher", "student"), ("teacher_projector", "projector"))
 
-    def __init__(self, vit_config, settings: dict):
-        super().__init__(vit_config, settings)
-        s, width = settings, vit_config.hidden_size
-        self.student, self.teacher = self.vit(vit_config), self.vit(vit_config)
-        self.projector = mlp([width, s["projection_hidden_dim"], s["projection_dim"]], batch_norm=False)
-        self.teacher_projector = mlp([width, s["projection_hidden_dim"], s["projection_dim"]], batch_norm=False)
+    def __init__(self, vit_config, s: dict):
+        super().__init__(vit_config, s, [s["projection_hidden_dim"], s["projection_dim"]], batch_norm=False)
         self.register_buffer("queue", F.normalize(torch.randn(s["queue_size"], s["projection_dim"]), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.freeze_teachers()
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         pixels = view_major(global_crops)
@@ -418,23 +419,17 @@ class HandMoCoV2(HandWrittenMethod):
         return loss
 
 
-class HandMoCoV3(HandWrittenMethod):
+class HandMoCoV3(HandStudentTeacher):
     """MoCo v3 (Chen, Xie & He 2021, Algorithm 1): ctr(q1, k2) + ctr(q2, k1), ctr = 2T x in-batch InfoNCE; queries
     through projector + predictor, keys from the EMA encoder + projector."""
 
     hf_ssl_names = {"student": "student_encoder", "projector": "projector", "predictor": "predictor",
                     "teacher": "vit", "teacher_projector": "key_projector"}
-    teacher_pairs = (("teacher", "student"), ("teacher_projector", "projector"))
 
-    def __init__(self, vit_config, settings: dict):
-        super().__init__(vit_config, settings)
-        s, width = settings, vit_config.hidden_size
+    def __init__(self, vit_config, s: dict):
         hidden, dim = s["projection_hidden_dim"], s["projection_dim"]
-        self.student, self.teacher = self.vit(vit_config), self.vit(vit_config)
-        self.projector = mlp([width, hidden, hidden, dim], last_batch_norm=True, last_affine=False)
-        self.teacher_projector = mlp([width, hidden, hidden, dim], last_batch_norm=True, last_affine=False)
+        super().__init__(vit_config, s, [hidden, hidden, dim], last_batch_norm=True, last_affine=False)
         self.predictor = mlp([dim, s["prediction_hidden_dim"], dim], last_batch_norm=True, last_affine=False)
-        self.freeze_teachers()
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         pixels, temperature = view_major(global_crops), self.settings["temperature"]
@@ -822,7 +817,7 @@ def benchmark_method(method: str, args, device: torch.device) -> dict:
     loss_diffs = [abs(x - y) for x, y in zip(a["mean_training_loss"], b["mean_training_loss"], strict=True)]
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", os.path.relpath(os.path.abspath(__file__), ROOT)] + sys.argv[1:]),
+        "command": " ".join(["python", os.path.relpath(os.path.abspath(__file__), ROOT), *args.command_line]),
         "recipe": RECIPE.format(method=method),
         "config": {
             **settings,
@@ -882,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="all", choices=[*METHODS, "all"], help="Method to benchmark (default all).")
     parser.add_argument("--steps", type=int, default=6, help="Timed optimizer steps per run (default 6).")
     parser.add_argument("--warmup_steps", type=int, default=2, help="Untimed steps before them (default 2).")
-    parser.add_argument("--batch_size", type=int, default=64, help="Images per step (default 64; recipes: 128).")
+    parser.add_argument("--batch_size", type=int, default=32, help="Images per step (default 32; recipes: 128).")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu).")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT),
                         help="JSON file; each run replaces the entries of the methods it ran and keeps the others.")
@@ -903,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--_workdir", help=argparse.SUPPRESS)
     parser.add_argument("--_round", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
