@@ -1,0 +1,152 @@
+"""Model cards generated from a real (tiny) run directory: parsed back with huggingface_hub.ModelCard, model-index equal
+to the run's metrics, a reproduction command that parses to the recorded settings, figures, limits, and no token."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_ssl.model_card import (
+    TRAINING_CURVES,
+    RunDirectory,
+    build_model_card,
+    limitations,
+    reproduce_command,
+    write_model_card,
+)
+from hf_ssl.pretraining import _redacted, parse_arguments, run
+from hf_ssl.training_curves import curves_from_log_history
+
+SECRET = "hf_secretvalue"
+STOCK_TEXTS = ("fine-tuned version of", "This is the model card of a 🤗 transformers model")
+TINY = [
+    "--max_steps", "2", "--per_device_train_batch_size", "16", "--max_train_examples", "64",
+    "--max_eval_examples", "40", "--knn_k", "10", "--knn_max_train_examples", "64", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2", "--save_steps", "1",
+    "--logging_steps", "1", "--disable_tqdm", "true", "--momentum_teacher", "0.9",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A real run (embedded Fashion-MNIST, 2 DINO steps); `--hub_token` given but nothing is pushed."""
+    out = tmp_path_factory.mktemp("card") / "dino-tiny"
+    run([*TINY, "--output_dir", str(out), "--hub_token", SECRET])
+    return out
+
+
+def test_the_run_writes_a_card_whose_model_index_equals_its_metrics(run_dir):
+    card = ModelCard.load(run_dir / "README.md")
+    evaluation = json.loads((run_dir / "eval_results.json").read_text())
+    assert card.data.model_name == "dino-tiny"
+    assert [(r.metric_name, r.metric_value, r.dataset_split) for r in card.data.eval_results] == [
+        (item["metric_name"], item["metric_value"], item["dataset_split"]) for item in evaluation["eval_results"]
+    ]
+    text = card.text
+    assert not any(stock in text for stock in STOCK_TEXTS)
+    assert "Caron et al. 2021" in text and "https://arxiv.org/abs/2104.14294" in text  # method + paper
+    assert "MIT (Copyright 2017 Zalando SE)" in text and "64 examples" in text  # data, licence, size
+    assert "| `momentum_teacher` | 0.9 |" in text and "| `num_local_crops` | 2 |" in text  # settings
+    assert "16 = 16 x 1 x 1" in text and "2 optimizer steps" in text  # batch, budget
+    probes = evaluation["probes"]
+    assert f"| raw_pixels | {probes['raw_pixels']['knn_top1']:.4f} |" in text  # baselines table
+    assert f"![{TRAINING_CURVES}]({TRAINING_CURVES})" in text and (run_dir / TRAINING_CURVES).stat().st_size > 1000
+    assert 'AutoModel.from_pretrained("' + str(run_dir) + '")' in text  # loading code names the run's folder
+
+
+def test_the_card_states_the_encoder_size_that_vanilla_transformers_loads(run_dir):
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(run_dir)
+    assert f"({encoder.num_parameters():,})" in (run_dir / "README.md").read_text()
+
+
+def test_the_reproduction_command_parses_to_the_recorded_settings(run_dir):
+    record = json.loads((run_dir / "hf_ssl_run.json").read_text())
+    for source in (record, {key: value for key, value in record.items() if key != "argv"}):  # argv, or settings
+        command = reproduce_command(source)
+        assert command.startswith("python recipes/pretrain.py") and SECRET not in command
+        assert "--hub_token" not in command and "--push_to_hub" not in command
+        encoder, data, views, method, training = parse_arguments(shlex.split(command)[2:])
+        assert method.to_dict() == record["method"]
+        assert vars(data) == record["data"] and vars(views) == record["views"]
+        assert training.max_steps == 2 and training.per_device_train_batch_size == 16
+
+
+def test_no_token_in_the_record_the_card_or_the_log_history(run_dir):
+    record = json.loads((run_dir / "hf_ssl_run.json").read_text())
+    assert record["argv"][record["argv"].index("--hub_token") + 1] == "<redacted>"
+    holding_the_secret = {path.name for path in run_dir.rglob("*")
+                          if path.is_file() and SECRET.encode() in path.read_bytes()}
+    # Only Trainer's own pickle of TrainingArguments keeps a token given on the command line; hf_ssl never uploads it
+    # (hf_ssl.hub.IGNORED_IN_UPLOADS). Prefer HF_TOKEN, which is never stored.
+    assert holding_the_secret <= {"training_args.bin"}
+    assert _redacted(["--hub_token=x", "--tokenizer_name", "bert"]) == ["--hub_token=<redacted>", "--tokenizer_name",
+                                                                          "bert"]
+
+
+def test_the_jobs_figures_are_embedded_and_copied_next_to_a_card_written_elsewhere(run_dir, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoint-*", "README.md", "*.png"))
+    figure = plt.figure(figsize=(1, 1))
+    figure.savefig(copy / "reconstructions.png")
+    plt.close(figure)
+    output = write_model_card(copy, output=tmp_path / "model_cards" / "dino-tiny" / "README.md", repo_id="org/x")
+    text = output.read_text()
+    assert "![reconstructions.png](reconstructions.png)" in text and 'from_pretrained("org/x")' in text
+    assert (output.parent / "reconstructions.png").is_file() and (output.parent / TRAINING_CURVES).is_file()
+    # the log history comes from the last checkpoint when the root has no trainer_state.json
+    assert RunDirectory.load(copy).log_history == RunDirectory.load(run_dir).log_history != []
+
+
+def test_a_saved_model_without_run_record_still_gets_an_honest_card(tmp_path):
+    from conftest import tiny_dino
+
+    tiny_dino().save_pretrained(tmp_path / "model")
+    card = build_model_card(tmp_path / "model", repo_id="org/model", license="apache-2.0")
+    assert card.data.license == "apache-2.0" and card.data.eval_results is None
+    assert "No final evaluation was recorded" in card.text and "has no `hf_ssl_run.json`" in card.text
+    assert 'hf_ssl.AutoSSLModel.from_pretrained("org/model")' in card.text
+
+
+def test_folders_that_are_not_runs_are_refused(tmp_path):
+    from transformers import ViTModel
+
+    from conftest import tiny_vit_config
+
+    with pytest.raises(FileNotFoundError, match="output_dir"):
+        build_model_card(tmp_path)
+    ViTModel(tiny_vit_config()).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match="not an hf_ssl pretraining checkpoint"):
+        build_model_card(tmp_path / "vit")
+
+
+def test_limits_name_every_baseline_that_wins(run_dir):
+    run_directory = RunDirectory.load(run_dir)
+    run_directory.evaluation = {"pretraining_steps": 50, "probes": {
+        "pretrained": {"knn_top1": 0.6, "linear_probe_top1": 0.7},
+        "random_init": {"knn_top1": 0.5, "linear_probe_top1": 0.8},
+    }}
+    notes = limitations(run_directory, {"licence": "MIT"})
+    assert sum("`random_init` scores" in note for note in notes) == 1
+    assert any("linear_probe_top1" in note and "0.8000" in note for note in notes)
+    assert any("50 optimizer steps" in note for note in notes)
+
+
+def test_curves_leave_out_the_end_of_training_summary():
+    history = [{"step": 1, "loss": 2.0, "learning_rate": 0.1, "epoch": 0.5},
+               {"step": 2, "loss": 1.0, "eval_knn_top1": 0.4, "epoch": 1.0},
+               {"step": 2, "train_runtime": 3.0, "train_loss": 1.5, "epoch": 1.0}]
+    curves = curves_from_log_history(history)
+    assert list(curves) == ["loss", "learning_rate", "eval_knn_top1"]
+    assert curves["loss"] == ([1.0, 2.0], [2.0, 1.0])
