@@ -1,0 +1,79 @@
+"""The ``hf-ssl`` command line: help for every command, ``list``, ``card``, and the ``evaluate --task`` registry.
+(Pushing is tested in test_hub.py against the Hub stand-in; ``pretrain``/``evaluate`` runs in test_pretraining.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_ssl.cli import EVALUATION_TASKS, main, register_evaluation_task
+from hf_ssl.methods import METHOD_REGISTRY
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_of_every_command(capsys):
+    assert main([]) == 0 and main(["--help"]) == 0
+    overview = capsys.readouterr().out
+    for command in ("pretrain", "evaluate", "card", "push", "list"):
+        assert f"hf-ssl {command}" in overview
+    assert "--hub_model_id" in _help(capsys, "push", "--help")
+    assert "--output" in _help(capsys, "card", "--help")
+    evaluate_help = _help(capsys, "evaluate", "--help")
+    assert "--task" in evaluate_help and "--compare_random_init" in evaluate_help
+    pretrain_help = _help(capsys, "pretrain", "--help")
+    assert "--out_dim" in pretrain_help and "--push_to_hub" in pretrain_help and "recipe config" in pretrain_help
+    assert main(["nope"]) == 2
+
+
+def test_list_shows_every_method_with_its_job_paper_defaults_and_configs(capsys):
+    assert main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert set(listing) == set(METHOD_REGISTRY)
+    for name, entry in listing.items():
+        model_class = METHOD_REGISTRY[name]
+        assert entry["job"] == model_class.pretraining_job and entry["paper"] == model_class.paper
+        defaults = dataclasses.asdict(model_class.method_config_class())
+        assert entry["defaults"] == json.loads(json.dumps(defaults, default=str))
+    assert "dino-vit-tiny-embedded.yaml" in listing["dino"]["configs"]
+    assert main(["list", "dino"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("dino:") and "--momentum_teacher" in text and "simclr:" not in text
+    assert main(["list", "not-a-method"]) == 2
+
+
+def test_card_writes_a_card_and_its_figures_where_asked(tmp_path, capsys):
+    from conftest import tiny_dino
+
+    tiny_dino().save_pretrained(tmp_path / "run")
+    assert main(["card", str(tmp_path / "run"), "--output", str(tmp_path / "cards" / "x" / "README.md"),
+                 "--repo_id", "org/x", "--license", "mit", "--tags", "fashion"]) == 0
+    card = ModelCard.load(tmp_path / "cards" / "x" / "README.md")
+    assert card.data.license == "mit" and "fashion" in card.data.tags and "dino" in card.data.tags
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="output_dir"):
+        main(["card", str(tmp_path / "missing")])
+
+
+def test_evaluate_tasks_are_a_registry(tmp_path, capsys):
+    def add_arguments(group):
+        group.add_argument("--echo_value", type=float, default=1.0)
+
+    register_evaluation_task("echo", "returns its argument", add_arguments, lambda args: {"echo": args.echo_value,
+                                                                                         "checkpoint": args.checkpoint})
+    try:
+        assert "echo: returns its argument" in _help(capsys, "evaluate", "--help")
+        assert main(["evaluate", "some/checkpoint", "--task", "echo", "--echo_value", "3"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"echo": 3.0, "checkpoint": "some/checkpoint"}
+    finally:
+        EVALUATION_TASKS.pop("echo")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "some/checkpoint", "--task", "echo"])
