@@ -165,10 +165,22 @@ class MAEForPreTraining(SSLPreTrainedModel):
                 self.image_size // self.patch_size, self.image_size // self.patch_size, config.hidden_size,
                 cls_token=True,
             )
-            position_embeddings = self.vit.embeddings.position_embeddings
             with torch.no_grad():
-                position_embeddings.copy_(table.unsqueeze(0))
-            position_embeddings.requires_grad_(False)
+                self.vit.embeddings.position_embeddings.copy_(table.unsqueeze(0))
+        self.freeze_fixed_tables()
+
+    def freeze_fixed_tables(self) -> None:
+        """Keep the fixed sin-cos position tables out of the optimizer: the decoder's always, the encoder's with
+        ``fixed_position_embeddings``. (``from_pretrained`` rebuilds parameters, so it is called again there.)"""
+        self.decoder.decoder_pos_embed.requires_grad_(False)
+        if self.method_config.fixed_position_embeddings:
+            self.vit.embeddings.position_embeddings.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.freeze_fixed_tables()
+        return model
 
     def vit_mae_config(self) -> ViTMAEConfig:
         """This model's architecture as a ``ViTMAEConfig`` (encoder fields from our ``ViTConfig``, decoder and masking
