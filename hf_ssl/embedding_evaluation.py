@@ -18,18 +18,24 @@ from .evaluation import _frozen, _module_device
 
 
 def embed_texts(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 128, max_length: int = 128):
-    """``(N, D)`` float32 CPU embeddings of ``texts`` from ``model.embed_text``, in order."""
+    """``(N, D)`` float32 CPU embeddings of ``texts`` from ``model.embed_text``, in order.
+
+    Texts are batched by length (as sentence-transformers' ``encode``), so little compute goes to padding.
+    """
     device = _module_device(model)
     texts = list(texts)
+    order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
     chunks = []
     with _frozen(model):
         for start in range(0, len(texts), batch_size):
             tokens = tokenizer(
-                texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
-                return_tensors="pt",
+                [texts[index] for index in order[start:start + batch_size]], padding=True, truncation=True,
+                max_length=max_length, return_tensors="pt",
             ).to(device)
             chunks.append(model.embed_text(**tokens).float().cpu())
-    return torch.cat(chunks)
+    embeddings = torch.empty(len(texts), chunks[0].shape[1]) if chunks else torch.empty(0, 0)
+    embeddings[torch.tensor(order, dtype=torch.long)] = torch.cat(chunks) if chunks else embeddings
+    return embeddings
 
 
 def embed_images(model: nn.Module, images: Sequence, transform: Callable, batch_size: int = 256) -> torch.Tensor:

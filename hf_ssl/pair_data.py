@@ -115,6 +115,77 @@ def nli_triplets(nli: Dataset) -> Dataset:
     return Dataset.from_dict(rows)
 
 
+def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = None, label_column: str | None = None):
+    """Sentence pairs in the standard form from STS-B or SNLI folders (recognised by their files), a local
+    ``.csv`` / ``.tsv`` / ``.json`` / ``.jsonl`` / ``.parquet`` file, or a Hub dataset.
+
+    text_columns: the source's columns that become ``anchor``, ``positive`` (and ``negative``), in that order;
+    label_column: the one that becomes ``label``. Without them the source must already use the standard names.
+    """
+    folder = Path(source)
+    if (folder / f"sts-{split}.csv").is_file() or (folder / "sts-train.csv").is_file():
+        return load_sts_benchmark(folder, split)
+    if any(folder.glob("snli_*.tsv")):
+        return load_snli(folder, split)
+    from datasets import load_dataset
+
+    kinds = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+    if folder.is_file() and folder.suffix in kinds:
+        extra = {"delimiter": "\t"} if folder.suffix == ".tsv" else {}
+        dataset = load_dataset(kinds[folder.suffix], data_files={split: str(folder)}, split=split, **extra)
+    else:
+        try:
+            dataset = load_dataset(source, split=split)
+        except Exception as error:  # noqa: BLE001 (datasets raises many kinds)
+            raise ValueError(
+                f"cannot load sentence pairs from {source!r} (split {split!r}): pass the STS-B or SNLI folder, a "
+                ".csv/.tsv/.json/.jsonl/.parquet file or a Hub dataset name"
+            ) from error
+    renames = dict(zip(text_columns or (), ("anchor", "positive", "negative")))
+    if label_column:
+        renames[label_column] = "label"
+    missing = [name for name in renames if name not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{source} has no column(s) {missing}; its columns are {dataset.column_names}")
+    return dataset.rename_columns({old: new for old, new in renames.items() if old != new})
+
+
+def pairs_for_objective(pairs: Dataset, objective: str, min_positive_score: float = 0.8) -> Dataset:
+    """Shape standard-form pairs for a Sentence-BERT objective, or say what is missing.
+
+    - ``multiple_negatives``: NLI data becomes (premise, entailment, contradiction) triplets (:func:`nli_triplets`);
+      scored pairs keep those with ``label >= min_positive_score`` as positives; the label is dropped.
+    - ``nli_softmax``: needs integer class labels.
+    - ``cosine_similarity`` / ``cosent``: need scores in [0, 1].
+    """
+    for name in ("anchor", "positive"):
+        if name not in pairs.column_names:
+            raise ValueError(
+                f"sentence pairs need an {name!r} column; got {pairs.column_names}. Name the text columns with "
+                "--text_columns (anchor, positive[, negative]) and the label with --label_column"
+            )
+    label = pairs.features.get("label")
+    is_class = isinstance(label, ClassLabel) or (isinstance(label, Value) and label.dtype.startswith("int"))
+    is_score = isinstance(label, Value) and label.dtype.startswith("float")
+    if objective == "multiple_negatives":
+        if is_class:
+            return nli_triplets(pairs)
+        if is_score:
+            return pairs.filter(lambda row: row["label"] >= min_positive_score).remove_columns("label")
+        return pairs
+    if objective == "nli_softmax" and not is_class:
+        raise ValueError("objective nli_softmax needs integer class labels (`label`, e.g. SNLI's 0/1/2)")
+    if objective in ("cosine_similarity", "cosent"):
+        if not is_score:
+            raise ValueError(f"objective {objective} needs similarity scores in [0, 1] as `label` (e.g. STS-B / 5)")
+        scores = pairs["label"]
+        if min(scores) < 0 or max(scores) > 1:
+            raise ValueError(f"similarity scores must lie in [0, 1], got [{min(scores)}, {max(scores)}]; rescale them")
+    if "negative" in pairs.column_names:
+        pairs = pairs.remove_columns("negative")
+    return pairs
+
+
 def text_keys(dataset: Dataset) -> list[tuple[str, ...]]:
     """Per row, the texts that must not repeat in a batch of in-batch negatives (for
     :class:`hf_ssl.samplers.NoDuplicatesSampler`)."""

