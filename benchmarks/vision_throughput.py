@@ -240,8 +240,10 @@ class HandWrittenMethod(nn.Module):
         mapping = {key: self.hf_ssl_key(key) for key in mine}
         missing = sorted(hf_key for hf_key in mapping.values() if hf_key not in hf_state)
         unused = sorted(set(hf_state) - set(mapping.values()))
-        if missing or unused:
-            raise KeyError(f"{type(self).__name__}: hf_ssl keys missing {missing[:5]}, hf_ssl keys unused {unused[:5]}")
+        problems = [f"{label} {keys[:5]}" for label, keys in (("hf_ssl keys missing:", missing),
+                                                              ("hf_ssl keys unused:", unused)) if keys]
+        if problems:
+            raise KeyError(f"{type(self).__name__} does not map one to one onto hf_ssl: {'; '.join(problems)}")
         self.load_state_dict({key: hf_state[hf_key] for key, hf_key in mapping.items()}, strict=True)
 
     def freeze_teachers(self) -> None:
@@ -489,11 +491,10 @@ def hand_optimizer(model: HandWrittenMethod, optimizer_settings: dict, total_ste
 # ======================================================================================================================
 # Same maths: first-batch parity from the same weights
 # ======================================================================================================================
-def parity_check(parsed: tuple, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[dict, dict, dict]:
-    """Build the hf_ssl model from the recipe, load the hand-written one from its weights, run both on ``batch``.
+def build_pair(parsed: tuple) -> tuple:
+    """The hf_ssl model built from the recipe (seed 0) and the hand-written one loaded from its weights.
 
-    Returns ``(initial hf_ssl state dict, settings for the hand-written process, report)``; ``report["ok"]`` says
-    whether loss, gradients and post-forward buffers agree within the tolerances.
+    Returns ``(hf_model, hand_written, initial hf_ssl state dict, settings for the hand-written process)``.
     """
     from hf_ssl.jobs.image import build_image_model
 
@@ -504,6 +505,14 @@ def parity_check(parsed: tuple, batch: dict[str, torch.Tensor], device: torch.de
     settings = settings_record(parsed, hf_model.config)
     hand = build_hand_written(settings)
     hand.load_from_hf_ssl(hf_state)
+    return hf_model, hand, hf_state, settings
+
+
+def compare_first_batch(hf_model, hand: HandWrittenMethod, batch: dict[str, torch.Tensor], device: torch.device) -> dict:
+    """Run both models on ``batch`` (training mode) and compare loss, gradients and post-forward buffers.
+
+    ``report["ok"]`` says whether they agree within the tolerances (:data:`LOSS_TOLERANCE`, ...).
+    """
     hf_model.to(device).train()
     hand.to(device).train()
     batch = {key: value.to(device) for key, value in batch.items()}
@@ -547,7 +556,7 @@ def parity_check(parsed: tuple, batch: dict[str, torch.Tensor], device: torch.de
         and buffer_diff <= BUFFER_TOLERANCE
         and trained > 0
     )
-    return hf_state, settings, report
+    return report
 
 
 # ======================================================================================================================
@@ -779,7 +788,9 @@ def benchmark_method(method: str, args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"vision_throughput_{method}_") as workdir:
         parsed = parse_recipe(method, workdir, args.batch_size, total, args.seed, args.device)
         batches = make_batches(views_record(parsed[2]), 1, args.batch_size, args.seed)
-        hf_state, settings, parity = parity_check(parsed, batches[0], device)
+        hf_model, hand, hf_state, settings = build_pair(parsed)
+        parity = compare_first_batch(hf_model, hand, batches[0], device)
+        del hf_model, hand
         print(
             f"[{method}] parity (first batch, same weights): loss {parity['hf_ssl_loss']:.6f} vs "
             f"{parity['hand_written_loss']:.6f} (|diff| {parity['loss_abs_diff']:.2e}); max |grad diff| "
