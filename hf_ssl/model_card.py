@@ -262,7 +262,7 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> d
         "world_size": record.get("world_size"),
         "wall_time": _duration(record.get("wall_time_seconds")),
         "steps": run.steps,
-        "epochs": None if run.epochs is None else round(run.epochs, 2),
+        "epochs": None if run.epochs is None else f"{run.epochs:.3g}",
         "eval_results": [_result_row(result) for result in run.eval_results],
         "probe_table": probe_table(probes),
         "figures": figures,
@@ -338,8 +338,7 @@ def _count(number: int) -> str:
 def dataset_description(run: RunDirectory) -> dict[str, Any]:
     section = run.data_section()
     source = next((section[key] for key in _DATASET_KEYS if section.get(key)), None)
-    facts = KNOWN_DATASETS.get(Path(str(source)).name) if source is not None else None
-    facts = facts or (KNOWN_DATASETS.get(str(source)) if source is not None else None)
+    facts = _known_dataset(source)
     train_split = section.get("train_split", "train")
     size = facts.split_sizes.get(train_split) if facts else None
     limit = section.get("max_train_examples")
@@ -353,9 +352,18 @@ def dataset_description(run: RunDirectory) -> dict[str, Any]:
         "hub_id": facts.hub_id if facts else None,
         "train_split": train_split,
         "eval_split": section.get("eval_split"),
-        "train_size": f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "whole split"),
+        "train_size": f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "all"),
         "eval_size": _eval_size(facts, section),
     }
+
+
+def _known_dataset(source) -> DatasetFacts | None:
+    """The facts of ``--dataset`` given as a name (``embedded``) or a path to a known folder or a file in it."""
+    if source is None:
+        return None
+    if str(source) in KNOWN_DATASETS:
+        return KNOWN_DATASETS[str(source)]
+    return next((KNOWN_DATASETS[part] for part in reversed(Path(str(source)).parts) if part in KNOWN_DATASETS), None)
 
 
 def _eval_size(facts: DatasetFacts | None, section: dict[str, Any]) -> str | None:
@@ -366,7 +374,7 @@ def _eval_size(facts: DatasetFacts | None, section: dict[str, Any]) -> str | Non
     limit = section.get("max_eval_examples")
     if size is not None and limit:
         size = min(size, int(limit))
-    return f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "whole split")
+    return f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "all")
 
 
 def training_rows(run: RunDirectory) -> list[tuple[str, str]]:
@@ -437,7 +445,7 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
                    f", {size}, {size}){normalise}")
         vanilla += (f"\n# to fine-tune: AutoModelForImageClassification.from_pretrained({repo}, num_labels=...)")
     full = (f"import hf_ssl\n"
-            f"model = hf_ssl.AutoSSLModel.from_pretrained({repo})  # the whole pretraining model, to continue")
+            f"model = hf_ssl.AutoSSLModel.from_pretrained({repo})  # {run.config.get('architectures', [''])[0]}")
     return {"vanilla": vanilla, "hf_ssl": full}
 
 
@@ -477,12 +485,16 @@ def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
                 continue
             for metric, value in row.items():
                 mine = pretrained.get(metric)
-                if isinstance(mine, (int, float)) and isinstance(value, (int, float)) and value >= mine:
-                    notes.append(f"`{baseline}` scores {value:.4f} on `{metric}`, at least as much as the pretrained "
-                                 f"encoder ({mine:.4f}): at this budget pretraining has not beaten that baseline.")
+                if not (isinstance(mine, (int, float)) and isinstance(value, (int, float))):
+                    continue
+                lower_is_better = lower_is_better_metric(metric)
+                if (value <= mine) if lower_is_better else (value >= mine):
+                    notes.append(f"`{baseline}` scores {value:.4f} on `{metric}`, as good as or better than the "
+                                 f"pretrained encoder ({mine:.4f}{', lower is better' if lower_is_better else ''}): "
+                                 "at this budget pretraining has not beaten that baseline.")
     if run.steps is not None and run.steps < 10_000:
-        notes.append(f"Pretrained for {run.steps:,} optimizer steps only; the method's paper trains for hundreds of "
-                     "epochs. Expect these numbers, not the paper's.")
+        notes.append(f"Pretrained for {run.steps:,} optimizer steps only, far below the method's paper: expect these "
+                     "numbers, not the paper's.")
     section = run.data_section()
     for key in ("max_train_examples", "max_eval_examples", "knn_max_train_examples"):
         if section.get(key):
@@ -492,6 +504,11 @@ def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
     if data["licence"].startswith("unknown"):
         notes.append("The training data's licence is not known to hf_ssl; check it before redistributing.")
     return notes
+
+
+def lower_is_better_metric(name: str) -> bool:
+    """Losses, perplexities and error rates improve downwards; accuracies, correlations and recalls upwards."""
+    return any(word in name.lower() for word in ("loss", "perplexity", "error", "distance"))
 
 
 def reproduce_command(record: dict[str, Any]) -> str:

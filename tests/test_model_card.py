@@ -134,12 +134,14 @@ def test_folders_that_are_not_runs_are_refused(tmp_path):
 def test_limits_name_every_baseline_that_wins(run_dir):
     run_directory = RunDirectory.load(run_dir)
     run_directory.evaluation = {"pretraining_steps": 50, "probes": {
-        "pretrained": {"knn_top1": 0.6, "linear_probe_top1": 0.7},
-        "random_init": {"knn_top1": 0.5, "linear_probe_top1": 0.8},
+        "pretrained": {"knn_top1": 0.6, "linear_probe_top1": 0.7, "perplexity": 10.0, "mlm_loss": 2.0},
+        "random_init": {"knn_top1": 0.5, "linear_probe_top1": 0.8, "perplexity": 12.0, "mlm_loss": 1.5},
     }}
     notes = limitations(run_directory, {"licence": "MIT"})
-    assert sum("`random_init` scores" in note for note in notes) == 1
+    assert sum("`random_init` scores" in note for note in notes) == 2  # linear probe (higher), loss (lower)
     assert any("linear_probe_top1" in note and "0.8000" in note for note in notes)
+    assert any("mlm_loss" in note and "lower is better" in note for note in notes)
+    assert not any("perplexity" in note for note in notes)
     assert any("50 optimizer steps" in note for note in notes)
 
 
