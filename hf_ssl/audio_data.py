@@ -32,6 +32,8 @@ from .views import INDEX_COLUMN
 from .views.multicrop import _example_seed
 
 FSDD_FILE_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
+VIEW_SEED = "view_seed"
+"""Per-example seed that :class:`AudioCropTransform` emits next to the crop, for the collator's random choices."""
 FSDD_TEST_INDICES = range(0, 5)
 """Official FSDD split (its README): recordings 0-4 of every digit and speaker are the test set, 5-49 train."""
 
@@ -264,12 +266,15 @@ class AudioCropTransform:
                 "hf_ssl.audio_data.load_audio_dataset"
             )
         indices = batch.get(INDEX_COLUMN) or [None] * len(batch["audio"])
-        return {
+        output = {
             "input_values": [
                 self.crop(load_waveform(source, self.sampling_rate, self.resample), index)
                 for source, index in zip(batch["audio"], indices)
             ]
         }
+        if batch.get(INDEX_COLUMN) is not None:
+            output[VIEW_SEED] = [_example_seed(self.seed, self.epoch, int(index)) for index in indices]
+        return output
 
 
 @dataclass
@@ -278,8 +283,12 @@ class AudioCollator:
     ``attention_mask`` ``(batch, samples)`` with ``feature_extractor`` (a ``Wav2Vec2FeatureExtractor``: zero-mean,
     unit-variance per utterance over its real samples, zeros as padding).
 
-    ``pretraining_inputs``: optional ``(attention_mask, batch, samples) -> dict`` adding method inputs (wav2vec 2.0's
-    masks, negatives and ``labels`` so that the Trainer can count masked frames across the global batch).
+    ``pretraining_inputs``: optional ``(attention_mask, batch, samples, seed=...) -> dict`` adding method inputs
+    (wav2vec 2.0's masks, negatives and ``labels``, so that the Trainer can count masked frames across the global
+    batch). Its ``seed`` is derived from the examples' ``view_seed`` (itself from ``(seed, epoch, index)``): the
+    masks of a batch are then the same whatever the dataloader workers, the prefetching of the next batch, or a
+    resume from a checkpoint (a global RNG would not be: accelerate collates batch k + 1 before step k's checkpoint
+    saves the RNG state). Without view seeds it is ``None`` (the method's global RNG).
     """
 
     feature_extractor: object
@@ -300,5 +309,7 @@ class AudioCollator:
         )
         batch = {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long()}
         if self.pretraining_inputs is not None:
-            batch.update(self.pretraining_inputs(batch["attention_mask"], *batch["input_values"].shape))
+            seeds = [example.get(VIEW_SEED) for example in examples]
+            seed = None if None in seeds else int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
+            batch.update(self.pretraining_inputs(batch["attention_mask"], *batch["input_values"].shape, seed=seed))
         return batch

@@ -24,6 +24,7 @@ encoder, and ``Wav2Vec2ForPreTraining.from_pretrained`` the whole pretraining mo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForPreTrainin
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 from transformers.utils import ModelOutput
 
-from ..audio_encoder import check_audio_input, feature_frame_mask
+from ..audio_encoder import check_audio_input, feature_frame_mask, frame_lengths
 from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
 
 IGNORE_INDEX = -100
@@ -166,13 +167,14 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         return max(config.mask_time_length + max(config.mask_time_min_masks, 2) - 1, 2)
 
     def sample_pretraining_inputs(
-        self, attention_mask: torch.Tensor | None, batch: int, samples: int
+        self, attention_mask: torch.Tensor | None, batch: int, samples: int, seed: int | None = None
     ) -> dict[str, torch.Tensor]:
         """Masks, negatives and contrastive targets for a padded batch ``(batch, samples)``.
 
         Spans come from transformers' ``_compute_mask_indices`` restricted to each utterance's real frames; negatives
-        from ``_sample_negative_indices`` among the masked frames of the same utterance (so never padding). Uses the
-        global NumPy RNG, as transformers does (the Trainer checkpoints it).
+        from ``_sample_negative_indices`` among the masked frames of the same utterance (so never padding). Both
+        helpers draw from NumPy's global RNG; with ``seed`` they draw from a stream seeded by it and the global state
+        is left as it was (the audio collator passes a seed derived from the batch's examples, for exact resume).
 
         Returns ``mask_time_indices`` ``(B, T)`` bool, ``sampled_negative_indices`` ``(B, T, num_negatives)`` int64
         (flat indices into ``B * T``) and ``labels`` ``(B, T)``: 0 on masked frames, -100 elsewhere.
@@ -182,19 +184,20 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
             lengths = torch.full((batch,), samples, dtype=torch.long)
         else:
             lengths = attention_mask.long().sum(-1).cpu()
-        frames = int(self.encoder._get_feat_extract_output_lengths(samples))
+        frames = int(frame_lengths(config, torch.tensor(samples)))
         frame_mask = feature_frame_mask(config, lengths, frames)
-        mask = _compute_mask_indices(
-            (batch, frames), mask_prob=config.mask_time_prob, mask_length=config.mask_time_length,
-            attention_mask=frame_mask.long(), min_masks=max(config.mask_time_min_masks, 2),
-        )
-        mask &= frame_mask.numpy()  # transformers' dummy span of a too-short utterance may sit on padding
-        if (mask.sum(-1) < 2).any():
-            raise ValueError(
-                f"an utterance got fewer than 2 masked frames (mask_time_length={config.mask_time_length}, "
-                f"{frame_mask.sum(-1).tolist()} real frames): use longer audio or a shorter mask_time_length"
+        with _numpy_seeded(seed):
+            mask = _compute_mask_indices(
+                (batch, frames), mask_prob=config.mask_time_prob, mask_length=config.mask_time_length,
+                attention_mask=frame_mask.long(), min_masks=max(config.mask_time_min_masks, 2),
             )
-        negatives = _sample_negative_indices((batch, frames), config.num_negatives, mask_time_indices=mask)
+            mask &= frame_mask.numpy()  # transformers' dummy span of a too-short utterance may sit on padding
+            if (mask.sum(-1) < 2).any():
+                raise ValueError(
+                    f"an utterance got fewer than 2 masked frames (mask_time_length={config.mask_time_length}, "
+                    f"{frame_mask.sum(-1).tolist()} real frames): use longer audio or a shorter mask_time_length"
+                )
+            negatives = _sample_negative_indices((batch, frames), config.num_negatives, mask_time_indices=mask)
         mask_tensor = torch.from_numpy(mask)
         labels = torch.full((batch, frames), IGNORE_INDEX, dtype=torch.long).masked_fill(mask_tensor, 0)
         return {
@@ -259,3 +262,18 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
             projected_states=outputs.projected_states,
             projected_quantized_states=outputs.projected_quantized_states,
         )
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int | None):
+    """NumPy's global RNG seeded with ``seed`` inside, restored on exit (``None``: untouched). transformers' mask and
+    negative helpers call ``np.random`` directly, so a seeded stream has to go through the global state."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
