@@ -4,8 +4,9 @@ It answers the handful of endpoints that ``huggingface_hub`` (2.x, with ``HF_HUB
 ``create_repo``, ``upload_folder`` / ``create_commit`` (regular and LFS files, basic LFS transfer),
 ``PreTrainedModel.push_to_hub``, ``Trainer.push_to_hub``, ``hf_hub_download`` / ``from_pretrained`` and
 ``ModelCard.load`` talk to ``HF_ENDPOINT``. Repositories live in memory; there are no users, permissions, branches
-other than the one written to, or history beyond a list of commit ids. Every request's ``Authorization`` header is
-recorded in ``StandInHub.authorizations`` (so a test can check the token was sent) and nothing else is kept about it.
+other than the one written to, or history beyond a list of commit ids. Private repositories answer only requests
+that carry an ``Authorization`` header (any value). Every request's ``Authorization`` header is recorded in
+``StandInHub.authorizations`` (so a test can check the token was sent) and nothing else is kept about it.
 
 Standard library only. Use::
 
@@ -155,9 +156,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self._reply(200, url)
 
     def _repository(self, repo_id: str, head: bool = False) -> _Repository | None:
+        """The repository, or ``None`` after answering as the Hub does: 404 if it does not exist, 401 (with the same
+        error code, so that its existence is not revealed) for a private one without an ``Authorization`` header."""
         repository = self.hub.repositories.get(repo_id)
         if repository is None:
             self._error(404, "RepoNotFound", f"Repository {repo_id} not found on the stand-in hub", head)
+        elif repository.private and not self.headers.get("Authorization"):
+            self._error(401, "RepoNotFound", f"Repository {repo_id} not found on the stand-in hub", head)
+            return None
         return repository
 
     def _model_api(self, method: str, parts: list[str], body: bytes, url, head: bool):

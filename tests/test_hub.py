@@ -71,6 +71,17 @@ PUSH_SCRIPT = textwrap.dedent(
         with torch.no_grad():
             features[repo] = {"class": type(full).__name__, "cls": full.encoder(pixel_values=pixels).last_hidden_state[:, 0]}
     torch.save(features, features_path)
+    # a private repository needs the token; AutoSSLModel passes `token=` on to the config too
+    import os, tempfile
+    token = os.environ.pop("HF_TOKEN")
+    with tempfile.TemporaryDirectory() as fresh_cache:
+        try:
+            AutoSSLModel.from_pretrained("org/cli-push", cache_dir=fresh_cache)
+            raise SystemExit("the private repository loaded without a token")
+        except OSError:
+            pass
+        private = AutoSSLModel.from_pretrained("org/cli-push", token=token, cache_dir=fresh_cache)
+        assert type(private).__name__ == "DINOForPreTraining"
     """
 )
 

@@ -260,7 +260,10 @@ class AutoSSLModel:
 
     @staticmethod
     def from_pretrained(pretrained_model_name_or_path, **kwargs) -> SSLPreTrainedModel:
-        config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
+        # The Hub arguments (token for private repositories, revision, cache) apply to the config too.
+        hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+        hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
+        config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         method = (getattr(config, "ssl_config", None) or {}).get("method")
         if method not in METHOD_REGISTRY:
             raise ValueError(
