@@ -104,7 +104,8 @@ class ReconstructionFigure:
         dataset: held-out ``datasets.Dataset`` with an image column.
         output_path: where the PNG goes (overwritten at each call).
         transform: PIL image -> ``(C, H, W)`` tensor at the model's input size (the evaluation transform).
-        num_images: images shown in the figure (the first ones of ``dataset``).
+        num_images: images shown in the figure (spread evenly over ``dataset``, so class-sorted splits show many
+            classes).
         num_loss_images: images over which the held-out loss is averaged (the figure's images among them).
         seed: seeds the fixed masks (the same at every call).
         mean / std: the normalisation of ``transform``, undone for display.
@@ -129,7 +130,11 @@ class ReconstructionFigure:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         _check_image_dataset(dataset, image_column, "dataset")
         count = min(len(dataset), max(num_images, num_loss_images))
-        images = dataset.select_columns([image_column]).with_format(None)[:count][image_column]
+        # Evenly spaced rows: split files sorted by class (CIFAR-10's) still show every class.
+        rows = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
+        plain = dataset.select_columns([image_column]).with_format(None)
+        images = plain.select(rows)[image_column]
+        count = len(rows)
         self.pixel_values = torch.stack([transform(_as_pil(image).convert("RGB")) for image in images])
         self.num_images = min(num_images, count)
         self.output_path = Path(output_path)
@@ -143,7 +148,8 @@ class ReconstructionFigure:
         generator = torch.Generator().manual_seed(self.seed)
         noise = torch.rand(pixels.shape[0], model.num_patches, generator=generator).to(device)
         panels, loss = reconstruction_panels(model, pixels, noise)
-        shown = {name: images[: self.num_images] for name, images in panels.items()}
+        shown_rows = torch.linspace(0, pixels.shape[0] - 1, self.num_images).round().long().unique().to(device)
+        shown = {name: images[shown_rows] for name, images in panels.items()}
         ratio = model.method_config.mask_ratio
         title = f"MAE reconstructions of held-out images ({ratio:.0%} of patches masked)"
         if model.loss_fn.norm_pix_loss:
