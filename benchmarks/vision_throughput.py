@@ -854,6 +854,10 @@ def benchmark_method(method: str, args, device: torch.device) -> dict:
                                   strict=True)],
         "ratio_cpu_seconds_per_step_hf_ssl_over_hand": a["median_cpu_seconds_per_step"] / b[
             "median_cpu_seconds_per_step"],
+        "per_round_ratio_cpu_seconds_per_step": [
+            statistics.median(x["step_cpu_seconds"][args.warmup_steps:])
+            / statistics.median(y["step_cpu_seconds"][args.warmup_steps:])
+            for x, y in zip(results["hf_ssl"], results["hand"], strict=True)],
         "ratio_peak_memory_growth_hf_ssl_over_hand": a["peak_memory_growth_bytes"] / b["peak_memory_growth_bytes"],
         "mean_training_loss_max_abs_diff": max(loss_diffs),
         "raw": results,
