@@ -37,7 +37,7 @@ def pretrain(args) -> None:
 
     from hf_ssl.pretraining import run
 
-    deadline = time.time() + 60 * args.pretrain_minutes
+    deadline = time.time() + 60 * args.pretrain_minutes  # counted from the start, data preparation included
 
     class WallClockBudget(TrainerCallback):
         def on_step_end(self, training_args, state, control, **kwargs):
@@ -47,8 +47,8 @@ def pretrain(args) -> None:
     probes = run([
         str(ROOT / "recipes" / "configs" / "mlm-bert-mini-wikitext.yaml"), "--output_dir", str(PRETRAINED),
         "--max_steps", str(args.pretrain_steps), "--warmup_steps", "30", "--max_seq_length", str(args.seq_length),
-        "--per_device_train_batch_size", "64", "--eval_strategy", "no", "--save_strategy", "no",
-        "--logging_steps", "20", "--learning_rate", "1e-3",
+        "--per_device_train_batch_size", str(args.pretrain_batch_size), "--eval_strategy", "no", "--save_strategy", "no",
+        "--logging_steps", "20", "--learning_rate", "1e-3", "--encoder", args.encoder,
     ], callbacks=[WallClockBudget()])
     print(json.dumps(probes, indent=2))
 
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--stage", choices=["pretrain", "finetune", "all"], default="all")
     parser.add_argument("--pretrain_minutes", type=float, default=6.0)
     parser.add_argument("--pretrain_steps", type=int, default=600)
+    parser.add_argument("--pretrain_batch_size", type=int, default=32)
+    parser.add_argument("--encoder", default="bert-mini", help="text encoder preset (bert-tiny on a busy CPU)")
     parser.add_argument("--seq_length", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
@@ -124,6 +126,7 @@ def main() -> None:
             "command": "python " + " ".join(sys.argv),
             "pretraining": {
                 "recipe": "recipes/configs/mlm-bert-mini-wikitext.yaml",
+                "encoder": run_record["encoder"]["encoder"],
                 "steps": pretraining["pretraining_steps"],
                 "wall_time_seconds": run_record["wall_time_seconds"],
                 "hardware": run_record["hardware"],
