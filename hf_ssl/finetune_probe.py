@@ -151,7 +151,7 @@ def compare_finetuning_with_random_init(
     results = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pretrained = AutoModelForImageClassification.from_pretrained(checkpoint_dir, num_labels=num_labels)
+        pretrained = _quiet_from_pretrained(AutoModelForImageClassification, checkpoint_dir, num_labels=num_labels)
         results["pretrained"] = finetune_accuracy(pretrained, train_dataset, test_dataset, arguments, **common)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -162,3 +162,16 @@ def compare_finetuning_with_random_init(
         results["random_init"] = finetune_accuracy(random_init, train_dataset, test_dataset, arguments, **common)
     logger.info("fine-tuning probe (%d steps): %s", arguments.finetune_steps, results)
     return results
+
+
+def _quiet_from_pretrained(model_class, checkpoint_dir: str, **kwargs):
+    """``from_pretrained`` without transformers' load report: an hf_ssl checkpoint always carries pretraining-only
+    weights (heads, decoder, teacher) that the classifier ignores and lacks the new classifier, by design."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return model_class.from_pretrained(checkpoint_dir, **kwargs)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
