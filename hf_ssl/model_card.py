@@ -210,7 +210,8 @@ def build_model_card(
     data = ModelCardData(
         library_name="transformers", tags=tags, pipeline_tag=context["pipeline_tag"],
         datasets=[context["data"]["hub_id"]] if context["data"].get("hub_id") else None,
-        eval_results=run.eval_results or None, model_name=context["model_name"], **card_data_overrides,
+        eval_results=run.eval_results or None, model_name=context["model_name"] if run.eval_results else None,
+        **card_data_overrides,
     )
     template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
     if not template.is_file():
@@ -419,7 +420,10 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
     elif model_type in ("clip", "vision-text-dual-encoder", "siglip"):
         vanilla = (f"from transformers import AutoModel, AutoProcessor\n"
                    f"model, processor = AutoModel.from_pretrained({repo}), AutoProcessor.from_pretrained({repo})\n"
-                   f"embeddings = model.get_image_features(**processor(images=images, return_tensors=\"pt\"))")
+                   f"logits = model(**processor(text=captions, images=images, return_tensors=\"pt\", padding=True))"
+                   f".logits_per_image  # ({encoder_class}; get_image_features / get_text_features for embeddings)")
+        if "preprocessor_config.json" not in files:
+            vanilla = vanilla.replace("AutoProcessor.from_pretrained", "None  # no processor saved; ")
     elif files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
         vanilla = (f"from transformers import AutoModel, AutoTokenizer\n"
                    f"tokenizer, encoder = AutoTokenizer.from_pretrained({repo}), AutoModel.from_pretrained({repo})\n"
@@ -428,11 +432,19 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
         if _has_masked_lm_head(run.path):
             vanilla += (f"\n# the masked-LM head too:\nfrom transformers import pipeline\n"
                         f"fill_mask = pipeline(\"fill-mask\", model={repo})")
-    elif _is_audio(config, files):
-        vanilla = (f"from transformers import AutoModel\n"
-                   f"encoder = AutoModel.from_pretrained({repo})  # {encoder_class}\n"
-                   f"hidden = encoder(input_values=waveforms).last_hidden_state  # waveforms: (batch, samples), "
-                   f"{config.get('sampling_rate', 16000)} Hz")
+    elif _is_audio(run.path, config):
+        rate = _feature_extractor(run.path).get("sampling_rate", 16000)
+        if "preprocessor_config.json" in files:
+            vanilla = (f"from transformers import AutoFeatureExtractor, AutoModel\n"
+                       f"extractor, encoder = AutoFeatureExtractor.from_pretrained({repo}), "
+                       f"AutoModel.from_pretrained({repo})\n"
+                       f"hidden = encoder(**extractor(waveforms, sampling_rate={rate}, return_tensors=\"pt\", "
+                       f"padding=True)).last_hidden_state  # ({encoder_class}); waveforms: 1-D arrays at {rate} Hz")
+        else:
+            vanilla = (f"from transformers import AutoModel\n"
+                       f"encoder = AutoModel.from_pretrained({repo})  # {encoder_class}\n"
+                       f"hidden = encoder(input_values=waveforms).last_hidden_state  # waveforms: (batch, samples), "
+                       f"{rate} Hz")
     else:
         views = run.record.get("views", {})
         size = views.get("global_crop_size") or config.get("image_size", 224)
@@ -459,8 +471,14 @@ def _has_masked_lm_head(path: Path) -> bool:
         return any(key.startswith(("cls.predictions", "lm_head", "predictions.")) for key in handle.keys())
 
 
-def _is_audio(config: dict[str, Any], files: set[str]) -> bool:
-    return "sampling_rate" in config or "conv_dim" in config or "feature_extractor_type" in str(files)
+def _feature_extractor(path: Path) -> dict[str, Any]:
+    processor = path / "preprocessor_config.json"
+    return json.loads(processor.read_text()) if processor.is_file() else {}
+
+
+def _is_audio(path: Path, config: dict[str, Any]) -> bool:
+    """Audio encoders: a feature extractor with a sampling rate, or a convolutional waveform front end (wav2vec2)."""
+    return "sampling_rate" in _feature_extractor(path) or "conv_dim" in config
 
 
 def pipeline_tag(run: RunDirectory) -> str:
@@ -469,7 +487,7 @@ def pipeline_tag(run: RunDirectory) -> str:
         return "sentence-similarity"
     if files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
         return "fill-mask" if _has_masked_lm_head(run.path) else "feature-extraction"
-    if _is_audio(run.config, files):
+    if _is_audio(run.path, run.config):
         return "feature-extraction"
     return "image-feature-extraction"
 
