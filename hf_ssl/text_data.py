@@ -92,7 +92,7 @@ def _documents_from_files(files: list[Path], boundary: str) -> list[str]:
 def _documents_from_hub(dataset, config, split, text_column, boundary) -> list[str]:
     try:
         loaded = datasets.load_dataset(dataset, config, split=split)
-    except Exception as error:  # noqa: BLE001  (re-raised with the fix named)
+    except Exception as error:
         raise ValueError(
             f"could not load {dataset!r} as a file, folder or datasets dataset ({type(error).__name__}: {error}); "
             "pass a .txt file, a folder of .txt files, or a datasets name available offline"
@@ -150,7 +150,15 @@ def train_wordpiece_tokenizer(
     ``[CLS] A [SEP] B [SEP]`` template are BERT's. Returns a ``transformers.PreTrainedTokenizerFast`` that
     ``save_pretrained`` writes and ``AutoTokenizer`` loads.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

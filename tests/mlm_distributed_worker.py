@@ -52,7 +52,7 @@ def sgd_step(output_dir: str, per_device_batch: int, accumulation_steps: int = 1
 
 def main():
     out_file, output_dir = sys.argv[1], sys.argv[2]
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     trainer = sgd_step(output_dir, GLOBAL_BATCH // world)
     if trainer.is_world_process_zero():
         torch.save({"world_size": trainer.args.world_size,

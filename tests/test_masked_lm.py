@@ -49,9 +49,9 @@ def sequences(documents, tokenizer):
 
 
 def tiny_bert_config(vocab_size: int, **overrides) -> BertConfig:
-    values = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0)
+    values = {"vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 64, "max_position_embeddings": 128, "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0}
     values.update(overrides)
     return BertConfig(**values)
 
@@ -83,7 +83,7 @@ def test_trained_tokenizer_is_bert_style(tokenizer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Masking statistics
 # ----------------------------------------------------------------------------------------------------------------------
-def mask_many(collator, sequences, repeats=4):
+def mask_many(collator, sequences, repeats=2):
     batches = [collator([sequences[i] for i in range(len(sequences))]) for _ in range(repeats)]
     original = torch.cat([collator.pad([sequences[i] for i in range(len(sequences))])["input_ids"]] * repeats)
     return original, {key: torch.cat([b[key] for b in batches]) for key in ("input_ids", "labels", "attention_mask")}
@@ -251,28 +251,12 @@ def test_gradient_accumulation_4x8_equals_1x32(pair_task):
 
 def test_trainer_with_accumulation_gives_the_same_update(tmp_path):
     """SSLTrainer, 4 micro-batches of 8 vs 1 batch of 32: the same parameters after one SGD step."""
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from mlm_distributed_worker import sgd_step
 
-    batch = masked_batch(vocab_size=60, batch=32, length=16, seed=4)
-    rows = [{key: value[i] for key, value in batch.items()} for i in range(32)]
-
-    def collate(examples):
-        return {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
-
-    def train(per_device, accumulation):
-        torch.manual_seed(0)
-        model = MaskedLMForPreTraining.from_encoder_config(tiny_bert_config(60))
-        args = SSLTrainingArguments(
-            output_dir=str(tmp_path / f"run{accumulation}"), per_device_train_batch_size=per_device,
-            gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.5, optim="sgd",
-            lr_scheduler_type="constant", max_grad_norm=0.0, report_to="none", use_cpu=True, save_strategy="no",
-            weight_decay=0.0, logging_steps=1,
-        )
-        SSLTrainer(model=model, args=args, train_dataset=rows, data_collator=collate).train()
-        return model
-
-    one, four = train(32, 1), train(8, 4)
-    start = MaskedLMForPreTraining.from_encoder_config(tiny_bert_config(60))
+    one = sgd_step(str(tmp_path / "one"), per_device_batch=32).model
+    four = sgd_step(str(tmp_path / "four"), per_device_batch=8, accumulation_steps=4).model
+    torch.manual_seed(0)
+    start = MaskedLMForPreTraining.from_encoder_config(one.config)
     for (name, a), b in zip(one.named_parameters(), four.parameters()):
         torch.testing.assert_close(a, b, msg=name)
     assert not torch.equal(one.encoder.embeddings.word_embeddings.weight, start.encoder.embeddings.word_embeddings.weight)
@@ -316,58 +300,66 @@ VANILLA_SCRIPT = textwrap.dedent(
                               pipeline)
     from transformers.utils import logging
     logging.set_verbosity_error()
-    folder, inputs_path, out_path = sys.argv[1:4]
+    inputs_path, out_path, *folders = sys.argv[1:]
     inputs = torch.load(inputs_path)
-    masked_lm, info_mlm = AutoModelForMaskedLM.from_pretrained(folder, output_loading_info=True)
-    encoder, info_encoder = AutoModel.from_pretrained(folder, output_loading_info=True)
-    classifier, info_classifier = AutoModelForSequenceClassification.from_pretrained(
-        folder, num_labels=3, output_loading_info=True)
-    with torch.no_grad():
-        logits = masked_lm.eval()(**inputs).logits
-        hidden = encoder.eval()(**inputs).last_hidden_state
-    fill = pipeline("fill-mask", model=folder, device="cpu")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    filled = fill(f"the film was {tokenizer.mask_token} .", top_k=3)
-    torch.save({"logits": logits, "hidden": hidden, "class": type(encoder).__name__,
-                "missing_mlm": sorted(info_mlm["missing_keys"]), "missing_encoder": sorted(info_encoder["missing_keys"]),
-                "missing_classifier": sorted(info_classifier["missing_keys"]),
-                "filled": [item["token_str"] for item in filled]}, out_path)
+    results = {}
+    for folder in folders:
+        masked_lm, info_mlm = AutoModelForMaskedLM.from_pretrained(folder, output_loading_info=True)
+        encoder, info_encoder = AutoModel.from_pretrained(folder, output_loading_info=True)
+        classifier, info_classifier = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=3, output_loading_info=True)
+        with torch.no_grad():
+            logits = masked_lm.eval()(**inputs).logits
+            hidden = encoder.eval()(**inputs).last_hidden_state
+        fill = pipeline("fill-mask", model=folder, device="cpu")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        filled = fill(f"the film was {tokenizer.mask_token} .", top_k=3)
+        results[folder] = {
+            "logits": logits, "hidden": hidden, "class": type(encoder).__name__,
+            "missing_mlm": sorted(info_mlm["missing_keys"]), "missing_encoder": sorted(info_encoder["missing_keys"]),
+            "missing_classifier": sorted(info_classifier["missing_keys"]),
+            "filled": [item["token_str"] for item in filled]}
+    torch.save(results, out_path)
     """
 )
 
 
-@pytest.mark.parametrize("model_type", ["bert", "albert"])
-def test_vanilla_transformers_loads_the_checkpoint_without_hf_ssl(tmp_path, tokenizer, model_type):
+def test_vanilla_transformers_loads_bert_and_albert_checkpoints_without_hf_ssl(tmp_path, tokenizer):
     from transformers import AlbertConfig
 
-    torch.manual_seed(0)
-    if model_type == "bert":
-        config = tiny_bert_config(len(tokenizer))
-    else:
-        config = AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=1,
-                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    model = SentenceOrderForPreTraining.from_encoder_config(config).eval()
-    with torch.no_grad():  # make the head non-trivial so that a silently re-initialised head would show
-        model.mlm_head.bias.normal_()
-    model.save_pretrained(tmp_path / "ckpt")
-    tokenizer.save_pretrained(tmp_path / "ckpt")
+    configs = {
+        "bert": tiny_bert_config(len(tokenizer)),
+        "albert": AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=128),
+    }
     inputs = dict(tokenizer(["the film was [MASK] .", "robert boulter is an actor"], padding=True,
                             return_tensors="pt"))
     torch.save(inputs, tmp_path / "inputs.pt")
+    models = {}
+    for model_type, config in configs.items():
+        torch.manual_seed(0)
+        model = SentenceOrderForPreTraining.from_encoder_config(config).eval()
+        with torch.no_grad():  # make the head non-trivial so that a silently re-initialised head would show
+            model.mlm_head.bias.normal_()
+        model.save_pretrained(tmp_path / model_type)
+        tokenizer.save_pretrained(tmp_path / model_type)
+        models[model_type] = model
     script = tmp_path / "vanilla.py"
     script.write_text(VANILLA_SCRIPT)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), str(tmp_path / "inputs.pt"),
-                    str(tmp_path / "out.pt")], check=True, cwd=tmp_path)
-    result = torch.load(tmp_path / "out.pt")
-    with torch.no_grad():
-        expected_logits = model.vocabulary_logits(**inputs)
-        expected_hidden = model.encoder(**inputs).last_hidden_state
-    assert result["class"] == {"bert": "BertModel", "albert": "AlbertModel"}[model_type]
-    assert result["missing_mlm"] == [] and result["missing_encoder"] == []
-    assert result["missing_classifier"] == ["classifier.bias", "classifier.weight"]  # the pooler is there
-    torch.testing.assert_close(result["logits"], expected_logits)
-    torch.testing.assert_close(result["hidden"], expected_hidden)
-    assert len(result["filled"]) == 3
+    subprocess.run([sys.executable, str(script), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"),
+                    *(str(tmp_path / model_type) for model_type in configs)], check=True, cwd=tmp_path)
+    results = torch.load(tmp_path / "out.pt")
+    for model_type, model in models.items():
+        result = results[str(tmp_path / model_type)]
+        with torch.no_grad():
+            expected_logits = model.vocabulary_logits(**inputs)
+            expected_hidden = model.encoder(**inputs).last_hidden_state
+        assert result["class"] == {"bert": "BertModel", "albert": "AlbertModel"}[model_type]
+        assert result["missing_mlm"] == [] and result["missing_encoder"] == []
+        assert result["missing_classifier"] == ["classifier.bias", "classifier.weight"]  # the pooler is there
+        torch.testing.assert_close(result["logits"], expected_logits)
+        torch.testing.assert_close(result["hidden"], expected_hidden)
+        assert len(result["filled"]) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -415,7 +407,7 @@ def test_bad_settings_fail_clearly():
 def test_every_text_recipe_config_parses(config):
     from hf_ssl.pretraining import parse_arguments
 
-    encoder_args, data_args, method_config, training_args = parse_arguments([str(config), "--output_dir", "x"])
+    encoder_args, _, method_config, training_args = parse_arguments([str(config), "--output_dir", "x"])
     assert config.stem.startswith(f"{encoder_args.method}-")
     assert method_config.method == encoder_args.method and training_args.output_dir == "x"
 
@@ -445,3 +437,41 @@ def test_recipe_runs_end_to_end_on_a_wikitext_slice(tmp_path, config):
         assert "pair_accuracy" in probes["pretrained"] and "text-classification" in tasks
     assert (out / "tokenizer.json").is_file() and (out / "hf_ssl_run.json").is_file()
     assert isinstance(AutoSSLModel.from_pretrained(out), MaskedLMForPreTraining)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Several processes
+# ----------------------------------------------------------------------------------------------------------------------
+def run_two_process_worker(tmp_path, processes: int = 2) -> dict:
+    import os
+    import socket
+
+    worker = Path(__file__).with_name("mlm_distributed_worker.py")
+    out_file = tmp_path / f"mlm-{processes}.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(worker.parent)}
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        port = handle.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               "--master_addr=127.0.0.1", f"--master_port={port}", str(worker), str(out_file),
+               str(tmp_path / f"run-{processes}")]
+    completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                               check=False)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return torch.load(out_file)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SSLTrainer.compute_loss (hf_ssl/trainer.py) skips Trainer.compute_loss's `loss *= num_processes` for "
+    "models normalised by the global num_items_in_batch (average_tokens_across_devices): DDP's gradient average then "
+    "makes N-process updates N times too small. Remove this marker once the trainer scales the loss.",
+)
+def test_two_processes_give_the_update_of_one_process_with_the_global_batch(tmp_path):
+    from mlm_distributed_worker import GLOBAL_BATCH, sgd_step
+
+    single = sgd_step(str(tmp_path / "single"), per_device_batch=GLOBAL_BATCH).model.state_dict()
+    double = run_two_process_worker(tmp_path)
+    assert double["world_size"] == 2
+    for name, value in single.items():
+        torch.testing.assert_close(double["state"][name], value, rtol=1e-4, atol=1e-6, msg=name)

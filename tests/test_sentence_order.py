@@ -62,7 +62,9 @@ def test_sop_pairs_are_consecutive_segments_of_one_document_half_swapped():
         documents = {where(t)[0] for t in first + second}
         assert len(documents) == 1, "both segments must come from the same document"
         # Position in the document, (sentence, position): ordered within each segment, A before B unless swapped.
-        order = lambda t: (where(t)[1], (t - 10_000) % 100)  # noqa: E731
+        def order(t):
+            return where(t)[1], (t - 10_000) % 100
+
         assert [order(t) for t in first] == sorted(order(t) for t in first)
         assert [order(t) for t in second] == sorted(order(t) for t in second)
         if example["pair_label"] == 0:

@@ -110,7 +110,7 @@ class TextPretrainingJob(PretrainingJob):
         from ..text_collators import check_masking_tokenizer
         from ..text_data import tokenize_documents
 
-        encoder_args, data_args = self.arguments
+        _, data_args = self.arguments
         seed = self.training_args.seed
         train_documents, eval_documents = self._documents()
         self.tokenizer = self._tokenizer(train_documents)
@@ -220,7 +220,7 @@ class TextPretrainingJob(PretrainingJob):
         model_class = METHOD_REGISTRY[encoder_args.method]
         overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
         if not isinstance(overrides, dict):
-            raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
+            raise TypeError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
         if encoder_args.encoder in TEXT_ENCODER_PRESETS:
             config = preset_config(encoder_args.encoder, len(self.tokenizer), data_args.max_seq_length, overrides)
             config.pad_token_id = self.tokenizer.pad_token_id
@@ -269,7 +269,8 @@ class TextPretrainingJob(PretrainingJob):
             f"{1 - settings.mask_replace_prob - settings.random_replace_prob:.0%} mask/random/keep, fixed seed"
         )
         dataset_name = Path(data_args.dataset).name or data_args.dataset
-        common = dict(dataset_type=data_args.dataset, dataset_name=dataset_name, dataset_split=self._eval_split_name())
+        common = {"dataset_type": data_args.dataset, "dataset_name": dataset_name,
+                  "dataset_split": self._eval_split_name()}
         results = [
             EvalResult(task_type="fill-mask", metric_type="accuracy", metric_value=float(metrics["masked_accuracy"]),
                        metric_name=f"masked-token accuracy ({masking})", **common),

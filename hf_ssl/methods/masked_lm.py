@@ -157,12 +157,20 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
     def _build_heads(self, config: PretrainedConfig) -> None:
         """Heads and tied-key map of transformers' ``BertForPreTraining`` / ``AlbertForPreTraining``."""
         if config.model_type == "bert":
-            from transformers.models.bert.modeling_bert import BertForPreTraining, BertOnlyMLMHead, BertPreTrainingHeads
+            from transformers.models.bert.modeling_bert import (
+                BertForPreTraining,
+                BertOnlyMLMHead,
+                BertPreTrainingHeads,
+            )
 
             self.cls = BertPreTrainingHeads(config) if self.pair_task else BertOnlyMLMHead(config)
             self._tied_weights_keys = dict(BertForPreTraining._tied_weights_keys)
         else:
-            from transformers.models.albert.modeling_albert import AlbertForPreTraining, AlbertMLMHead, AlbertSOPHead
+            from transformers.models.albert.modeling_albert import (
+                AlbertForPreTraining,
+                AlbertMLMHead,
+                AlbertSOPHead,
+            )
 
             self.predictions = AlbertMLMHead(config)
             if self.pair_task:
@@ -238,9 +246,9 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
         return output
 
     def _pair_denominator(self, pair_label: torch.Tensor, num_items_in_batch) -> int:
-        """Pairs of the global accumulated batch under Trainer (which then skips its division by the accumulation
-        steps, because this model accepts loss kwargs); this batch's pairs otherwise."""
-        if num_items_in_batch is None:
+        """Pairs of the global accumulated batch when training under Trainer (which then skips its division by the
+        accumulation steps, because this model accepts loss kwargs); this batch's pairs otherwise (evaluation)."""
+        if num_items_in_batch is None or not self.training:
             return pair_label.numel()
         if self.pairs_per_optimizer_step is None:
             raise ValueError(
