@@ -322,7 +322,7 @@ def test_sentence_pairs_job_from_scratch_end_to_end(tmp_path):
         "--encoder_config_overrides", '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, '
         '"intermediate_size": 64}', "--objective", "cosent", "--max_steps", "2", "--max_train_examples", "64",
         "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--use_cpu", "true",
-        "--sts_dataset", str(STSB), "--dataset", str(STSB), "--disable_tqdm", "true",
+        "--sts_dataset", str(STSB), "--sts_max_examples", "64", "--dataset", str(STSB), "--disable_tqdm", "true",
     ])
     assert set(probes) == {"pretrained", "random_init"}
     assert set(probes["pretrained"]) == {"sts_dev_spearman", "sts_test_spearman"}
@@ -336,11 +336,11 @@ def test_sentence_pairs_job_from_scratch_end_to_end(tmp_path):
 
 
 def test_packaged_minilm_sts_does_not_drop_after_a_short_fine_tune():
-    """The published MiniLM scores STS-B as published (Spearman ~0.8+), and 12 small steps of the paper's regression
+    """The published MiniLM scores STS-B as published (Spearman ~0.8+), and 6 small steps of the paper's regression
     objective on STS-B train do not lower it (a subset here; the full run is recipes/configs/sbert-minilm-stsb.yaml)."""
     tokenizer = TinyTokenizer()
-    dev = load_sts_benchmark(STSB, "dev").shuffle(seed=0).select(range(150))
-    train = load_sts_benchmark(STSB, "train").shuffle(seed=0).select(range(96))
+    dev = load_sts_benchmark(STSB, "dev").shuffle(seed=0).select(range(100))
+    train = load_sts_benchmark(STSB, "train").shuffle(seed=0).select(range(48))
     torch.manual_seed(0)
     model = SentenceBertForPreTraining.from_text_encoder(minilm_path(), objective="cosine_similarity",
                                                          normalize_embeddings=True)
@@ -349,7 +349,7 @@ def test_packaged_minilm_sts_does_not_drop_after_a_short_fine_tune():
     collator = SentenceTupleCollator(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     model.train()
-    for start in range(0, 96, 8):
+    for start in range(0, 48, 8):
         model(**collator([train[i] for i in range(start, start + 8)])).loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -166,6 +166,10 @@ class ImageTextJob(PretrainingJob):
             encoder_args.vision_encoder, data_args.image_size, encoder_args.patch_size,
             json_overrides(encoder_args.vision_config_overrides, "--vision_config_overrides"),
         )
+        if getattr(vision, "pooler_output_size", None) is not None:
+            # ViTConfig fixes pooler_output_size to the hidden size it was built with, before overrides; the dual
+            # encoder projects the pooled output from `hidden_size`, so the two must agree.
+            vision.pooler_output_size = vision.hidden_size
         text_overrides = json_overrides(encoder_args.text_config_overrides, "--text_config_overrides")
         if text_overrides and not encoder_args.text_from_scratch:
             raise ValueError("--text_config_overrides changes the architecture: use it with --text_from_scratch true")

@@ -89,6 +89,9 @@ class SentencePairDataArguments:
     monitor_max_examples: int | None = field(
         default=500, metadata={"help": "STS-B dev pairs scored at each evaluation during training (all at the end)."}
     )
+    sts_max_examples: int | None = field(
+        default=None, metadata={"help": "Score only the first N pairs of STS-B dev/test at the end (quick checks)."}
+    )
 
 
 class SentencePairsJob(PretrainingJob):
@@ -123,6 +126,9 @@ class SentencePairsJob(PretrainingJob):
         evaluators = []
         if data_args.sts_dataset:
             self.sts = {split: load_sts_benchmark(data_args.sts_dataset, split) for split in ("dev", "test")}
+            if data_args.sts_max_examples:
+                self.sts = {split: pairs.select(range(min(len(pairs), data_args.sts_max_examples)))
+                            for split, pairs in self.sts.items()}
             monitor = self.sts["dev"]
             if data_args.monitor_max_examples:
                 monitor = monitor.select(range(min(len(monitor), data_args.monitor_max_examples)))
