@@ -152,3 +152,19 @@ def test_curves_leave_out_the_end_of_training_summary():
     curves = curves_from_log_history(history)
     assert list(curves) == ["loss", "learning_rate", "eval_knn_top1"]
     assert curves["loss"] == ([1.0, 2.0], [2.0, 1.0])
+
+
+def test_auto_classes_resolve_hf_ssl_checkpoints_and_import_hf_ssl_changes_no_transformers_mapping(run_dir):
+    """The design decision of hf_ssl/hub.py's docs: the checkpoint's config is the encoder's own, so AutoConfig and
+    AutoModel resolve it with or without hf_ssl; the whole model comes through hf_ssl.AutoSSLModel (the method is in
+    ssl_config, which no config-class-keyed Auto mapping can see); AutoModelForPreTraining stays transformers'."""
+    from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, ViTConfig
+
+    import hf_ssl
+
+    config = AutoConfig.from_pretrained(run_dir)
+    assert type(config) is ViTConfig and config.ssl_config["method"] == "dino"
+    assert type(AutoModel.from_pretrained(run_dir)).__name__ == "ViTModel"
+    assert type(hf_ssl.AutoSSLModel.from_pretrained(run_dir)).__name__ == "DINOForPreTraining"
+    with pytest.raises(ValueError, match="Unrecognized configuration class"):
+        AutoModelForPreTraining.from_pretrained(run_dir)
