@@ -134,7 +134,11 @@ def _publish(trainer: SSLTrainer, training_args) -> None:
     output_dir = training_args.output_dir
     trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))  # log_history for the curves
     if not training_args.push_to_hub:
-        write_model_card(output_dir)
+        try:
+            write_model_card(output_dir)
+        except Exception as error:  # the card is a by-product here: a fault in it must not fail a finished run
+            logger.warning("The model card could not be written (%s: %s); the model and results are saved. Retry "
+                           "with `hf-ssl card %s`.", type(error).__name__, error, output_dir)
         return
     trainer._finish_current_push()  # checkpoint pushes still in flight (hub_strategy every_save) land first
     repo_id = trainer.hub_model_id or training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
