@@ -159,6 +159,10 @@ class SSLTrainer(Trainer):
             inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
         outputs = model(**inputs)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # As Trainer.compute_loss: the loss is a sum over this process's items divided by the GLOBAL count, and
+            # DDP averages gradients over processes, so scale back up by the number of data-parallel processes.
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
         if model.training:
             with torch.no_grad():
                 for key, value in outputs.items():

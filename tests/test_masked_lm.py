@@ -461,12 +461,6 @@ def run_two_process_worker(tmp_path, processes: int = 2) -> dict:
     return torch.load(out_file)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SSLTrainer.compute_loss (hf_ssl/trainer.py) skips Trainer.compute_loss's `loss *= num_processes` for "
-    "models normalised by the global num_items_in_batch (average_tokens_across_devices): DDP's gradient average then "
-    "makes N-process updates N times too small. Remove this marker once the trainer scales the loss.",
-)
 def test_two_processes_give_the_update_of_one_process_with_the_global_batch(tmp_path):
     from mlm_distributed_worker import GLOBAL_BATCH, sgd_step
 
