@@ -1,5 +1,6 @@
 """CPC: InfoNCE against a naive loop, negative sampling, padding, round trips, vanilla loading, resume, bad input."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,16 @@ from hf_ssl.audio_encoder import audio_encoder_config, minimum_samples
 from hf_ssl.losses.cpc import CPCInfoNCELoss, sample_negative_frames
 
 FSDD = SHARED_DATA / "fsdd"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two, and far faster on shared, oversubscribed cores (where
+    thread barriers stall: a 24-example L-BFGS probe took 15 s with 2 threads here)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def tiny_cpc(**overrides):
@@ -197,7 +208,7 @@ def run_vanilla(tmp_path, folder, values, mask) -> dict:
     script.write_text(VANILLA_AUDIO_SCRIPT)
     subprocess.run(
         [sys.executable, str(script), str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        check=True, cwd=tmp_path,
+        check=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return torch.load(tmp_path / "out.pt")
 
