@@ -37,11 +37,16 @@ def pretrain(args) -> None:
 
     from hf_ssl.pretraining import run
 
-    deadline = time.time() + 60 * args.pretrain_minutes  # counted from the start, data preparation included
-
     class WallClockBudget(TrainerCallback):
+        """Stops training ``--pretrain_minutes`` after its first step (data preparation not counted)."""
+
+        deadline = float("inf")
+
+        def on_train_begin(self, training_args, state, control, **kwargs):
+            self.deadline = time.time() + 60 * args.pretrain_minutes
+
         def on_step_end(self, training_args, state, control, **kwargs):
-            if time.time() > deadline:
+            if time.time() > self.deadline:
                 control.should_training_stop = True
 
     probes = run([
@@ -122,7 +127,11 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--train_examples", type=int, default=None, help="subsample SNLI validation (default: all)")
     parser.add_argument("--test_examples", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 avoids oversubscription on a CPU shared with other jobs)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.stage in ("pretrain", "all"):
         pretrain(args)
     if args.stage in ("finetune", "all"):

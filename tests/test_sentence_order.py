@@ -166,3 +166,18 @@ def test_loss_matches_transformers_albert_for_pretraining():
     torch.testing.assert_close(ours.loss, reference.loss)
     torch.testing.assert_close(ours.pair_logits, reference.sop_logits)
     torch.testing.assert_close(ours.mlm_logits, reference.prediction_logits[labels != -100])
+
+
+def test_pair_loss_normalisation_needs_the_global_pair_count_only_in_training():
+    model = SentenceOrderForPreTraining.from_encoder_config(tiny_albert_config())
+    input_ids = torch.randint(5, 60, (4, 10), generator=torch.Generator().manual_seed(0))
+    labels = torch.where(torch.arange(10) == 3, input_ids, -100)
+    order = torch.tensor([0, 1, 1, 0])
+    with pytest.raises(ValueError, match="pairs_per_optimizer_step"):
+        model.train()(input_ids=input_ids, labels=labels, pair_label=order, num_items_in_batch=torch.tensor(8))
+    model.pairs_per_optimizer_step = 8  # this batch is half of the global batch: its pair sum is divided by 8
+    half = model.eval()(input_ids=input_ids, labels=labels, pair_label=order, num_items_in_batch=torch.tensor(4))
+    mean = model(input_ids=input_ids, labels=labels, pair_label=order)
+    torch.testing.assert_close(half.loss, mean.loss)  # evaluation: this batch's own counts
+    trained = model.train()(input_ids=input_ids, labels=labels, pair_label=order, num_items_in_batch=torch.tensor(4))
+    torch.testing.assert_close(trained.pair_loss / 2, (trained.loss - trained.mlm_loss))
