@@ -34,7 +34,7 @@ from .views.multicrop import _example_seed
 FSDD_FILE_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
 VIEW_SEED = "view_seed"
 """Per-example seed that :class:`AudioCropTransform` emits next to the crop, for the collator's random choices."""
-FSDD_TEST_INDICES = range(0, 5)
+FSDD_TEST_INDICES = range(5)
 """Official FSDD split (its README): recordings 0-4 of every digit and speaker are the test set, 5-49 train."""
 
 

@@ -45,7 +45,7 @@ def test_fsdd_official_split_and_labels_from_file_names():
     assert np.bincount(test["digit"]).tolist() == [30] * 10 and np.bincount(test["speaker"]).tolist() == [50] * 6
     row = test[0]
     name = Path(row["audio"]).name  # e.g. 0_george_0.wav
-    digit, speaker, index = name[:-4].split("_")
+    digit, speaker, _ = name[:-4].split("_")
     assert row["digit"] == int(digit) and train.features["speaker"].names[row["speaker"]] == speaker
     with pytest.raises(ValueError, match="'train' and 'test'"):
         load_audio_dataset(str(FSDD), "validation")
@@ -53,7 +53,7 @@ def test_fsdd_official_split_and_labels_from_file_names():
 
 @needs_fsdd
 def test_decoding_and_resampling_8_to_16_khz():
-    path = sorted((FSDD / "recordings").glob("3_theo_7.wav"))[0]
+    path = FSDD / "recordings" / "3_theo_7.wav"
     waveform, rate = decode_audio(str(path))
     assert rate == 8000 and waveform.dtype == np.float32 and 0.01 < np.abs(waveform).max() <= 1.0
     same, _ = decode_audio({"bytes": path.read_bytes(), "path": None})
@@ -110,10 +110,14 @@ def test_mfcc_baseline_has_a_coefficient_profile_per_clip():
 
 @pytest.mark.parametrize("path", AUDIO_CONFIGS, ids=[path.name for path in AUDIO_CONFIGS])
 def test_audio_recipe_configs_parse_and_build(path):
-    from hf_ssl.jobs.audio import AudioDataArguments, AudioEncoderArguments, build_audio_model
+    from hf_ssl.jobs.audio import (
+        AudioDataArguments,
+        AudioEncoderArguments,
+        build_audio_model,
+    )
     from hf_ssl.pretraining import parse_arguments
 
-    encoder, data, method, training = parse_arguments([str(path), "--output_dir", "x"])
+    encoder, data, method, _ = parse_arguments([str(path), "--output_dir", "x"])
     assert isinstance(encoder, AudioEncoderArguments) and isinstance(data, AudioDataArguments)
     assert type(method).method == path.name.split("-")[0] == encoder.method
     model = build_audio_model(encoder, method)

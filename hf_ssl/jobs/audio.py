@@ -104,7 +104,13 @@ class AudioPretrainingJob(PretrainingJob):
     argument_classes = (AudioEncoderArguments, AudioDataArguments)
 
     def prepare(self) -> JobParts:
-        from ..audio_data import AudioCollator, AudioCropTransform, label_columns, load_audio_dataset, load_waveform
+        from ..audio_data import (
+            AudioCollator,
+            AudioCropTransform,
+            label_columns,
+            load_audio_dataset,
+            load_waveform,
+        )
         from ..audio_features import AudioLinearProbeEvaluator
         from ..views import apply_views
 
@@ -152,7 +158,7 @@ class AudioPretrainingJob(PretrainingJob):
     def final_evaluation(self, model) -> FinalEvaluation | None:
         from ..evaluation import format_comparison
 
-        encoder_args, data_args = self.arguments
+        _, data_args = self.arguments
         if self.evaluator is None or not data_args.final_comparison:
             return None
         evaluator = self.evaluator

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForPreTraining
-from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+from transformers.models.wav2vec2.modeling_wav2vec2 import (
+    _compute_mask_indices,
+    _sample_negative_indices,
+)
 from transformers.utils import ModelOutput
 
 from ..audio_encoder import check_audio_input, feature_frame_mask, frame_lengths
