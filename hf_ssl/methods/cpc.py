@@ -103,8 +103,7 @@ class CPCForPreTraining(SSLPreTrainedModel):
         config.apply_spec_augment = False
         config.mask_time_prob = 0.0
         config.mask_feature_prob = 0.0
-        config.ssl_config = cls.method_config_class.from_dict(method_kwargs).to_dict()
-        return cls(config)
+        return super().from_encoder_config(config, **method_kwargs)
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
