@@ -3,10 +3,11 @@ test_distributed.run_worker. Not a test module itself.
 
 usage: torchrun --nproc_per_node N distributed_worker_info_nce.py MODE OUT_FILE [OUTPUT_DIR]
 
-MODE ``loss``: InfoNCE (symmetric, hard negatives) on this rank's shard of fixed embeddings: the loss averaged over
-ranks and the gradient of every embedding row (averaged over ranks, as DDP does). ``clip`` / ``sbert``: one DDP
-forward/backward of a tiny model on this rank's shard; parameter gradients. ``sampler``: two SSLTrainer steps of
-Sentence-BERT on pairs with repeated texts, recording the rows every rank received.
+MODE ``all``: (1) InfoNCE (symmetric, hard negatives, query negatives) on this rank's shard of fixed embeddings: the
+loss averaged over ranks and the gradient of every embedding row (averaged over ranks, as DDP does); (2) one DDP
+forward/backward of a tiny CLIP-style model and (3) of a tiny Sentence-BERT (symmetric MNRL with hard negatives) on
+this rank's shard: loss and parameter gradients. ``sampler``: two SSLTrainer steps of Sentence-BERT on pairs with
+repeated texts, recording the rows every rank received.
 """
 
 import os
@@ -14,6 +15,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from distributed_worker import gather_all as gather
 
 from hf_ssl.losses import InfoNCELoss
 
@@ -115,14 +117,6 @@ def average(value: torch.Tensor, world: int) -> torch.Tensor:
     return value
 
 
-def gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
-    if world == 1:
-        return [tensor]
-    gathered = [torch.empty_like(tensor) for _ in range(world)]
-    dist.all_gather(gathered, tensor.contiguous())
-    return gathered
-
-
 def main():
     mode, out_file = sys.argv[1], sys.argv[2]
     launched = int(os.environ.get("WORLD_SIZE", 1))
@@ -132,10 +126,9 @@ def main():
         result = sampler_run(sys.argv[3], launched)
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if mode == "loss":
-        result = loss_step(world, rank)
-    elif mode in ("clip", "sbert"):
-        result = model_step(mode, world, rank)
+    if mode == "all":  # one launch for every check: starting python + torch + hf_ssl dominates the cost
+        result = {"loss": loss_step(world, rank), "clip": model_step("clip", world, rank),
+                  "sbert": model_step("sbert", world, rank)}
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)
     if dist.is_initialized():

@@ -1,5 +1,5 @@
-"""CLIP-style dual encoder: loss = open_clip's ClipLoss on its features, vanilla VisionTextDualEncoderModel loading
-without hf_ssl, locked text tower, 2 processes = 1 process, the job end to end on the emoji captions, zero-shot /
+"""CLIP-style dual encoder (its 2-process check is in test_info_nce.py): loss = open_clip's ClipLoss on its features, vanilla VisionTextDualEncoderModel loading
+without hf_ssl, locked text tower, the job end to end on the emoji captions, zero-shot /
 retrieval metrics, and bad input."""
 
 import json
@@ -10,17 +10,14 @@ import textwrap
 
 import pytest
 import torch
-import test_distributed
 from conftest import SHARED_DATA, tiny_vit_config
-from test_distributed import run_worker
-from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch
+from test_sentence_bert import BLOCK_HF_SSL, TinyTokenizer, tiny_bert_config, tiny_text_batch
 
 from hf_ssl import AutoSSLModel, CLIPStyleForPreTraining
 from hf_ssl.embedding_evaluation import retrieval_recall, zero_shot_accuracy
 from hf_ssl.pair_data import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, ImageCaptionCollator, load_emoji_captions
 
 EMOJI = SHARED_DATA / "emoji_captions"
-WORKER = test_distributed.WORKER.with_name("distributed_worker_info_nce.py")
 
 
 def tiny_clip(**settings):
@@ -92,19 +89,8 @@ def test_locked_text_tower_gets_no_gradient_and_cached_features_are_exact():
     torch.testing.assert_close(output.text_embeds.detach(), reference, atol=1e-6, rtol=1e-5)
 
 
-VANILLA_SCRIPT = textwrap.dedent(
+VANILLA_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
     """
-    import importlib.abc, sys
-    class BlockHfSsl(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_ssl" or name.startswith("hf_ssl."):
-                raise ImportError("hf_ssl is blocked in this process")
-    sys.meta_path.insert(0, BlockHfSsl())
-    try:
-        import hf_ssl  # noqa: F401
-        raise SystemExit("hf_ssl should not be importable here")
-    except ImportError:
-        pass
     import torch
     from transformers import AutoModel, VisionTextDualEncoderModel
     folder, inputs_path, out_path = sys.argv[1:4]
@@ -151,18 +137,6 @@ def test_save_load_and_vanilla_vision_text_dual_encoder_without_hf_ssl(tmp_path)
     torch.testing.assert_close(vanilla["text"], normalize(expected.text_embeds, dim=-1))
     logits = model.logit_scale.exp() * normalize(expected.image_embeds, dim=-1) @ normalize(expected.text_embeds, dim=-1).T
     torch.testing.assert_close(vanilla["logits"], logits.detach())
-
-
-@pytest.mark.parametrize("kind", ["clip", "sbert"])
-def test_two_processes_match_one_process_with_double_batch(tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(test_distributed, "WORKER", WORKER)
-    single = run_worker(tmp_path, kind, 1)
-    double = run_worker(tmp_path, kind, 2)
-    assert double["world_size"] == 2
-    torch.testing.assert_close(double["result"]["loss"], single["result"]["loss"], rtol=1e-5, atol=1e-6)
-    assert double["result"]["grads"].keys() == single["result"]["grads"].keys()
-    for name, grad in single["result"]["grads"].items():
-        torch.testing.assert_close(double["result"]["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_retrieval_recall_and_zero_shot_on_known_embeddings():

@@ -137,16 +137,34 @@ def test_refuses_bad_input():
         InfoNCELoss(0.001, max_logit_scale=100)
 
 
-def test_two_processes_match_one_process_with_double_batch(tmp_path, monkeypatch):
-    """Keys, hard negatives (and queries as columns) gathered with gradients: loss and every row's gradient."""
-    monkeypatch.setattr(test_distributed, "WORKER", WORKER)
-    single = run_worker(tmp_path, "loss", 1)
-    double = run_worker(tmp_path, "loss", 2)
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory):
+    """The worker's ``all`` mode on 1 process with the global batch and on 2 gloo processes with half each."""
+    tmp_path = tmp_path_factory.mktemp("gloo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(test_distributed, "WORKER", WORKER)
+        single, double = run_worker(tmp_path, "all", 1), run_worker(tmp_path, "all", 2)
     assert single["world_size"] == 1 and double["world_size"] == 2
-    for variant, expected in single["result"].items():
+    return single["result"], double["result"]
+
+
+def test_two_processes_match_one_process_with_double_batch(gloo_runs):
+    """Keys, hard negatives (and queries as columns) gathered with gradients: loss and every row's gradient."""
+    single, double = gloo_runs
+    for variant, expected in single["loss"].items():
         for key, value in expected.items():
-            torch.testing.assert_close(double["result"][variant][key], value, msg=f"{variant}: {key}")
+            torch.testing.assert_close(double["loss"][variant][key], value, msg=f"{variant}: {key}")
         assert expected["keys"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("model", ["clip", "sbert"])
+def test_two_process_ddp_models_match_one_process(gloo_runs, model):
+    """CLIP-style (symmetric, learnable temperature) and Sentence-BERT (symmetric MNRL + hard negatives) under DDP."""
+    single, double = (run[model] for run in gloo_runs)
+    torch.testing.assert_close(double["loss"], single["loss"], rtol=1e-5, atol=1e-6)
+    assert double["grads"].keys() == single["grads"].keys() and len(single["grads"]) > 10
+    for name, grad in single["grads"].items():
+        torch.testing.assert_close(double["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_without_gradient_gathering_one_process_is_unchanged():
