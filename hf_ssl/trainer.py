@@ -54,6 +54,14 @@ class SSLTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Pin host memory for the dataloader (default: only when CUDA is used)."}
     )
 
+    def __getstate__(self):
+        # Trainer pickles the arguments into every checkpoint (training_args.bin), and checkpoint pushes upload it:
+        # a token given as --hub_token must not travel with them.
+        state = self.__dict__.copy()
+        if state.get("hub_token"):
+            state["hub_token"] = None
+        return state
+
     def __post_init__(self):
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu

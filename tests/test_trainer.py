@@ -121,3 +121,12 @@ def test_evaluator_callback_adds_probe_metrics_to_a_plain_trainer(tmp_path, embe
     metrics = trainer.evaluate()
     assert metrics["eval_knn_top1"] == 0.25 and "eval_loss" in metrics
     assert trainer.state.log_history[-1]["eval_knn_top1"] == 0.25
+
+
+def test_a_hub_token_is_never_pickled_into_training_args_bin(tmp_path):
+    import pickle
+
+    args = SSLTrainingArguments(output_dir=str(tmp_path), hub_token="hf_secretvalue", use_cpu=True, report_to="none")
+    assert args.hub_token == "hf_secretvalue"  # still usable in this process
+    assert b"hf_secretvalue" not in pickle.dumps(args)
+    assert pickle.loads(pickle.dumps(args)).hub_token is None
