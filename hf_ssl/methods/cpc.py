@@ -11,11 +11,12 @@ encoder a ``Wav2Vec2Model`` under ``wav2vec2.`` with **no transformer layer** (`
 
     z_t = LayerNorm(W_proj LayerNorm(conv(x))_t + pos_conv(.)_t)     (Wav2Vec2Model.last_hidden_state)
 
-is exactly the CPC encoder output. Its relative positional convolution is set to zero and frozen: it looks 64
-frames into the future and past, which would let the context network see the frames it must predict. The GRU and the
-predictors are extra weights (``context_network.``, ``predictor.``) that ``AutoModel`` / ``AutoModelForAudioClassification``
-ignore: they load the trained convolutional encoder, and ``last_hidden_state`` is the paper's ``z``. The paper probes
-``c_t`` instead; the final comparison of the audio job reports both (the context through hf_ssl only).
+is exactly the CPC encoder output. Its relative positional convolution is set to zero and frozen: it reaches
+``num_conv_pos_embeddings // 2`` frames into the future and past, which would let the context network see the frames
+it must predict. The GRU and the predictors are extra weights (``context_network.``, ``predictor.``) that
+``AutoModel`` / ``AutoModelForAudioClassification`` ignore: they load the trained convolutional encoder, and
+``last_hidden_state`` is the paper's ``z``. The paper probes ``c_t`` instead; the final comparison of the audio job
+reports both (the context through hf_ssl only).
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def _check_cpc_encoder_config(config: PretrainedConfig) -> None:
 
 @torch.no_grad()
 def _zero_positional_convolution(encoder: nn.Module) -> None:
-    """Zero and freeze the encoder's positional convolution (it sees 64 future frames; see the module docstring).
+    """Zero and freeze the encoder's positional convolution (it sees future frames; see the module docstring).
 
     The weight is weight-normed (``g * v / ||v||``): zeroing the gain ``g`` and the bias makes the output GELU(0) = 0,
     so frame t of ``last_hidden_state`` depends only on the samples of its own convolutional receptive field.
