@@ -133,7 +133,8 @@ def load_audio_dataset(
     - a folder holding the Free Spoken Digit Dataset (``recordings/{digit}_{speaker}_{index}.wav``, e.g.
       ``../shared/data/fsdd``): splits ``train`` (index 5-49, 2,700 clips) and ``test`` (index 0-4, 300 clips), label
       columns ``digit`` (0-9) and ``speaker`` (6 speakers, ``ClassLabel``);
-    - another folder: ``datasets.load_dataset("audiofolder", data_dir=source)`` (labels from sub-folder names);
+    - another folder, in the ``audiofolder`` layout (``[split/]label/clip.wav``; labels from the sub-folder names).
+      Read here rather than with ``load_dataset("audiofolder")``, which needs torchcodec even to build the dataset;
     - a Hub dataset id with an ``Audio`` column.
 
     ``max_examples``: a seeded random subset of that size.
@@ -143,11 +144,10 @@ def load_audio_dataset(
     path = Path(source)
     if path.is_dir() and _fsdd_files(path):
         dataset = _load_fsdd(path, split)
+    elif path.is_dir():
+        dataset = _load_audio_folder(path, split)
     else:
-        if path.is_dir():
-            loaded = datasets.load_dataset("audiofolder", data_dir=str(path))
-        else:
-            loaded = datasets.load_dataset(source)
+        loaded = datasets.load_dataset(source)
         if split is None or split not in loaded:
             raise ValueError(f"{source} has splits {list(loaded)}; choose one with --train_split / --eval_split")
         dataset = loaded[split]
@@ -197,6 +197,33 @@ def _load_fsdd(folder: Path, split: str | None):
         features=features,
         split=split,
     )
+
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def _load_audio_folder(folder: Path, split: str | None):
+    import datasets
+
+    splits = sorted(child.name for child in folder.iterdir() if child.is_dir() and child.name in ("train", "test",
+                                                                                                   "validation"))
+    if splits:
+        if split not in splits:
+            raise ValueError(f"{folder} has the splits {splits}; choose one with --train_split / --eval_split")
+        folder = folder / split
+    elif split not in (None, "train"):
+        raise ValueError(f"{folder} has no {split!r} sub-folder; it is read as one 'train' split")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{folder} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    values = {"audio": [str(p) for p in files]}
+    features = {"audio": datasets.Value("string")}
+    labels = [p.parent.relative_to(folder).as_posix() for p in files]
+    if all(label != "." for label in labels):
+        names = sorted(set(labels))
+        values["label"] = [names.index(label) for label in labels]
+        features["label"] = datasets.ClassLabel(names=names)
+    return datasets.Dataset.from_dict(values, features=datasets.Features(features), split=split or "train")
 
 
 def _all_fsdd_rows(folder: Path):

@@ -52,6 +52,21 @@ def test_fsdd_official_split_and_labels_from_file_names():
 
 
 @needs_fsdd
+def test_audio_folder_layout_gives_labels_from_sub_folders(tmp_path):
+    import shutil
+
+    for label, digit in (("zero", 0), ("one", 1)):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        for index in (10, 11):
+            shutil.copy(FSDD / "recordings" / f"{digit}_theo_{index}.wav", tmp_path / "train" / label)
+    dataset = load_audio_dataset(str(tmp_path), "train")
+    assert dataset.features["label"].names == ["one", "zero"] and sorted(dataset["label"]) == [0, 0, 1, 1]
+    assert len(load_waveform(dataset[0]["audio"], 16000)) > 2000
+    with pytest.raises(ValueError, match=r"splits \['train'\]"):
+        load_audio_dataset(str(tmp_path), "test")
+
+
+@needs_fsdd
 def test_decoding_and_resampling_8_to_16_khz():
     path = FSDD / "recordings" / "3_theo_7.wav"
     waveform, rate = decode_audio(str(path))
