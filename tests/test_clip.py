@@ -219,3 +219,17 @@ def test_bad_input_fails_with_a_clear_message():
         CLIPStyleForPreTraining.from_encoder_config(tiny_vit_config())
     with pytest.raises(ValueError, match="max_logit_scale must be > 0"):
         tiny_clip(max_logit_scale=0.0)
+
+
+@pytest.mark.parametrize("config", ["clip-vit-tiny-minilm-emoji.yaml", "clip-vit-tiny-minilm-cifar10.yaml"])
+def test_recipe_configs_parse(config):
+    from hf_ssl.jobs import DualEncoderArguments, ImageTextDataArguments
+    from hf_ssl.methods import CLIPStyleConfig
+    from hf_ssl.pretraining import parse_arguments
+
+    encoder_args, data_args, method_config, training_args = parse_arguments([f"recipes/configs/{config}",
+                                                                             "--output_dir", "x"])
+    assert isinstance(encoder_args, DualEncoderArguments) and isinstance(data_args, ImageTextDataArguments)
+    assert isinstance(method_config, CLIPStyleConfig) and method_config.freeze_text_model
+    assert json.loads(encoder_args.vision_config_overrides) == {"num_hidden_layers": 4}
+    assert training_args.output_dir == "x"

@@ -399,3 +399,16 @@ def test_bad_input_fails_with_a_clear_message():
         tiny_sbert(pooling="sum")
     with pytest.raises(ValueError, match="objective must be one of"):
         tiny_sbert(objective="triplet")
+
+
+@pytest.mark.parametrize("config", ["sbert-minilm-snli.yaml", "sbert-minilm-stsb.yaml"])
+def test_recipe_configs_parse(config):
+    from hf_ssl.jobs import SentenceEncoderArguments, SentencePairDataArguments
+    from hf_ssl.methods import SentenceBertConfig
+    from hf_ssl.pretraining import parse_arguments
+
+    encoder_args, data_args, method_config, training_args = parse_arguments([f"recipes/configs/{config}",
+                                                                             "--output_dir", "x"])
+    assert isinstance(encoder_args, SentenceEncoderArguments) and isinstance(data_args, SentencePairDataArguments)
+    assert isinstance(method_config, SentenceBertConfig) and encoder_args.encoder == "minilm"
+    assert training_args.output_dir == "x" and training_args.max_steps > 0
