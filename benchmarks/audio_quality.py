@@ -1,6 +1,6 @@
 """Quality benchmark for the audio methods: pretrain on FSDD with a recipe, then linear-probe digit and speaker.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/audio_quality.py recipes/configs/cpc-tiny-fsdd.yaml [--flag value ...]
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/audio_quality.py recipes/configs/cpc-tiny-fsdd.yaml [flags]
     python benchmarks/audio_quality.py --record <output_dir>     # summarise a finished recipe run
 
 Runs the recipe job (``hf_ssl.pretraining.run``), whose final comparison probes the frozen mean-pooled features of the
@@ -38,16 +38,30 @@ def record(output_dir: Path, command: str) -> Path:
         "method": run_record["method"],
         "encoder": run_record["encoder"],
         "data": {key: run_record["data"][key] for key in ("dataset", "crop_seconds", "resample")},
-        "training": {key: training[key] for key in ("per_device_train_batch_size", "max_steps", "learning_rate",
-                                                    "warmup_steps", "lr_scheduler_type", "weight_decay", "seed")},
+        "training": {
+            key: training[key]
+            for key in (
+                "per_device_train_batch_size",
+                "max_steps",
+                "learning_rate",
+                "warmup_steps",
+                "lr_scheduler_type",
+                "weight_decay",
+                "seed",
+            )
+        },
         "pretraining_steps": evaluation["pretraining_steps"],
         "pretraining_wall_minutes": round(run_record["wall_time_seconds"] / 60, 2),
         "probes": evaluation["probes"],
         "protocol": "linear probe top-1 on FSDD test (300 clips), trained on FSDD train (2,700 clips): frozen "
-                    "features mean-pooled over frames, standardised, L-BFGS softmax regression (100 iterations, "
-                    "weight decay 1e-3); MFCC: 20 coefficients x (mean, std)",
-        "machine": {"processor": platform.machine(), "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                    "note": "2 shared CPU cores, several other jobs running"},
+        "features mean-pooled over frames, standardised, L-BFGS softmax regression (100 iterations, "
+        "weight decay 1e-3); MFCC: 20 coefficients x (mean, std)",
+        "machine": {
+            "processor": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+            "note": "2 shared CPU cores, several other jobs running",
+        },
         "date": time.strftime("%Y-%m-%d"),
     }
     path = RESULTS / f"audio_{name}.json"

@@ -205,8 +205,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 def _load_audio_folder(folder: Path, split: str | None):
     import datasets
 
-    splits = sorted(child.name for child in folder.iterdir() if child.is_dir() and child.name in ("train", "test",
-                                                                                                   "validation"))
+    splits = sorted(
+        child.name for child in folder.iterdir() if child.is_dir() and child.name in ("train", "test", "validation")
+    )
     if splits:
         if split not in splits:
             raise ValueError(f"{folder} has the splits {splits}; choose one with --train_split / --eval_split")
@@ -237,9 +238,7 @@ def _find_audio_column(dataset, source: str) -> str:
 
     columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Audio)]
     if not columns:
-        raise ValueError(
-            f"{source} has no Audio column (columns: {dataset.column_names}); name it with --audio_column"
-        )
+        raise ValueError(f"{source} has no Audio column (columns: {dataset.column_names}); name it with --audio_column")
     return columns[0]
 
 
@@ -331,8 +330,11 @@ class AudioCollator:
             )
         waveforms = [np.asarray(example["input_values"], dtype=np.float32) for example in examples]
         batch = self.feature_extractor(
-            waveforms, sampling_rate=self.feature_extractor.sampling_rate, padding=True,
-            return_attention_mask=True, return_tensors="pt",
+            waveforms,
+            sampling_rate=self.feature_extractor.sampling_rate,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
         )
         batch = {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long()}
         if self.pretraining_inputs is not None:

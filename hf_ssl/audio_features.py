@@ -65,8 +65,11 @@ def encoder_features(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = feature_extractor(
-                [waveforms[i] for i in chunk], sampling_rate=feature_extractor.sampling_rate, padding=True,
-                return_attention_mask=True, return_tensors="pt",
+                [waveforms[i] for i in chunk],
+                sampling_rate=feature_extractor.sampling_rate,
+                padding=True,
+                return_attention_mask=True,
+                return_tensors="pt",
             )
             pooled = encode(batch["input_values"].float().to(device), batch["attention_mask"].to(device))
             for position, index in enumerate(chunk):
@@ -94,15 +97,25 @@ def mfcc_features(
     hop_length = int(round(0.010 * sampling_rate))
     fft_length = 1 << (frame_length - 1).bit_length()
     filters = mel_filter_bank(
-        num_frequency_bins=fft_length // 2 + 1, num_mel_filters=num_mel_filters, min_frequency=20.0,
-        max_frequency=float(max_frequency or sampling_rate / 2), sampling_rate=sampling_rate, mel_scale="htk",
+        num_frequency_bins=fft_length // 2 + 1,
+        num_mel_filters=num_mel_filters,
+        min_frequency=20.0,
+        max_frequency=float(max_frequency or sampling_rate / 2),
+        sampling_rate=sampling_rate,
+        mel_scale="htk",
     )
     window = window_function(frame_length, "hann")
     rows = []
     for waveform in waveforms:
         log_mel = spectrogram(
-            np.asarray(waveform, dtype=np.float32), window, frame_length=frame_length, hop_length=hop_length,
-            fft_length=fft_length, power=2.0, mel_filters=filters, log_mel="log",
+            np.asarray(waveform, dtype=np.float32),
+            window,
+            frame_length=frame_length,
+            hop_length=hop_length,
+            fft_length=fft_length,
+            power=2.0,
+            mel_filters=filters,
+            log_mel="log",
         )  # (num_mel_filters, frames)
         coefficients = dct(log_mel, type=2, axis=0, norm="ortho")[:num_coefficients]  # (C, frames)
         rows.append(np.concatenate([coefficients.mean(axis=1), coefficients.std(axis=1)]))
@@ -127,7 +140,9 @@ class AudioLinearProbeEvaluator:
         batch_size: int = 64,
         probe_epochs: int = 100,
     ):
-        missing = [c for c in label_columns if c not in train_dataset.column_names or c not in eval_dataset.column_names]
+        missing = [
+            c for c in label_columns if c not in train_dataset.column_names or c not in eval_dataset.column_names
+        ]
         if not label_columns or missing:
             raise ValueError(
                 f"label columns {missing or list(label_columns)} are missing (train columns: "
@@ -154,7 +169,10 @@ class AudioLinearProbeEvaluator:
         """Linear-probe accuracy of given features for every label column."""
         return {
             f"linear_probe_{column}": linear_probe_accuracy(
-                train_features, self.train_labels[column], eval_features, self.eval_labels[column],
+                train_features,
+                self.train_labels[column],
+                eval_features,
+                self.eval_labels[column],
                 epochs=self.probe_epochs,
             )
             for column in self.label_columns
@@ -163,7 +181,9 @@ class AudioLinearProbeEvaluator:
     def mfcc(self, **kwargs) -> dict[str, float]:
         """The probes on the MFCC baseline features (:func:`mfcc_features`)."""
         rate = self.feature_extractor.sampling_rate
-        return self.probe(mfcc_features(self.train_waveforms, rate, **kwargs), mfcc_features(self.eval_waveforms, rate, **kwargs))
+        return self.probe(
+            mfcc_features(self.train_waveforms, rate, **kwargs), mfcc_features(self.eval_waveforms, rate, **kwargs)
+        )
 
     def __call__(self, model: nn.Module, representation: str = "encoder") -> dict[str, float]:
         return self.probe(*self.features(model, representation))

@@ -149,8 +149,11 @@ def test_audio_configs_exist_for_both_methods():
     "method, overrides",
     [
         ("cpc", '{"conv_dim": [16, 16, 16, 16, 16], "hidden_size": 16, "num_conv_pos_embedding_groups": 2}'),
-        ("wav2vec2", '{"conv_dim": [16, 16, 16, 16, 16, 16, 16], "hidden_size": 16, "num_hidden_layers": 1, '
-                     '"num_conv_pos_embedding_groups": 2, "intermediate_size": 32, "mask_time_length": 2}'),
+        (
+            "wav2vec2",
+            '{"conv_dim": [16, 16, 16, 16, 16, 16, 16], "hidden_size": 16, "num_hidden_layers": 1, '
+            '"num_conv_pos_embedding_groups": 2, "intermediate_size": 32, "mask_time_length": 2}',
+        ),
     ],
 )
 def test_two_step_recipe_run_on_fsdd_clips(tmp_path, method, overrides):
@@ -160,13 +163,35 @@ def test_two_step_recipe_run_on_fsdd_clips(tmp_path, method, overrides):
 
     out = tmp_path / method
     config = next(path for path in AUDIO_CONFIGS if path.name.startswith(method + "-"))
-    probes = run([
-        str(config), "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--max_train_examples", "24", "--max_eval_examples", "12", "--crop_seconds", "0.3", "--save_steps", "2",
-        "--encoder_config_overrides", overrides, "--disable_tqdm", "true", "--warmup_steps", "0",
-        *(["--context_dim", "16", "--num_negatives", "4"] if method == "cpc" else []),
-    ])
-    expected_rows = {"pretrained", "random_init", "mfcc"} | ({"pretrained_context", "random_init_context"} if method == "cpc" else set())
+    probes = run(
+        [
+            str(config),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--max_train_examples",
+            "24",
+            "--max_eval_examples",
+            "12",
+            "--crop_seconds",
+            "0.3",
+            "--save_steps",
+            "2",
+            "--encoder_config_overrides",
+            overrides,
+            "--disable_tqdm",
+            "true",
+            "--warmup_steps",
+            "0",
+            *(["--context_dim", "16", "--num_negatives", "4"] if method == "cpc" else []),
+        ]
+    )
+    expected_rows = {"pretrained", "random_init", "mfcc"} | (
+        {"pretrained_context", "random_init_context"} if method == "cpc" else set()
+    )
     assert set(probes) == expected_rows
     assert set(probes["mfcc"]) == {"linear_probe_digit", "linear_probe_speaker"}
     saved = json.loads((out / "eval_results.json").read_text())

@@ -29,8 +29,14 @@ def one_thread():
 def tiny_cpc(**overrides):
     """Conv strides 5, 4, 2 (40 samples per frame), 16 channels, z of 16, GRU of 16."""
     config = audio_encoder_config(
-        "cpc-tiny", {"conv_dim": [16, 16, 16], "conv_stride": [5, 4, 2], "conv_kernel": [10, 8, 4], "hidden_size": 16,
-                     "num_conv_pos_embedding_groups": 2},
+        "cpc-tiny",
+        {
+            "conv_dim": [16, 16, 16],
+            "conv_stride": [5, 4, 2],
+            "conv_kernel": [10, 8, 4],
+            "hidden_size": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
     )
     settings = dict(context_dim=16, prediction_steps=3, num_negatives=5)
     settings.update(overrides)
@@ -208,7 +214,9 @@ def run_vanilla(tmp_path, folder, values, mask) -> dict:
     script.write_text(VANILLA_AUDIO_SCRIPT)
     subprocess.run(
         [sys.executable, str(script), str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        check=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return torch.load(tmp_path / "out.pt")
 
@@ -276,8 +284,16 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     def trainer(output_dir):
         torch.manual_seed(0)
         args = SSLTrainingArguments(
-            output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=5, learning_rate=3e-3,
-            logging_steps=1, save_steps=2, use_cpu=True, report_to="none", seed=7, disable_tqdm=True,
+            output_dir=str(output_dir),
+            per_device_train_batch_size=4,
+            max_steps=5,
+            learning_rate=3e-3,
+            logging_steps=1,
+            save_steps=2,
+            use_cpu=True,
+            report_to="none",
+            seed=7,
+            disable_tqdm=True,
         )
         return SSLTrainer(model=tiny_cpc(), args=args, train_dataset=dataset, data_collator=collator)
 

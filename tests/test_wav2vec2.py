@@ -27,10 +27,21 @@ def one_thread():
 def tiny_wav2vec2(**config_overrides):
     """Strides 5, 4, 2 (40 samples per frame), 16 channels, hidden 32, one transformer layer, 2 x 8 codes."""
     overrides = {
-        "conv_dim": [16, 16, 16], "conv_stride": [5, 4, 2], "conv_kernel": [10, 8, 4], "hidden_size": 32,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "num_conv_pos_embeddings": 8,
-        "num_conv_pos_embedding_groups": 2, "codevector_dim": 16, "proj_codevector_dim": 16,
-        "num_codevectors_per_group": 8, "mask_time_prob": 0.5, "mask_time_length": 3, "num_negatives": 6,
+        "conv_dim": [16, 16, 16],
+        "conv_stride": [5, 4, 2],
+        "conv_kernel": [10, 8, 4],
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "num_conv_pos_embeddings": 8,
+        "num_conv_pos_embedding_groups": 2,
+        "codevector_dim": 16,
+        "proj_codevector_dim": 16,
+        "num_codevectors_per_group": 8,
+        "mask_time_prob": 0.5,
+        "mask_time_length": 3,
+        "num_negatives": 6,
     }
     overrides.update(config_overrides)
     return Wav2Vec2SSLForPreTraining.from_encoder_config(
@@ -80,8 +91,12 @@ def test_loss_equals_transformers_wav2vec2_for_pretraining_divided_by_the_masked
     torch.manual_seed(1)  # same Gumbel noise and dropout in both
     ours = model(values, attention_mask=mask, **inputs)
     torch.manual_seed(1)
-    theirs = reference(values, attention_mask=mask, mask_time_indices=inputs["mask_time_indices"],
-                       sampled_negative_indices=inputs["sampled_negative_indices"])
+    theirs = reference(
+        values,
+        attention_mask=mask,
+        mask_time_indices=inputs["mask_time_indices"],
+        sampled_negative_indices=inputs["sampled_negative_indices"],
+    )
     count = inputs["mask_time_indices"].sum()
     torch.testing.assert_close(ours.loss * count, theirs.loss)
     torch.testing.assert_close(ours.contrastive_loss * count, theirs.contrastive_loss.detach())
@@ -93,8 +108,15 @@ def test_global_normalisation_makes_accumulated_micro_batches_equal_one_batch():
     (contrastive term; the diversity term is a batch statistic of the codebook use, so it is switched off here)."""
     np.random.seed(0)
     torch.manual_seed(0)
-    model = tiny_wav2vec2(diversity_loss_weight=0.0, feat_quantizer_dropout=0.0, hidden_dropout=0.0,
-                          attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0).eval()
+    model = tiny_wav2vec2(
+        diversity_loss_weight=0.0,
+        feat_quantizer_dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+    ).eval()
     values, mask = padded_batch([2400, 2400, 2400])
     inputs = model.sample_pretraining_inputs(mask, *mask.shape)
     total = inputs["mask_time_indices"].sum()
@@ -134,8 +156,14 @@ def test_trainer_passes_the_masked_frame_count_of_all_micro_batches(tmp_path):
     generator = np.random.default_rng(0)
     dataset = [{"input_values": generator.standard_normal(int(n)).astype(np.float32)} for n in [1800, 2600] * 4]
     args = SSLTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=2,
-        use_cpu=True, report_to="none", disable_tqdm=True, logging_steps=1,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps=2,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1,
     )
     collator = AudioCollator(build_feature_extractor(16000), model.sample_pretraining_inputs)
     SSLTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
@@ -168,12 +196,16 @@ def test_round_trip_and_vanilla_loading(tmp_path):
     build_feature_extractor(16000).save_pretrained(tmp_path / "ckpt")
     model.eval()
     inputs = model.sample_pretraining_inputs(mask, *mask.shape)
-    for loaded in (Wav2Vec2SSLForPreTraining.from_pretrained(tmp_path / "ckpt"), AutoSSLModel.from_pretrained(tmp_path / "ckpt")):
+    for loaded in (
+        Wav2Vec2SSLForPreTraining.from_pretrained(tmp_path / "ckpt"),
+        AutoSSLModel.from_pretrained(tmp_path / "ckpt"),
+    ):
         assert isinstance(loaded, Wav2Vec2SSLForPreTraining) and loaded.method_config == model.method_config
         loaded.eval()
         with torch.no_grad():
-            torch.testing.assert_close(loaded(values, attention_mask=mask, **inputs).loss,
-                                       model(values, attention_mask=mask, **inputs).loss)
+            torch.testing.assert_close(
+                loaded(values, attention_mask=mask, **inputs).loss, model(values, attention_mask=mask, **inputs).loss
+            )
     # the checkpoint is also a plain transformers Wav2Vec2ForPreTraining checkpoint
     reference = Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "ckpt")
     for key, value in model.state_dict().items():
@@ -196,8 +228,12 @@ def test_bad_input_is_refused_with_a_clear_message():
         model(values, attention_mask=torch.ones_like(mask), sampling_rate=8000)
     inputs = model.sample_pretraining_inputs(torch.ones_like(mask), *mask.shape)
     with pytest.raises(ValueError, match="labels must be -100 exactly"):
-        model(values, mask_time_indices=inputs["mask_time_indices"],
-              sampled_negative_indices=inputs["sampled_negative_indices"], labels=torch.zeros_like(inputs["labels"]))
+        model(
+            values,
+            mask_time_indices=inputs["mask_time_indices"],
+            sampled_negative_indices=inputs["sampled_negative_indices"],
+            labels=torch.zeros_like(inputs["labels"]),
+        )
     with pytest.raises(ValueError, match="mask_time_prob"):
         tiny_wav2vec2(mask_time_prob=0.0)
 
@@ -218,8 +254,16 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
         np.random.seed(0)
         model = tiny_wav2vec2()
         args = SSLTrainingArguments(
-            output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=5, learning_rate=3e-3,
-            logging_steps=1, save_steps=2, use_cpu=True, report_to="none", seed=7, disable_tqdm=True,
+            output_dir=str(output_dir),
+            per_device_train_batch_size=4,
+            max_steps=5,
+            learning_rate=3e-3,
+            logging_steps=1,
+            save_steps=2,
+            use_cpu=True,
+            report_to="none",
+            seed=7,
+            disable_tqdm=True,
         )
         collator = AudioCollator(build_feature_extractor(16000), model.sample_pretraining_inputs)
         return SSLTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)

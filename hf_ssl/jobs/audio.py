@@ -28,12 +28,16 @@ class AudioEncoderArguments:
     method: str = field(default="cpc", metadata={"help": "Pretraining method: cpc or wav2vec2."})
     encoder: str = field(
         default="cpc-tiny",
-        metadata={"help": "Preset (cpc-tiny, cpc-base, wav2vec2-tiny, wav2vec2-base) or a folder/Hub id with a "
-                  "Wav2Vec2Config."},
+        metadata={
+            "help": "Preset (cpc-tiny, cpc-base, wav2vec2-tiny, wav2vec2-base) or a folder/Hub id with a "
+            "Wav2Vec2Config."
+        },
     )
     encoder_config_overrides: str | None = field(
         default=None,
-        metadata={"help": 'JSON dict of Wav2Vec2Config fields, e.g. \'{"num_hidden_layers": 4, "mask_time_prob": 0.5}\''},
+        metadata={
+            "help": 'JSON dict of Wav2Vec2Config fields, e.g. \'{"num_hidden_layers": 4, "mask_time_prob": 0.5}\''
+        },
     )
     init_from: str | None = field(
         default=None,
@@ -53,7 +57,8 @@ class AudioDataArguments:
     eval_split: str | None = field(default="test", metadata={"help": "Labelled split for probes; empty to disable."})
     audio_column: str | None = field(default=None)
     probe_label_columns: list[str] | None = field(
-        default=None, metadata={"help": "Label columns to probe (default: every ClassLabel column; FSDD: digit speaker)."}
+        default=None,
+        metadata={"help": "Label columns to probe (default: every ClassLabel column; FSDD: digit speaker)."},
     )
     max_train_examples: int | None = field(default=None)
     max_eval_examples: int | None = field(default=None)
@@ -89,7 +94,7 @@ def build_audio_model(encoder_args: AudioEncoderArguments, method_config):
 
 
 def build_feature_extractor(sampling_rate: int):
-    """The ``Wav2Vec2FeatureExtractor`` of our checkpoints: per-utterance normalisation, zero padding, attention masks."""
+    """Our checkpoints' ``Wav2Vec2FeatureExtractor``: per-utterance normalisation, zero padding, attention masks."""
     from transformers import Wav2Vec2FeatureExtractor
 
     return Wav2Vec2FeatureExtractor(
@@ -131,8 +136,9 @@ class AudioPretrainingJob(PretrainingJob):
         if data_args.min_audio_seconds:
             shortest = data_args.min_audio_seconds * self.model_sampling_rate
             train = train.filter(
-                lambda example: len(load_waveform(example["audio"], self.model_sampling_rate, data_args.resample))
-                >= shortest
+                lambda example: (
+                    len(load_waveform(example["audio"], self.model_sampling_rate, data_args.resample)) >= shortest
+                )
             )
         transform = AudioCropTransform(
             self.model_sampling_rate, data_args.crop_seconds, resample=data_args.resample, seed=seed
@@ -143,7 +149,11 @@ class AudioPretrainingJob(PretrainingJob):
         columns = data_args.probe_label_columns or (label_columns(self.train_raw) if self.eval_raw is not None else [])
         if self.eval_raw is not None and columns:
             self.evaluator = AudioLinearProbeEvaluator(
-                self.train_raw, self.eval_raw, columns, self.feature_extractor, resample=data_args.resample,
+                self.train_raw,
+                self.eval_raw,
+                columns,
+                self.feature_extractor,
+                resample=data_args.resample,
                 batch_size=data_args.probe_batch_size,
             )
         evaluators = [self.evaluator] if self.evaluator is not None else []
@@ -186,8 +196,12 @@ class AudioPretrainingJob(PretrainingJob):
             column = name.removeprefix("linear_probe_")
             results.append(
                 EvalResult(
-                    task_type="audio-classification", dataset_type=data_args.dataset, dataset_name=data_args.dataset,
-                    dataset_split=data_args.eval_split, metric_type="accuracy", metric_value=float(value),
+                    task_type="audio-classification",
+                    dataset_type=data_args.dataset,
+                    dataset_name=data_args.dataset,
+                    dataset_split=data_args.eval_split,
+                    metric_type="accuracy",
+                    metric_value=float(value),
                     metric_name=(
                         f"{column} linear probe top-1 (frozen last_hidden_state mean-pooled over frames, "
                         f"{self.model_sampling_rate} Hz, L-BFGS)"

@@ -40,7 +40,9 @@ def sample_negative_frames(
         frame with ``frame_mask`` True. Rows of padded anchors are filled too (with valid frames) and must be ignored.
     """
     if frame_mask.dim() != 2 or frame_mask.dtype != torch.bool:
-        raise ValueError(f"frame_mask must be a (batch, frames) bool tensor, got {frame_mask.dtype} {tuple(frame_mask.shape)}")
+        raise ValueError(
+            f"frame_mask must be a (batch, frames) bool tensor, got {frame_mask.dtype} {tuple(frame_mask.shape)}"
+        )
     if mode not in NEGATIVE_SAMPLING_MODES:
         raise ValueError(f"negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, got {mode!r}")
     if num_negatives < 1:

@@ -59,7 +59,9 @@ class CPCConfig(SSLMethodConfig):
             at_least_one=("context_dim", "context_layers", "prediction_steps", "num_negatives", "sampling_rate")
         )
         if self.negative_sampling not in NEGATIVE_SAMPLING_MODES:
-            raise ValueError(f"negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, got {self.negative_sampling!r}")
+            raise ValueError(
+                f"negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, got {self.negative_sampling!r}"
+            )
 
 
 @dataclass
@@ -129,8 +131,13 @@ class CPCForPreTraining(SSLPreTrainedModel):
     ) -> CPCOutput:
         settings: CPCConfig = self.method_config
         lengths = check_audio_input(
-            self.config, input_values, attention_mask, sampling_rate=settings.sampling_rate, min_frames=2,
-            given_sampling_rate=sampling_rate, reason=" (CPC predicts at least one frame ahead)",
+            self.config,
+            input_values,
+            attention_mask,
+            sampling_rate=settings.sampling_rate,
+            min_frames=2,
+            given_sampling_rate=sampling_rate,
+            reason=" (CPC predicts at least one frame ahead)",
         )
         encoded = self.encoder(input_values, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
         frame_mask = feature_frame_mask(self.config, lengths, encoded.shape[1])

@@ -191,8 +191,11 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         frame_mask = feature_frame_mask(config, lengths, frames)
         with _numpy_seeded(seed):
             mask = _compute_mask_indices(
-                (batch, frames), mask_prob=config.mask_time_prob, mask_length=config.mask_time_length,
-                attention_mask=frame_mask.long(), min_masks=max(config.mask_time_min_masks, 2),
+                (batch, frames),
+                mask_prob=config.mask_time_prob,
+                mask_length=config.mask_time_length,
+                attention_mask=frame_mask.long(),
+                min_masks=max(config.mask_time_min_masks, 2),
             )
             mask &= frame_mask.numpy()  # transformers' dummy span of a too-short utterance may sit on padding
             if (mask.sum(-1) < 2).any():
@@ -222,8 +225,12 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         **kwargs,
     ) -> Wav2Vec2SSLOutput:
         check_audio_input(
-            self.config, input_values, attention_mask, sampling_rate=self.method_config.sampling_rate,
-            min_frames=self.minimum_frames(), given_sampling_rate=sampling_rate,
+            self.config,
+            input_values,
+            attention_mask,
+            sampling_rate=self.method_config.sampling_rate,
+            min_frames=self.minimum_frames(),
+            given_sampling_rate=sampling_rate,
             reason=f" (masked spans of {self.config.mask_time_length} frames)",
         )
         if mask_time_indices is None:
@@ -242,13 +249,16 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
                 "sample_pretraining_inputs gives both), or neither and the model samples them"
             )
         outputs = self._pretraining(
-            input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices,
+            input_values,
+            attention_mask=attention_mask,
+            mask_time_indices=mask_time_indices,
             sampled_negative_indices=sampled_negative_indices if return_loss else None,
         )
         num_masked = mask_time_indices.sum()
         if not return_loss:
             return Wav2Vec2SSLOutput(
-                codevector_perplexity=outputs.codevector_perplexity, num_masked_frames=num_masked,
+                codevector_perplexity=outputs.codevector_perplexity,
+                num_masked_frames=num_masked,
                 projected_states=outputs.projected_states,
                 projected_quantized_states=outputs.projected_quantized_states,
             )
