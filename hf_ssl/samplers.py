@@ -48,6 +48,12 @@ class NoDuplicatesSampler(Sampler[int]):
                 f"{len(keys)} examples cannot fill one batch of {global_batch_size}; lower per_device_train_batch_size"
             )
         self.keys = [_as_key_set(key) for key in keys]
+        distinct = len(set().union(*self.keys))
+        if distinct < global_batch_size:  # each row of a batch needs a value no other row has
+            raise ValueError(
+                f"the data has too few distinct texts/keys ({distinct}) for batches of {global_batch_size} without "
+                "repeats; lower per_device_train_batch_size or set --no_duplicates false"
+            )
         self.global_batch_size = global_batch_size
         self.seed = seed
         self.epoch = 0
@@ -93,7 +99,8 @@ class NoDuplicatesSampler(Sampler[int]):
             if len(members) < size:
                 raise ValueError(
                     f"cannot build a batch of {size} examples without repeating a key: the data has too few "
-                    "distinct texts/keys for this batch size; lower per_device_train_batch_size"
+                    "distinct texts/keys for this batch size; lower per_device_train_batch_size or set "
+                    "--no_duplicates false"
                 )
             batches.append(members)
         return [index for batch in batches for index in batch]
