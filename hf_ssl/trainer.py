@@ -184,9 +184,10 @@ class SSLTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._diagnostic_count:
             names = sorted(self._diagnostic_sums)
-            stacked = torch.stack([self._diagnostic_sums[name] for name in names]) / self._diagnostic_count
-            stacked = self.accelerator.reduce(stacked, reduction="mean")
-            logs.update({name: round(value, 4) for name, value in zip(names, stacked.tolist())})
+            if names:  # a model may return nothing but its loss
+                stacked = torch.stack([self._diagnostic_sums[name] for name in names]) / self._diagnostic_count
+                stacked = self.accelerator.reduce(stacked, reduction="mean")
+                logs.update({name: round(value, 4) for name, value in zip(names, stacked.tolist())})
             self._diagnostic_sums, self._diagnostic_count = {}, 0
             schedule_values = getattr(self.accelerator.unwrap_model(self.model), "schedule_values", None)
             if schedule_values is not None:
