@@ -50,10 +50,11 @@ def pretrain(args) -> None:
                 control.should_training_stop = True
 
     probes = run([
-        str(ROOT / "recipes" / "configs" / "mlm-bert-mini-wikitext.yaml"), "--output_dir", str(PRETRAINED),
+        str(ROOT / "recipes" / "configs" / "mlm-bert-mini-wikitext.yaml"), "--output_dir", args.pretrained_dir,
         "--max_steps", str(args.pretrain_steps), "--warmup_steps", "30", "--max_seq_length", str(args.seq_length),
         "--per_device_train_batch_size", str(args.pretrain_batch_size), "--eval_strategy", "no", "--save_strategy", "no",
         "--logging_steps", "20", "--learning_rate", "1e-3", "--encoder", args.encoder,
+        *(["--init_from", args.init_from] if args.init_from else []),
     ], callbacks=[WallClockBudget()])
     print(json.dumps(probes, indent=2))
 
@@ -77,7 +78,8 @@ def finetune(args) -> dict:
         set_seed,
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(PRETRAINED)
+    pretrained = args.pretrained_dir
+    tokenizer = AutoTokenizer.from_pretrained(pretrained)
     train = datasets.Dataset.from_dict(read_snli("validation"))
     test = datasets.Dataset.from_dict(read_snli("test")).shuffle(seed=0).select(range(args.test_examples))
     if args.train_examples:
@@ -96,9 +98,9 @@ def finetune(args) -> dict:
     for start in ("pretrained", "random_init"):
         set_seed(0)
         if start == "pretrained":
-            model = AutoModelForSequenceClassification.from_pretrained(PRETRAINED, num_labels=3)
+            model = AutoModelForSequenceClassification.from_pretrained(pretrained, num_labels=3)
         else:
-            model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(PRETRAINED, num_labels=3))
+            model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(pretrained, num_labels=3))
         training_args = TrainingArguments(
             output_dir=f"/tmp/snli_{start}", per_device_train_batch_size=32, per_device_eval_batch_size=128,
             num_train_epochs=args.epochs, learning_rate=args.learning_rate, warmup_steps=0.1, weight_decay=0.01,
@@ -127,6 +129,9 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--train_examples", type=int, default=None, help="subsample SNLI validation (default: all)")
     parser.add_argument("--test_examples", type=int, default=3000)
+    parser.add_argument("--pretrained_dir", default=str(PRETRAINED), help="pretraining output (stage 1) / input (2)")
+    parser.add_argument("--init_from", default=None, help="continue pretraining from this hf_ssl output folder")
+    parser.add_argument("--result", default=str(RESULT))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 avoids oversubscription on a CPU shared with other jobs)")
     args = parser.parse_args()
@@ -136,8 +141,8 @@ def main() -> None:
         pretrain(args)
     if args.stage in ("finetune", "all"):
         results = finetune(args)
-        pretraining = json.loads((PRETRAINED / "eval_results.json").read_text())
-        run_record = json.loads((PRETRAINED / "hf_ssl_run.json").read_text())
+        pretraining = json.loads((Path(args.pretrained_dir) / "eval_results.json").read_text())
+        run_record = json.loads((Path(args.pretrained_dir) / "hf_ssl_run.json").read_text())
         summary = {
             "command": "python " + " ".join(sys.argv),
             "pretraining": {
@@ -156,8 +161,8 @@ def main() -> None:
             },
             "pretraining_helps": results["pretrained"]["test_accuracy"] > results["random_init"]["test_accuracy"],
         }
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps(summary, indent=2))
+        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.result).write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2))
 
 
