@@ -19,7 +19,10 @@ with ``--bank`` training images (fixed random subset, seed 0) as the kNN memory 
 whole 10,000-image test split. Baselines in the same run: the same encoder at random init, and raw pixels.
 
 Results are written after every method to ``benchmarks/results/vision_quality.json`` (``--output``), so a partial run
-keeps what it measured; the README table is copied from there with this command.
+keeps what it measured; the README table is copied from there with this command. Each run folder also gets the
+probes as its ``eval_results.json`` (model-index entries with the protocol above), and ``--cards`` writes the model
+card of every run to ``model_cards/<method>-<backbone>-cifar10/`` with ``hf-ssl card`` (``--cards_only`` does just
+that from an earlier run's folders and results).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def pretrain(method: str, config: Path, steps: int, output_dir: Path, extra: lis
         "--max_steps", str(steps), "--warmup_steps", str(max(1, steps // 10)),
         "--eval_strategy", "no", "--save_steps", str(steps), "--save_total_limit", "1",
         "--logging_steps", "10", "--disable_tqdm", "true", "--final_comparison", "false",
-        "--output_dir", str(output_dir), *extra,
+        "--output_dir", str(output_dir.relative_to(ROOT)), *extra,
     ]
     cpu_before, started = children_cpu_seconds(), time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)  # configs name data relative to the project root
@@ -79,6 +82,41 @@ def probe(output_dir: Path, train, test, bank: int, with_baselines: bool) -> dic
     return {"pretrained": evaluate_checkpoint(encoder, train, test, **common)}
 
 
+def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int, dataset: str) -> None:
+    """The benchmark's probes as the run's ``eval_results.json`` (the format of the recipe's final evaluation)."""
+    from huggingface_hub import EvalResult
+
+    from hf_ssl.jobs import FinalEvaluation
+
+    protocols = {
+        "knn_top1": f"kNN top-1 (k=200, T=0.1, frozen CLS features, {bank}-image train bank, 10,000 test images)",
+        "linear_probe_top1": f"linear probe top-1 (L-BFGS on frozen CLS features of {bank} train images)",
+    }
+    pretrained = {name: entry[name] for name in protocols}
+    evaluation = FinalEvaluation(
+        probes={"pretrained": pretrained, **baselines},
+        eval_results=[
+            EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+                       dataset_split="test", metric_type="accuracy", metric_value=float(value),
+                       metric_name=protocols[name])
+            for name, value in pretrained.items()
+        ],
+    )
+    (output_dir / "eval_results.json").write_text(json.dumps(evaluation.to_json(entry["steps"]), indent=2))
+
+
+def write_card(output_dir: Path, name: str, benchmark_command: str) -> None:
+    """``hf-ssl card`` for one run, with paths relative to the checkout and the command that produced the numbers."""
+    card = ROOT / "model_cards" / name / "README.md"
+    subprocess.run([sys.executable, "-m", "hf_ssl.cli", "card", str(output_dir), "--output", str(card),
+                    "--repo_id", f"hf-ssl/{name}"], check=True, cwd=ROOT)
+    text = card.read_text().replace(str(ROOT) + "/", "")
+    anchor = "## Intended use and limits"
+    note = (f"The evaluation numbers above come from `{benchmark_command}`, which trains with exactly this command "
+            "and then probes the saved encoder, random init and raw pixels (protocol in the metric names).\n\n")
+    card.write_text(text.replace(anchor, note + anchor, 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -86,9 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--bank", type=int, default=10000, help="train images for the kNN bank / linear probe")
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "cifar10_jpg"))
-    parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "vision_quality"))
+    parser.add_argument("--work_dir", default="outputs/vision_quality", help="relative to the project root")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
+    parser.add_argument("--cards", action="store_true", help="write model_cards/<method>-<backbone>-cifar10/")
+    parser.add_argument("--cards_only", action="store_true", help="only eval_results.json + cards of earlier runs")
     args, extra = parser.parse_known_args(argv)
+    dataset_name = "../shared/data/cifar10_jpg"  # as the recipe configs name it (the card looks its licence up)
+
+    if args.cards_only:
+        results = json.loads(Path(args.output).read_text())
+        for method in args.methods:
+            if method not in results["methods"]:
+                continue
+            output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
+            write_eval_results(output_dir, results["methods"][method], results["baselines"], args.bank, dataset_name)
+            write_card(output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
+        return 0
 
     from hf_ssl.data import load_image_dataset
 
@@ -108,18 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     results.setdefault("methods", {})
     for method in args.methods:
         config = ROOT / "recipes" / "configs" / f"{method}-{args.backbone}-cifar10.yaml"
-        output_dir = Path(args.work_dir) / f"{method}-{args.backbone}"
+        output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
         print(f"=== {method}: {config.name}", flush=True)
         entry = pretrain(method, config, args.steps, output_dir, extra)
         probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results)
         if "random_init" in probes:
             results["baselines"] = {name: probes[name] for name in ("random_init", "raw_pixels")}
         entry.update(probes["pretrained"])
-        eval_results = json.loads((output_dir / "eval_results.json").read_text()) if (
-            output_dir / "eval_results.json").is_file() else None
-        if eval_results:
-            entry["recipe_eval"] = eval_results
         results["methods"][method] = entry
+        write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
+        if args.cards:
+            write_card(output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2))
         print(json.dumps({method: entry, "baselines": results["baselines"]}, indent=2), flush=True)
