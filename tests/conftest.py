@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,24 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+#: Prelude of the scripts that check vanilla loading: run in a fresh interpreter, it makes ``import hf_ssl`` fail
+#: (so nothing below can use hf_ssl by accident) and imports ``json`` and ``sys`` for the script that follows.
+BLOCK_HF_SSL = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    class BlockHfSsl(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_ssl" or name.startswith("hf_ssl."):
+                raise ImportError("hf_ssl is blocked in this process")
+    sys.meta_path.insert(0, BlockHfSsl())
+    try:
+        import hf_ssl  # noqa: F401
+        raise SystemExit("hf_ssl should not be importable here")
+    except ImportError:
+        pass
+    """
+)
 
 
 def tiny_vit_config(image_size: int = 16, patch_size: int = 4, hidden_size: int = 32):

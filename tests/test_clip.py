@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 import torch
-from conftest import SHARED_DATA, tiny_vit_config
-from test_sentence_bert import BLOCK_HF_SSL, TinyTokenizer, tiny_bert_config, tiny_text_batch
+from conftest import BLOCK_HF_SSL, SHARED_DATA, tiny_vit_config
+from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch
 
 from hf_ssl import AutoSSLModel, CLIPStyleForPreTraining
 from hf_ssl.embedding_evaluation import retrieval_recall, zero_shot_accuracy

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import BLOCK_HF_SSL, SHARED_DATA
 
 from hf_ssl import AutoSSLModel, CPCForPreTraining
 from hf_ssl.audio_encoder import audio_encoder_config, minimum_samples
@@ -177,19 +177,8 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
             torch.testing.assert_close(loaded(values, attention_mask=mask).loss, expected)
 
 
-VANILLA_AUDIO_SCRIPT = textwrap.dedent(
+VANILLA_AUDIO_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
     """
-    import importlib.abc, sys
-    class BlockHfSsl(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_ssl" or name.startswith("hf_ssl."):
-                raise ImportError("hf_ssl is blocked in this process")
-    sys.meta_path.insert(0, BlockHfSsl())
-    try:
-        import hf_ssl  # noqa: F401
-        raise SystemExit("hf_ssl should not be importable here")
-    except ImportError:
-        pass
     import torch
     from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
     from transformers.utils import logging

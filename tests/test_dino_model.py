@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import tiny_dino, tiny_vit_config
+from conftest import BLOCK_HF_SSL, tiny_dino, tiny_vit_config
 
 from hf_ssl import AutoSSLModel, DINOForPreTraining, TrainingProgress
 
@@ -91,19 +91,8 @@ def test_save_and_from_pretrained_round_trip(tmp_path, tiny_crops):
             torch.testing.assert_close(loaded(**tiny_crops).teacher_logits, model(**tiny_crops).teacher_logits)
 
 
-VANILLA_SCRIPT = textwrap.dedent(
+VANILLA_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class BlockHfSsl(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_ssl" or name.startswith("hf_ssl."):
-                raise ImportError("hf_ssl is blocked in this process")
-    sys.meta_path.insert(0, BlockHfSsl())
-    try:
-        import hf_ssl  # noqa: F401
-        raise SystemExit("hf_ssl should not be importable here")
-    except ImportError:
-        pass
     import torch
     from transformers import AutoModel, AutoModelForImageClassification, Trainer, TrainingArguments
     from transformers.utils import logging

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import BLOCK_HF_SSL
 from huggingface_hub import ModelCard
 
 from hub_stand_in import StandInHub
@@ -85,14 +86,8 @@ PUSH_SCRIPT = textwrap.dedent(
     """
 )
 
-VANILLA_SCRIPT = textwrap.dedent(
+VANILLA_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
     """
-    import importlib.abc, sys
-    class BlockHfSsl(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_ssl" or name.startswith("hf_ssl."):
-                raise ImportError("hf_ssl is blocked in this process")
-    sys.meta_path.insert(0, BlockHfSsl())
     import torch
     from transformers import AutoModel
     from transformers.utils import logging

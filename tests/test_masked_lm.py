@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import BLOCK_HF_SSL, SHARED_DATA
 from transformers import BertConfig
 
 from hf_ssl import AutoSSLModel, MaskedLMForPreTraining, SentenceOrderForPreTraining
@@ -282,19 +282,8 @@ def test_round_trip_restores_the_whole_model(tmp_path):
     assert loaded.get_output_embeddings().weight is loaded.encoder.embeddings.word_embeddings.weight
 
 
-VANILLA_SCRIPT = textwrap.dedent(
+VANILLA_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
     """
-    import importlib.abc, sys
-    class BlockHfSsl(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_ssl" or name.startswith("hf_ssl."):
-                raise ImportError("hf_ssl is blocked in this process")
-    sys.meta_path.insert(0, BlockHfSsl())
-    try:
-        import hf_ssl  # noqa: F401
-        raise SystemExit("hf_ssl should not be importable here")
-    except ImportError:
-        pass
     import torch
     from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer,
                               pipeline)

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 import test_distributed
-from conftest import SHARED_DATA
+from conftest import BLOCK_HF_SSL, SHARED_DATA
 from datasets import Dataset
 from test_distributed import run_worker
 
@@ -146,21 +146,6 @@ def test_training_lowers_the_loss_and_symmetric_differs():
 # ------------------------------------------------------------------------------------------------------------------
 # Round trips
 #: Prelude of the vanilla-loading scripts: a process in which hf_ssl cannot be imported (as tests/test_dino_model.py).
-BLOCK_HF_SSL = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    class BlockHfSsl(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_ssl" or name.startswith("hf_ssl."):
-                raise ImportError("hf_ssl is blocked in this process")
-    sys.meta_path.insert(0, BlockHfSsl())
-    try:
-        import hf_ssl  # noqa: F401
-        raise SystemExit("hf_ssl should not be importable here")
-    except ImportError:
-        pass
-    """
-)
 
 VANILLA_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
     """
