@@ -141,7 +141,6 @@ class ImagePretrainingJob(PretrainingJob):
 
         self.train_raw = load(data_args.train_split, data_args.max_train_examples)
         self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
-        transform = MultiCropTransform(views, image_column="image", seed=seed)
         model = build_image_model(encoder_args, views, self.method_config)
         self.eval_transform = default_eval_transform(views.global_crop_size, views.mean, views.std)
         self.has_labels = (
@@ -149,7 +148,7 @@ class ImagePretrainingJob(PretrainingJob):
             and "label" in self.train_raw.column_names
             and "label" in self.eval_raw.column_names
         )
-        evaluators = []
+        evaluators = self.extra_evaluators()
         if self.has_labels:
             evaluators.append(
                 KNNEvaluator(
@@ -157,7 +156,16 @@ class ImagePretrainingJob(PretrainingJob):
                     transform=self.eval_transform, max_train_examples=data_args.knn_max_train_examples, seed=seed,
                 )
             )
-        return JobParts(model=model, train_dataset=apply_views(self.train_raw, transform), evaluators=evaluators)
+        train_dataset = apply_views(self.train_raw, self.view_transform())
+        return JobParts(model=model, train_dataset=train_dataset, evaluators=evaluators)
+
+    def view_transform(self):
+        """The training views of one example (multi-crop here; MAE: one view). Called after the data is loaded."""
+        return MultiCropTransform(self.arguments[2], image_column="image", seed=self.training_args.seed)
+
+    def extra_evaluators(self) -> list:
+        """Evaluators run before the kNN monitor (MAE: the reconstruction figure). Called after the data is loaded."""
+        return []
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
         from ..evaluation import compare_with_random_init, format_comparison

@@ -28,10 +28,9 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..finetune_probe import FineTuneProbeArguments
 from ..reconstruction_figure import DEFAULT_FIGURE_NAME
-from ..views import apply_views
 from ..views.multicrop import INDEX_COLUMN, _example_seed, _single_thread
-from .base import FinalEvaluation, JobParts, dataclass_values
-from .image import DataArguments, EncoderArguments, ImagePretrainingJob, build_image_model
+from .base import FinalEvaluation, dataclass_values
+from .image import DataArguments, EncoderArguments, ImagePretrainingJob
 
 
 @dataclass
@@ -146,48 +145,23 @@ class MaskedImagePretrainingJob(ImagePretrainingJob):
         super().__init__((encoder_args, data_args, views), method_config, training_args)
         self.figure = None
 
-    def prepare(self) -> JobParts:
-        from ..data import load_image_dataset
-        from ..evaluation import KNNEvaluator, default_eval_transform
+    def extra_evaluators(self) -> list:
         from ..reconstruction_figure import ReconstructionFigure
 
-        encoder_args, data_args, views = self.arguments
-        seed = self.training_args.seed
-
-        def load(split: str | None, max_examples: int | None):
-            return load_image_dataset(
-                data_args.dataset, split, image_column=data_args.image_column, label_column=data_args.label_column,
-                max_examples=max_examples, seed=seed,
-            )
-
-        self.train_raw = load(data_args.train_split, data_args.max_train_examples)
-        self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
-        model = build_image_model(encoder_args, views, self.method_config)
-        self.eval_transform = default_eval_transform(views.global_crop_size, views.mean, views.std)
-        self.has_labels = (
-            self.eval_raw is not None
-            and "label" in self.train_raw.column_names
-            and "label" in self.eval_raw.column_names
+        if self.reconstruction_args.reconstruction_images <= 0:
+            return []
+        views = self.arguments[2]
+        self.figure = ReconstructionFigure(
+            self.eval_raw if self.eval_raw is not None else self.train_raw,
+            Path(self.training_args.output_dir) / DEFAULT_FIGURE_NAME, self.eval_transform,
+            num_images=self.reconstruction_args.reconstruction_images,
+            num_loss_images=self.reconstruction_args.reconstruction_loss_images,
+            seed=self.training_args.seed, mean=views.mean, std=views.std,
         )
-        evaluators = []
-        if self.reconstruction_args.reconstruction_images > 0:
-            self.figure = ReconstructionFigure(
-                self.eval_raw if self.eval_raw is not None else self.train_raw,
-                Path(self.training_args.output_dir) / DEFAULT_FIGURE_NAME, self.eval_transform,
-                num_images=self.reconstruction_args.reconstruction_images,
-                num_loss_images=self.reconstruction_args.reconstruction_loss_images,
-                seed=seed, mean=views.mean, std=views.std,
-            )
-            evaluators.append(self.figure)
-        if self.has_labels:
-            evaluators.append(
-                KNNEvaluator(
-                    self.train_raw, self.eval_raw, k=data_args.knn_k, temperature=data_args.knn_temperature,
-                    transform=self.eval_transform, max_train_examples=data_args.knn_max_train_examples, seed=seed,
-                )
-            )
-        transform = SingleViewTransform(views, image_column="image", seed=seed)
-        return JobParts(model=model, train_dataset=apply_views(self.train_raw, transform), evaluators=evaluators)
+        return [self.figure]
+
+    def view_transform(self):
+        return SingleViewTransform(self.arguments[2], image_column="image", seed=self.training_args.seed)
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
         """The image job's frozen-feature comparison (features of whole, unmasked images: the published encoder is a
