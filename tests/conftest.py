@@ -72,3 +72,26 @@ def tiny_crops():
         "global_crops": torch.randn(4, 2, 3, 16, 16, generator=generator),
         "local_crops": torch.randn(4, 3, 3, 8, 8, generator=generator),
     }
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one intra-op thread is faster than two, and far faster on shared, oversubscribed cores (where
+    thread barriers stall: a 24-example L-BFGS probe took 15 s with 2 threads here). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+#: A 2-step DINO run of the embedded default at a tiny width (recipe flags), for the publishing and card tests.
+TINY_DINO_RUN_FLAGS = [
+    "--max_steps", "2", "--per_device_train_batch_size", "16", "--max_train_examples", "64",
+    "--max_eval_examples", "40", "--knn_k", "10", "--knn_max_train_examples", "64", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2", "--save_steps", "1",
+    "--logging_steps", "1", "--disable_tqdm", "true",
+]
+#: Texts of transformers' stock model cards, which an hf_ssl card must never contain.
+STOCK_CARD_TEXTS = ("fine-tuned version of", "This is the model card of a 🤗 transformers model")

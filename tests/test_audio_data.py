@@ -25,14 +25,7 @@ AUDIO_CONFIGS = [path for path in CONFIGS if path.name.startswith(("cpc-", "wav2
 needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two, and far faster on shared, oversubscribed cores (where
-    thread barriers stall: a 24-example L-BFGS probe took 15 s with 2 threads here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @needs_fsdd

@@ -16,14 +16,7 @@ from hf_ssl.losses.cpc import CPCInfoNCELoss, sample_negative_frames
 FSDD = SHARED_DATA / "fsdd"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two, and far faster on shared, oversubscribed cores (where
-    thread barriers stall: a 24-example L-BFGS probe took 15 s with 2 threads here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cpc(**overrides):

@@ -18,21 +18,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BLOCK_HF_SSL
+from conftest import BLOCK_HF_SSL, STOCK_CARD_TEXTS, TINY_DINO_RUN_FLAGS
 from huggingface_hub import ModelCard
 
 from hub_stand_in import StandInHub
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_secretvalue"
-STOCK_TEXTS = ("fine-tuned version of", "This is the model card of a 🤗 transformers model")
-TINY = [
-    "--max_steps", "2", "--per_device_train_batch_size", "16", "--max_train_examples", "64",
-    "--max_eval_examples", "40", "--knn_k", "10", "--knn_max_train_examples", "64", "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
-    "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2", "--save_steps", "1",
-    "--logging_steps", "1", "--disable_tqdm", "true", "--final_probes", "knn",
-]
+STOCK_TEXTS = STOCK_CARD_TEXTS
+TINY = TINY_DINO_RUN_FLAGS + ["--final_probes", "knn"]
 REPOS = ("org/recipe", "org/trainer", "org/model", "org/cli-push")
 
 PUSH_SCRIPT = textwrap.dedent(

@@ -8,6 +8,7 @@ import shlex
 import shutil
 
 import pytest
+from conftest import STOCK_CARD_TEXTS, TINY_DINO_RUN_FLAGS
 from huggingface_hub import ModelCard
 
 from hf_ssl.model_card import (
@@ -22,14 +23,8 @@ from hf_ssl.pretraining import _redacted, parse_arguments, run
 from hf_ssl.training_curves import curves_from_log_history
 
 SECRET = "hf_secretvalue"
-STOCK_TEXTS = ("fine-tuned version of", "This is the model card of a 🤗 transformers model")
-TINY = [
-    "--max_steps", "2", "--per_device_train_batch_size", "16", "--max_train_examples", "64",
-    "--max_eval_examples", "40", "--knn_k", "10", "--knn_max_train_examples", "64", "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
-    "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2", "--save_steps", "1",
-    "--logging_steps", "1", "--disable_tqdm", "true", "--momentum_teacher", "0.9",
-]
+STOCK_TEXTS = STOCK_CARD_TEXTS
+TINY = TINY_DINO_RUN_FLAGS + ["--momentum_teacher", "0.9"]
 
 
 @pytest.fixture(scope="module")

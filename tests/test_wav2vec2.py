@@ -14,14 +14,7 @@ from hf_ssl.audio_encoder import audio_encoder_config, frame_lengths, minimum_sa
 FSDD = SHARED_DATA / "fsdd"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two, and far faster on shared, oversubscribed cores (where
-    thread barriers stall: a 24-example L-BFGS probe took 15 s with 2 threads here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_wav2vec2(**config_overrides):
