@@ -18,26 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
-
+from hf_ssl.callbacks import TrainingTimeBudget
 from hf_ssl.pretraining import parse_arguments, run
-
-
-class WallClockBudget(TrainerCallback):
-    """Stops training once ``minutes`` of training time have passed (evaluation time excluded)."""
-
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60
-        self.elapsed = 0.0
-        self._step_started = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.elapsed += time.perf_counter() - self._step_started
-        if self.elapsed >= self.seconds:
-            control.should_training_stop = True
 
 
 def main(argv: list[str]) -> None:
@@ -48,7 +30,7 @@ def main(argv: list[str]) -> None:
         argv = argv[:position] + argv[position + 2:]
     config = Path(argv[0]) if argv and argv[0].endswith(".yaml") else None
     name = config.stem if config else "embedded-default"
-    budget = WallClockBudget(minutes)
+    budget = TrainingTimeBudget(minutes)
     started = time.time()
     argv = argv + ["--knn_max_train_examples", "50000"] * ("--knn_max_train_examples" not in argv)
     output_dir = parse_arguments(argv)[-1].output_dir

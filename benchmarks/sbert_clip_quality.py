@@ -3,7 +3,7 @@
     python benchmarks/sbert_clip_quality.py recipes/configs/clip-vit-tiny-minilm-emoji.yaml --minutes 8 [--flag value ...]
 
 Trains with the recipe job (``hf_ssl.pretraining.run``) until ``--minutes`` of training time (evaluation excluded;
-:class:`dino_quality.WallClockBudget`) or the config's ``max_steps``, whichever comes first; the job's final
+:class:`hf_ssl.callbacks.TrainingTimeBudget`) or the config's ``max_steps``, whichever comes first; the job's final
 evaluation then scores the trained model against its starting point (STS-B dev/test Spearman for ``sbert``;
 held-out-template zero-shot accuracy or held-out-code-point recall@1/5 for ``clip``). Results go to
 ``benchmarks/results/<config name>.json`` with the command that produced them.
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from dino_quality import WallClockBudget
 
+from hf_ssl.callbacks import TrainingTimeBudget
 from hf_ssl.pretraining import parse_arguments, run
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
         minutes = float(argv[position + 1])
         argv = argv[:position] + argv[position + 2:]
     name = Path(argv[0]).stem
-    budget = WallClockBudget(minutes)
+    budget = TrainingTimeBudget(minutes)
     started = time.time()
     output_dir = parse_arguments(argv)[-1].output_dir
     run(argv, callbacks=[budget])

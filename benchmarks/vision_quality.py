@@ -59,27 +59,45 @@ def pretrain(method: str, config: Path, steps: int, output_dir: Path, extra: lis
     ]
     cpu_before, started = children_cpu_seconds(), time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)  # configs name data relative to the project root
+    state = json.loads((output_dir / "trainer_state.json").read_text())
     return {
         "command": " ".join(["python", *command[1:]]).replace(str(ROOT) + "/", ""),
-        "steps": steps,
+        "steps": state["global_step"],  # fewer than --steps when --minutes stopped the run
         "wall_seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(children_cpu_seconds() - cpu_before, 1),
     }
 
 
-def probe(output_dir: Path, train, test, bank: int, with_baselines: bool) -> dict:
-    from transformers import AutoModel
+def probe_encoder(encoder, transform, train, test, bank: int, with_baselines: bool) -> dict:
+    """kNN (k=200, T=0.1) and linear probe of a loaded encoder; with the random-init and raw-pixel baselines."""
+    from hf_ssl.evaluation import compare_with_random_init, evaluate_checkpoint
 
-    from hf_ssl.evaluation import compare_with_random_init, default_eval_transform, evaluate_checkpoint
-
-    record = json.loads((output_dir / "hf_ssl_run.json").read_text())
-    views = record["views"]
-    transform = default_eval_transform(views["global_crop_size"], views["mean"], views["std"])
     common = dict(probes=("knn", "linear"), k=200, temperature=0.1, transform=transform, max_train_examples=bank)
-    encoder = AutoModel.from_pretrained(output_dir)
     if with_baselines:
         return compare_with_random_init(encoder, train, test, **common)
     return {"pretrained": evaluate_checkpoint(encoder, train, test, **common)}
+
+
+def probe(output_dir: Path, train, test, bank: int, with_baselines: bool) -> dict:
+    """:func:`probe_encoder` of a recipe run's published encoder, at the encoder's native resolution."""
+    from transformers import AutoModel
+
+    from hf_ssl.evaluation import default_eval_transform
+
+    record = json.loads((output_dir / "hf_ssl_run.json").read_text())
+    views = record["views"]
+    image_size = record["encoder"].get("image_size") or views["global_crop_size"]
+    transform = default_eval_transform(image_size, views["mean"], views["std"])
+    return probe_encoder(AutoModel.from_pretrained(output_dir), transform, train, test, bank, with_baselines)
+
+
+def update_results(output: Path, group: str, method: str, entry: dict) -> dict:
+    """Merge one run into the results file (``results[group][method] = entry``), keeping what other runs wrote."""
+    results = json.loads(output.read_text()) if output.is_file() else {}
+    results.setdefault(group, {})[method] = entry
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    return results
 
 
 def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int, dataset: str) -> None:
@@ -121,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--backbone", default="vit-tiny", help="config infix: vit-tiny or resnet18")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=150, help="schedule length (and most steps) of every run")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="also stop each run after this many minutes of training steps (--max_train_minutes)")
     parser.add_argument("--bank", type=int, default=10000, help="train images for the kNN bank / linear probe")
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "cifar10_jpg"))
     parser.add_argument("--work_dir", default="outputs/vision_quality", help="relative to the project root")
@@ -129,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cards", action="store_true", help="write model_cards/<method>-<backbone>-cifar10/")
     parser.add_argument("--cards_only", action="store_true", help="only eval_results.json + cards of earlier runs")
     args, extra = parser.parse_known_args(argv)
+    if args.minutes is not None:
+        extra += ["--max_train_minutes", str(args.minutes)]
     dataset_name = "../shared/data/cifar10_jpg"  # as the recipe configs name it (the card looks its licence up)
 
     if args.cards_only:
@@ -149,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(output.read_text()) if output.is_file() else {}
     results.update({
         "command": "python benchmarks/vision_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "protocol": f"CIFAR-10 JPEG, {args.steps} steps x batch 128 per method; kNN k=200 T=0.1 and L-BFGS linear "
+        "protocol": f"CIFAR-10 JPEG, {args.steps} steps x batch 128 per method"
+                    + (f" or {args.minutes} minutes of training, whichever first" if args.minutes else "")
+                    + f"; kNN k=200 T=0.1 and L-BFGS linear "
                     f"probe on frozen features, {args.bank} train images (seed 0) as bank/probe set, 10,000 test",
         "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "cuda": torch.cuda.is_available(), "note": "2-core machine shared with other jobs: wall and CPU "
@@ -165,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results)
         if "random_init" in probes:
             results["baselines"] = {name: probes[name] for name in ("random_init", "raw_pixels")}
-        entry.update(probes["pretrained"])
+        entry.update(probes["pretrained"], benchmark_command=results["command"])
         results["methods"][method] = entry
         write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
         if args.cards:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .methods.base import TrainingProgress
@@ -50,6 +52,37 @@ class ViewEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.transform.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
+
+
+class TrainingTimeBudget(TrainerCallback):
+    """Stops training after ``minutes`` of step time (evaluation and saving excluded): budget-matched comparisons.
+
+    The learning-rate and method schedules still run over ``max_steps``; pick ``max_steps`` so that it about fits the
+    budget. With several processes the ranks agree (max over processes) so that all stop at the same step. The model
+    is saved at the end of training as usual, so a run cut by the budget keeps its result.
+    """
+
+    def __init__(self, minutes: float):
+        if not minutes > 0:
+            raise ValueError(f"the time budget must be positive minutes, got {minutes}")
+        self.seconds = 60.0 * minutes
+        self.elapsed = 0.0
+        self._step_started: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._step_started is not None:
+            self.elapsed += time.perf_counter() - self._step_started
+        over = torch.tensor([float(self.elapsed >= self.seconds)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_backend() == "nccl":
+                over = over.cuda()
+            torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
+        if over.item() > 0:
+            control.should_training_stop = True
+            control.should_save = True
 
 
 class EvaluatorCallback(TrainerCallback):

@@ -447,7 +447,7 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
                        f"{rate} Hz")
     else:
         views = run.record.get("views", {})
-        size = views.get("global_crop_size") or config.get("image_size", 224)
+        size = config.get("image_size") or views.get("global_crop_size") or 224  # the encoder's native resolution
         pooled = ("last_hidden_state[:, 0]  # CLS token"
                   if "num_attention_heads" in config and model_type != "timm_wrapper" else "pooler_output")
         normalise = (f", normalised with mean {views['mean']} / std {views['std']}" if "mean" in views else "")

@@ -22,7 +22,7 @@ from torch.utils.data import Sampler
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
-from .callbacks import SSLMethodCallback, ViewEpochCallback
+from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
 from .collators import stack_views
 from .distributed import has_batch_norm
 
@@ -52,6 +52,11 @@ class SSLTrainingArguments(TrainingArguments):
     )
     dataloader_pin_memory: bool | None = field(
         default=None, metadata={"help": "Pin host memory for the dataloader (default: only when CUDA is used)."}
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop after this many minutes of training steps (evaluation excluded) and save; the "
+                  "schedules still follow max_steps. For budget-matched comparisons."},
     )
 
     def __getstate__(self):
@@ -101,6 +106,8 @@ class SSLTrainer(Trainer):
             self.add_callback(ViewEpochCallback(train_sampler))
         _synchronise_batch_norm(self.model, self.args)
         self.add_callback(SSLMethodCallback())
+        if self.args.max_train_minutes is not None:
+            self.add_callback(TrainingTimeBudget(self.args.max_train_minutes))
         transform = _view_transform(self.train_dataset)
         if transform is not None and hasattr(transform, "set_epoch"):
             transform.seed = self.args.seed

@@ -118,3 +118,39 @@ def test_pretraining_continues_from_a_saved_model_and_the_cli_evaluates_it(tmp_p
     assert cli_main(["evaluate", str(second), "--dataset", "embedded", "--probes", "knn", "--k", "10",
                      "--max_train_examples", "100"]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["knn_top1"] <= 1
+
+
+def test_crops_below_the_encoder_resolution_train_cheaply_and_publish_at_image_size(tmp_path):
+    """--image_size 28 with 14 px crops: the encoder is a 28 px model (vanilla loading, eval at 28 px), trained on
+    the cheaper 14 px crops through interpolated position embeddings."""
+    import torch
+    from transformers import AutoModel
+
+    out = tmp_path / "run"
+    run(["--output_dir", str(out), *TINY_RUN, "--global_crop_size", "14", "--local_crop_size", "7",
+         "--image_size", "28", "--final_comparison", "false"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["image_size"] == 28 and config["patch_size"] == 7
+    record = json.loads((out / "hf_ssl_run.json").read_text())
+    assert record["encoder"]["image_size"] == 28 and record["views"]["global_crop_size"] == 14
+    encoder = AutoModel.from_pretrained(out)
+    assert encoder(pixel_values=torch.zeros(1, 3, 28, 28)).last_hidden_state.shape[1] == 1 + 4 * 4
+
+
+def test_image_size_below_the_training_crops_is_refused():
+    encoder, data, views, method, training = parse_arguments(["--image_size", "14", "--global_crop_size", "28"])
+    with pytest.raises(ValueError, match="image_size 14 is smaller than global_crop_size 28"):
+        build_model(encoder, views, method)
+
+
+def test_a_training_time_budget_stops_the_run_and_saves_it(tmp_path):
+    from hf_ssl.callbacks import TrainingTimeBudget
+
+    out = tmp_path / "run"
+    run(["--output_dir", str(out), *TINY_RUN, "--max_steps", "50", "--max_train_minutes", "1e-6",
+         "--final_comparison", "false"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 1 and state["max_steps"] == 50
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-1").is_dir()
+    with pytest.raises(ValueError, match="positive minutes"):
+        TrainingTimeBudget(0)

@@ -63,6 +63,15 @@ class EncoderArguments:
         metadata={"help": "Preset (vit-tiny, vit-small, vit-base), 'timm:<arch>', or a folder/Hub id with a config."},
     )
     patch_size: int = field(default=4, metadata={"help": "Patch size for the ViT presets."})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Resolution the encoder is built for, evaluated and published at (default: global_crop_size). "
+            "Training crops smaller than it run through interpolated position embeddings: a cheaper step (at patch "
+            "4, 16 px crops are 17 tokens, 32 px crops 65), tested at the full resolution (Touvron et al. 2019, "
+            "FixRes, arXiv:1906.06423: train at a lower resolution than you test)."
+        },
+    )
     encoder_config_overrides: str | None = field(
         default=None, metadata={"help": 'JSON dict of encoder config fields, e.g. \'{"num_hidden_layers": 6}\'.'}
     )
@@ -103,6 +112,18 @@ class DataArguments:
     )
 
 
+def encoder_image_size(encoder_args: EncoderArguments, views: MultiCropConfig) -> int:
+    """The encoder's native (evaluation) resolution: ``image_size``, or the global crop size when it is not set."""
+    size = encoder_args.image_size or views.global_crop_size
+    if size < views.global_crop_size:
+        raise ValueError(
+            f"image_size {size} is smaller than global_crop_size {views.global_crop_size}: the encoder would be "
+            f"evaluated below its training resolution; set --image_size to at least {views.global_crop_size} or lower "
+            "--global_crop_size"
+        )
+    return size
+
+
 def build_image_model(encoder_args: EncoderArguments, views: MultiCropConfig, method_config):
     """A new pretraining model for the chosen encoder and method, or the one stored at ``init_from``."""
     if encoder_args.init_from:
@@ -112,7 +133,8 @@ def build_image_model(encoder_args: EncoderArguments, views: MultiCropConfig, me
     overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
     if not isinstance(overrides, dict):
         raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 6}'")
-    config = encoder_config(encoder_args.encoder, views.global_crop_size, encoder_args.patch_size, overrides)
+    image_size = encoder_image_size(encoder_args, views)
+    config = encoder_config(encoder_args.encoder, image_size, encoder_args.patch_size, overrides)
     check_patch_size(config, views.global_crop_size, views.local_crop_size)
     model_class = METHOD_REGISTRY[encoder_args.method]
     return model_class.from_encoder_config(config, **dataclass_values(method_config))
@@ -142,7 +164,7 @@ class ImagePretrainingJob(PretrainingJob):
         self.train_raw = load(data_args.train_split, data_args.max_train_examples)
         self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
         model = build_image_model(encoder_args, views, self.method_config)
-        self.eval_transform = default_eval_transform(views.global_crop_size, views.mean, views.std)
+        self.eval_transform = default_eval_transform(encoder_image_size(encoder_args, views), views.mean, views.std)
         self.has_labels = (
             self.eval_raw is not None
             and "label" in self.train_raw.column_names
