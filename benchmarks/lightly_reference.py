@@ -16,9 +16,10 @@ library under comparison, never by hf_ssl itself):
 The encoder is exactly the one our recipe builds (``hf_ssl.backbones.encoder_config``: transformers ``ViTModel``, width
 192, 6 layers, patch 4, 32 px) and its CLS token is the feature, as in our methods. Optimiser and schedule are ours:
 AdamW (lr and weight decay of our recipe config for the method), linear warm-up over 10 % of ``--steps`` then cosine,
-gradient clipping at 3.0, batch 128. Training stops after ``--steps`` or ``--minutes`` of step time, whichever comes
-first (data loading included, as in a Trainer step). The encoder is saved with ``save_pretrained`` and probed with the
-protocol of ``benchmarks/vision_quality.py`` (``probe_encoder``); the record goes under ``"lightly"`` in ``--output``.
+gradient clipping at 3.0, batch 128. Training stops after ``--steps`` or ``--minutes`` of training time, whichever
+comes first; a step's time includes loading and augmenting its batch, as our ``--max_train_minutes`` counts it. The
+encoder is saved with ``save_pretrained`` and probed with the protocol of ``benchmarks/vision_quality.py``
+(``probe_encoder``); the record goes under ``"lightly"`` in ``--output``.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def train(args) -> dict:
     losses, step, elapsed = [], 0, 0.0
     trained.train()
     while step < args.steps and elapsed < 60 * args.minutes:
+        started = time.perf_counter()  # a step's time includes loading and augmenting its batch, as in our budget
         for views in loader:
-            started = time.perf_counter()
             loss = loss_fn(views, step, args.steps)
             optimizer.zero_grad()
             loss.backward()
@@ -122,6 +123,7 @@ def train(args) -> dict:
             scheduler.step()
             step += 1
             elapsed += time.perf_counter() - started
+            started = time.perf_counter()
             losses.append(loss.item())
             if step % 10 == 0:
                 print(f"step {step} loss {sum(losses[-10:]) / 10:.4f} {elapsed / step:.2f} s/step", flush=True)

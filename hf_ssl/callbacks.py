@@ -55,11 +55,12 @@ class ViewEpochCallback(TrainerCallback):
 
 
 class TrainingTimeBudget(TrainerCallback):
-    """Stops training after ``minutes`` of step time (evaluation and saving excluded): budget-matched comparisons.
+    """Stops training after ``minutes`` of training time and saves: for budget-matched comparisons.
 
-    The learning-rate and method schedules still run over ``max_steps``; pick ``max_steps`` so that it about fits the
-    budget. With several processes the ranks agree (max over processes) so that all stop at the same step. The model
-    is saved at the end of training as usual, so a run cut by the budget keeps its result.
+    Training time is what a step costs end to end: loading and augmenting its batch, forward, backward, optimizer
+    and the method's per-step work. Evaluation, saving and logging are not counted: the clock restarts after each of
+    them. The learning-rate and method schedules still run over ``max_steps``; pick ``max_steps`` so that it about
+    fits the budget. With several processes the ranks agree (max over processes), so all stop at the same step.
     """
 
     def __init__(self, minutes: float):
@@ -67,14 +68,17 @@ class TrainingTimeBudget(TrainerCallback):
             raise ValueError(f"the time budget must be positive minutes, got {minutes}")
         self.seconds = 60.0 * minutes
         self.elapsed = 0.0
-        self._step_started: float | None = None
+        self._since: float | None = None
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_started = time.perf_counter()
+    def _restart_clock(self, *args, **kwargs):
+        self._since = time.perf_counter()
+
+    on_train_begin = on_log = on_evaluate = on_save = _restart_clock
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._step_started is not None:
-            self.elapsed += time.perf_counter() - self._step_started
+        now = time.perf_counter()
+        self.elapsed += now - (self._since if self._since is not None else now)
+        self._since = now
         over = torch.tensor([float(self.elapsed >= self.seconds)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_backend() == "nccl":

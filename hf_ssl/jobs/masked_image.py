@@ -28,7 +28,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..finetune_probe import FineTuneProbeArguments
 from ..reconstruction_figure import DEFAULT_FIGURE_NAME
-from ..views.multicrop import INDEX_COLUMN, _example_seed, _single_thread
+from ..views.multicrop import INDEX_COLUMN, seeded_map
 from .base import FinalEvaluation, dataclass_values
 from .image import DataArguments, EncoderArguments, ImagePretrainingJob
 
@@ -107,16 +107,7 @@ class SingleViewTransform:
             raise ValueError(
                 f"the dataset has no {self.image_column!r} column (columns: {sorted(batch)}); pass `--image_column`"
             )
-        indices = batch.get(INDEX_COLUMN)
-        views = []
-        with _single_thread():
-            for position, image in enumerate(batch[self.image_column]):
-                if indices is None:
-                    views.append(self.view(image))
-                    continue
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_example_seed(self.seed, self.epoch, int(indices[position])))
-                    views.append(self.view(image))
+        views = seeded_map(self.view, batch[self.image_column], batch.get(INDEX_COLUMN), self.seed, self.epoch)
         return {"pixel_values": views}
 
 
