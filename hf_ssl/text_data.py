@@ -4,8 +4,10 @@ The unit is the *document*: one row of a ``datasets.Dataset`` with a ``text`` co
 take both segments from the same document, and held-out evaluation splits by document, so no text is shared between
 training and evaluation.
 
-- :func:`load_text_documents`: a ``datasets`` name, a ``.txt`` file, a folder of ``.txt`` files, or the WikiText-2 /
-  Tiny Shakespeare folders of ``../shared/data``, as documents.
+- :func:`load_text_documents`: one or several sources as documents: a ``datasets`` name, a ``.txt`` file, a folder of
+  ``.txt`` files, the WikiText-2 / Tiny Shakespeare folders of ``../shared/data``, or the text columns of a ``.tsv`` /
+  ``.csv`` table such as SNLI's (:mod:`hf_ssl.text_tables`: one document per premise with its hypotheses, labels
+  never read).
 - :func:`split_sentences`: a document -> its sentences (paragraph lines, then a punctuation rule).
 - :func:`train_wordpiece_tokenizer`: a BERT-style uncased/cased WordPiece tokenizer trained with ``tokenizers``.
 - :func:`tokenize_documents`: a batched, ``num_proc``-safe ``datasets.map`` function: documents -> tokenized
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import datasets
+
+from .text_tables import is_table, parse_columns, read_table_columns, rows_to_documents
 
 #: WikiText article titles: " = Title = " (one "=" each side; sections use "= =" and deeper).
 WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
@@ -29,36 +33,59 @@ DOCUMENT_BOUNDARIES = ("auto", "wikitext_title", "blank_line", "row", "file")
 
 
 def load_text_documents(
-    dataset: str,
+    dataset: str | Sequence[str],
     split: str | None = "train",
     *,
-    text_column: str = "text",
+    text_column: str | Sequence[str] = "text",
     dataset_config: str | None = None,
     document_boundary: str = "auto",
     max_documents: int | None = None,
 ) -> datasets.Dataset:
-    """Documents of a corpus, one per row of a ``text`` column.
+    """Documents of one corpus or several, one per row of a ``text`` column.
 
-    dataset: a ``.txt`` file, a folder (WikiText-2 ``raw/``/``tokens/`` layout or any ``*.txt`` files), or a
-        ``datasets`` name (with ``dataset_config`` and ``split``).
+    dataset: a source, or several (a list, or one string with comma-separated sources), whose documents are
+        concatenated in that order. A source is a ``.txt`` file, a folder (WikiText-2 ``raw/``/``tokens/`` layout or
+        any ``*.txt`` files), a ``.tsv`` / ``.csv`` table with a header, or a ``datasets`` name (with
+        ``dataset_config`` and ``split``). ``split`` selects a split of a ``datasets`` name and the files of a folder
+        whose name contains it; a ``.txt`` or table file is read whole whatever the split.
+    text_column: the column(s) holding text in tables and ``datasets`` datasets (a list or ``"premise,hypothesis"``);
+        ``.txt`` sources ignore it. With several columns, rows become documents grouped by the first column
+        (:func:`hf_ssl.text_tables.rows_to_documents`); other columns (labels) are never read.
     document_boundary: how text becomes documents: ``"wikitext_title"`` (a new document at each ``" = Title = "``
         line), ``"blank_line"`` (paragraphs separated by empty lines), ``"row"`` (each row / line is a document),
-        ``"file"`` (each file is a document); ``"auto"``: WikiText titles when the text has them, blank lines for plain
-        text files, rows for ``datasets`` datasets.
+        ``"file"`` (each file is a document); ``"auto"``, per source: WikiText titles when the text has them, blank
+        lines for plain text files, rows for one-column ``datasets`` datasets, the first column's groups for tables.
+    max_documents: keep the first ``max_documents`` of the concatenation.
     """
     if document_boundary not in DOCUMENT_BOUNDARIES:
         raise ValueError(f"document_boundary must be one of {DOCUMENT_BOUNDARIES}, got {document_boundary!r}")
-    path = Path(dataset)
-    if path.exists():
-        documents = _documents_from_files(_text_files(path, split), document_boundary)
-    else:
-        documents = _documents_from_hub(dataset, dataset_config, split, text_column, document_boundary)
-    documents = [document for document in documents if document.strip()]
-    if not documents:
-        raise ValueError(f"no document with any text in {dataset!r} (split {split!r}): check the path and the split")
+    sources = parse_sources(dataset)
+    columns = parse_columns(text_column)
+    documents = []
+    for source in sources:
+        path = Path(source)
+        if is_table(path):
+            found = rows_to_documents(read_table_columns(path, columns), document_boundary)
+        elif path.exists():
+            found = _documents_from_files(_text_files(path, split), document_boundary)
+        else:
+            found = _documents_from_hub(source, dataset_config, split, columns, document_boundary)
+        found = [document for document in found if document.strip()]
+        if not found:
+            raise ValueError(f"no document with any text in {source!r} (split {split!r}): check the path and the split")
+        documents.extend(found)
     if max_documents is not None:
         documents = documents[:max_documents]
     return datasets.Dataset.from_dict({"text": documents})
+
+
+def parse_sources(dataset: str | Sequence[str]) -> list[str]:
+    """``"a,b"``, ``["a", "b"]`` or ``["a,b"]`` -> ``["a", "b"]`` (the corpora of ``--dataset``, in order)."""
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    sources = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+    if not sources:
+        raise ValueError("no corpus given: --dataset takes a file, a folder, a datasets name, or several of them")
+    return sources
 
 
 def _text_files(path: Path, split: str | None) -> list[Path]:
@@ -74,7 +101,12 @@ def _text_files(path: Path, split: str | None) -> list[Path]:
         matching = [p for p in files if split in p.stem]
         files = matching or files
     if not files:
-        raise ValueError(f"{path} has no .txt or .raw files; pass a text file, a folder of them, or a datasets name")
+        tables = sorted(p.name for p in path.glob("*") if is_table(p))
+        hint = f" (its tables {tables} are read only when named one by one: pass the file itself)" if tables else ""
+        raise ValueError(
+            f"{path} has no .txt or .raw files{hint}; pass a text file, a folder of them, a .tsv/.csv table or a "
+            "datasets name"
+        )
     return files
 
 
@@ -89,20 +121,23 @@ def _documents_from_files(files: list[Path], boundary: str) -> list[str]:
     return documents
 
 
-def _documents_from_hub(dataset, config, split, text_column, boundary) -> list[str]:
+def _documents_from_hub(dataset, config, split, columns, boundary) -> list[str]:
     try:
         loaded = datasets.load_dataset(dataset, config, split=split)
     except Exception as error:
         raise ValueError(
             f"could not load {dataset!r} as a file, folder or datasets dataset ({type(error).__name__}: {error}); "
-            "pass a .txt file, a folder of .txt files, or a datasets name available offline"
+            "pass a .txt file, a folder of .txt files, a .tsv/.csv table, or a datasets name available offline"
         ) from error
-    if text_column not in loaded.column_names:
+    missing = [name for name in columns if name not in loaded.column_names]
+    if missing:
         raise ValueError(
-            f"{dataset!r} has no {text_column!r} column (columns: {loaded.column_names}); name the text column with "
-            "`--text_column`"
+            f"{dataset!r} has no column(s) {missing} (columns: {loaded.column_names}); name the text column(s) with "
+            "`--text_column`, e.g. --text_column premise,hypothesis"
         )
-    rows = loaded[text_column]
+    if len(columns) > 1:
+        return rows_to_documents(zip(*(loaded[name] for name in columns)), boundary)
+    rows = loaded[columns[0]]
     if boundary in ("auto", "row") and not (boundary == "auto" and any(WIKITEXT_TITLE.match(r or "") for r in rows)):
         return [row for row in rows if row]
     return group_lines([row or "" for row in rows], "wikitext_title" if boundary == "auto" else boundary)

@@ -3,9 +3,10 @@
 Arguments: :class:`TextEncoderArguments` (which encoder and tokenizer) and :class:`TextDataArguments` (which corpus,
 how it becomes sequences). The pipeline:
 
-documents (:func:`hf_ssl.text_data.load_text_documents`; held-out documents split off unless ``eval_split`` names a
-split) -> tokenizer (loaded, or WordPiece trained on the training documents) -> tokenized sentences
-(:func:`hf_ssl.text_data.tokenize_documents`) -> packed sequences or SOP/NSP pairs
+documents of one or several corpora (:func:`hf_ssl.text_data.load_text_documents`; the text columns of sentence-pair
+tables via :mod:`hf_ssl.text_tables`, for task-adaptive pretraining; held-out documents split off unless
+``eval_split`` names a split) -> tokenizer (loaded, or WordPiece trained on the training documents) -> tokenized
+sentences (:func:`hf_ssl.text_data.tokenize_documents`) -> packed sequences or SOP/NSP pairs
 (:class:`hf_ssl.sentence_pairs_builder.SentencePairBuilder`) -> dynamic masking in the collator
 (:class:`hf_ssl.text_collators.MaskedLMCollator`). Held-out metrics come from
 :class:`hf_ssl.masked_lm_evaluation.MaskedLMEvaluator`, during training and in the final comparison with the same
@@ -73,12 +74,18 @@ class TextEncoderArguments:
 class TextDataArguments:
     """Which corpus, and how it becomes training sequences and held-out evaluation."""
 
-    dataset: str = field(
-        default="../shared/data/wikitext2",
-        metadata={"help": "A .txt file, a folder of text files (WikiText-2 layout understood), or a datasets name."},
+    dataset: list[str] = field(
+        default_factory=lambda: ["../shared/data/wikitext2"],
+        metadata={"help": "One or more corpora (a YAML list, several values, or comma-separated), concatenated: .txt "
+                  "files, folders of text files (WikiText-2 layout understood), .tsv/.csv tables (their "
+                  "--text_column text only; SNLI: one document per premise with its hypotheses) or datasets names."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "datasets config name (e.g. wikitext-2-raw-v1)."})
-    text_column: str = field(default="text")
+    text_column: str = field(
+        default="text",
+        metadata={"help": "Text column(s) of tables and datasets datasets, comma-separated (e.g. premise,hypothesis: "
+                  "rows grouped by the first); other columns, labels included, are never read."},
+    )
     train_split: str = field(default="train")
     eval_split: str | None = field(
         default=None, metadata={"help": "Held-out split; empty: hold out eval_fraction of the training documents."}
@@ -251,10 +258,15 @@ class TextPretrainingJob(PretrainingJob):
         lines = [f"{'metric':<18}{'pretrained':>12}{'random init':>14}"]
         lines += [f"{name:<18}{pretrained[name]:>12.4f}{baseline[name]:>14.4f}" for name in names]
         table = (
-            f"Held-out masked-LM evaluation on {data_args.dataset} ({self._eval_split_name()}, "
+            f"Held-out masked-LM evaluation on {' + '.join(self._sources())} ({self._eval_split_name()}, "
             f"{len(self.eval_sequences)} sequences of <= {data_args.max_seq_length} tokens):\n" + "\n".join(lines)
         )
         return FinalEvaluation(probes=probes, eval_results=self._eval_results(model, pretrained), table=table)
+
+    def _sources(self) -> list[str]:
+        from ..text_data import parse_sources
+
+        return parse_sources(self.arguments[1].dataset)
 
     def _eval_split_name(self) -> str:
         _, data_args = self.arguments
@@ -268,8 +280,9 @@ class TextPretrainingJob(PretrainingJob):
             f"{settings.mask_replace_prob:.0%}/{settings.random_replace_prob:.0%}/"
             f"{1 - settings.mask_replace_prob - settings.random_replace_prob:.0%} mask/random/keep, fixed seed"
         )
-        dataset_name = Path(data_args.dataset).name or data_args.dataset
-        common = {"dataset_type": data_args.dataset, "dataset_name": dataset_name,
+        sources = self._sources()
+        dataset_name = " + ".join(Path(source).name or source for source in sources)
+        common = {"dataset_type": ",".join(sources), "dataset_name": dataset_name,
                   "dataset_split": self._eval_split_name()}
         results = [
             EvalResult(task_type="fill-mask", metric_type="accuracy", metric_value=float(metrics["masked_accuracy"]),
@@ -288,8 +301,13 @@ class TextPretrainingJob(PretrainingJob):
         return results
 
     def run_record(self) -> dict[str, Any]:
+        from ..text_data import parse_sources
+
         encoder_args, data_args = self.arguments
         record = {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
+        sources = parse_sources(data_args.dataset)
+        # One corpus is recorded as its name (as model cards look it up); several as the list.
+        record["data"]["dataset"] = sources[0] if len(sources) == 1 else sources
         model_config = getattr(self, "model_config", None)
         if model_config is not None:
             record["encoder"]["model_type"] = model_config.model_type
