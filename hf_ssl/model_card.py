@@ -337,8 +337,13 @@ def _count(number: int) -> str:
 
 
 def dataset_description(run: RunDirectory) -> dict[str, Any]:
+    """Name, licence, citation and sizes of the training data; several corpora (a list ``--dataset``) are joined,
+    each with its own licence."""
     section = run.data_section()
     source = next((section[key] for key in _DATASET_KEYS if section.get(key)), None)
+    if isinstance(source, list) and len(source) > 1:
+        return _several_datasets(source, section)
+    source = source[0] if isinstance(source, list) and source else source
     facts = _known_dataset(source)
     train_split = section.get("train_split", "train")
     size = facts.split_sizes.get(train_split) if facts else None
@@ -348,13 +353,37 @@ def dataset_description(run: RunDirectory) -> dict[str, Any]:
     return {
         "source": source or "not recorded",
         "name": facts.name if facts else (str(source) if source else "not recorded"),
-        "licence": facts.licence if facts else "unknown: check the data set's own terms before publishing",
+        "licence": facts.licence if facts else UNKNOWN_LICENCE,
         "citation": facts.citation if facts else None,
         "hub_id": facts.hub_id if facts else None,
         "train_split": train_split,
         "eval_split": section.get("eval_split"),
         "train_size": f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "all"),
         "eval_size": _eval_size(facts, section),
+    }
+
+
+UNKNOWN_LICENCE = "unknown: check the data set's own terms before publishing"
+
+
+def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
+    parts = [(str(source), _known_dataset(source)) for source in sources]
+    names = [f"{facts.name} (`{source}`)" if facts else f"`{source}`" for source, facts in parts]
+    licences = [f"{facts.name}: {facts.licence}" if facts else f"`{source}`: {UNKNOWN_LICENCE}"
+                for source, facts in parts]
+    citations = [facts.citation for _, facts in parts if facts and facts.citation]
+    return {
+        "source": ", ".join(source for source, _ in parts),
+        "name": " + ".join(names),
+        # any unknown licence keeps the card's warning (limitations() looks for the "unknown" prefix)
+        "licence": ("unknown for some sources: " if any(facts is None for _, facts in parts) else "")
+        + "; ".join(licences),
+        "citation": "; ".join(dict.fromkeys(citations)) or None,
+        "hub_id": None,
+        "train_split": section.get("train_split", "train"),
+        "eval_split": section.get("eval_split"),
+        "train_size": "all" if not section.get("max_train_examples") else f"at most {int(section['max_train_examples']):,}",
+        "eval_size": None,
     }
 
 

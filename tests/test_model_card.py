@@ -163,3 +163,17 @@ def test_auto_classes_resolve_hf_ssl_checkpoints_and_import_hf_ssl_changes_no_tr
     assert type(hf_ssl.AutoSSLModel.from_pretrained(run_dir)).__name__ == "DINOForPreTraining"
     with pytest.raises(ValueError, match="Unrecognized configuration class"):
         AutoModelForPreTraining.from_pretrained(run_dir)
+
+
+def test_a_run_on_several_corpora_names_each_with_its_licence(run_dir):
+    from hf_ssl.model_card import dataset_description
+
+    run_directory = RunDirectory.load(run_dir)
+    run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "../shared/data/snli_devtest/snli_validation.tsv"]}
+    data = dataset_description(run_directory)
+    assert "WikiText" in data["name"] and "SNLI" in data["name"] and " + " in data["name"]
+    assert "CC BY-SA 3.0" in data["licence"] and "CC BY-SA 4.0" in data["licence"]
+    assert "Merity" in data["citation"] and "Bowman" in data["citation"]
+    run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "my_corpus.txt"]}
+    data = dataset_description(run_directory)
+    assert data["licence"].startswith("unknown") and "my_corpus.txt" in data["licence"]
