@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
             write_eval_results(output_dir, results["methods"][method], results["baselines"], args.bank, dataset_name)
-            write_card(output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
+            entry = results["methods"][method]
+            write_card(output_dir, f"{method}-{args.backbone}-cifar10", entry.get("benchmark_command", results["command"]))
         return 0
 
     from hf_ssl.data import load_image_dataset

@@ -368,7 +368,9 @@ UNKNOWN_LICENCE = "unknown: check the data set's own terms before publishing"
 
 def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
     parts = [(str(source), _known_dataset(source)) for source in sources]
-    names = [f"{facts.name} (`{source}`)" if facts else f"`{source}`" for source, facts in parts]
+    # a file inside a known folder is only that file (snli_devtest/snli_validation.tsv: not the test split)
+    names = [(f"{facts.name}, only `{Path(source).name}`" if Path(source).suffix else f"{facts.name} (`{source}`)")
+             if facts else f"`{source}`" for source, facts in parts]
     licences = [f"{facts.name}: {facts.licence}" if facts else f"`{source}`: {UNKNOWN_LICENCE}"
                 for source, facts in parts]
     citations = [facts.citation for _, facts in parts if facts and facts.citation]

@@ -172,6 +172,7 @@ def test_a_run_on_several_corpora_names_each_with_its_licence(run_dir):
     run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "../shared/data/snli_devtest/snli_validation.tsv"]}
     data = dataset_description(run_directory)
     assert "WikiText" in data["name"] and "SNLI" in data["name"] and " + " in data["name"]
+    assert "only `snli_validation.tsv`" in data["name"]
     assert "CC BY-SA 3.0" in data["licence"] and "CC BY-SA 4.0" in data["licence"]
     assert "Merity" in data["citation"] and "Bowman" in data["citation"]
     run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "my_corpus.txt"]}
