@@ -3,8 +3,8 @@
     python benchmarks/mlm_downstream_snli.py --stage pretrain   # MLM with --recipe (default: task-adaptive, below)
     python benchmarks/mlm_downstream_snli.py --stage finetune   # both starts x --seeds, writes --result
 
-1. Pretraining: ``--recipe`` through ``hf_ssl.pretraining.run``, stopped at ``--pretrain_minutes`` of wall time or
-   ``--pretrain_steps``, whichever comes first. The default, ``recipes/configs/mlm-bert-tiny-snli.yaml``, is
+1. Pretraining: ``--recipe`` through ``hf_ssl.pretraining.run``, stopped at ``--pretrain_minutes`` of training time
+   (``--max_train_minutes``) or ``--pretrain_steps``, whichever comes first. The default, ``recipes/configs/mlm-bert-tiny-snli.yaml``, is
    task-adaptive pretraining (Gururangan et al. 2020, arXiv:2004.10964): BERT-tiny on WikiText-2 plus the *unlabelled*
    premises and hypotheses of SNLI's validation split (one document per premise with its hypotheses), with a
    WordPiece tokenizer trained on both. The SNLI test split is never pretrained on: the script refuses a recipe that
@@ -57,21 +57,7 @@ def recipe_sources(recipe: str | Path) -> list[str]:
 
 
 def pretrain(args) -> None:
-    from transformers import TrainerCallback
-
     from hf_ssl.pretraining import run
-
-    class WallClockBudget(TrainerCallback):
-        """Stops training ``--pretrain_minutes`` after its first step (data preparation not counted)."""
-
-        deadline = float("inf")
-
-        def on_train_begin(self, training_args, state, control, **kwargs):
-            self.deadline = time.time() + 60 * args.pretrain_minutes
-
-        def on_step_end(self, training_args, state, control, **kwargs):
-            if time.time() > self.deadline:
-                control.should_training_stop = True
 
     recipe_sources(args.recipe)
     overrides = {"--max_steps": args.pretrain_steps, "--warmup_steps": args.pretrain_warmup_steps,
@@ -80,9 +66,9 @@ def pretrain(args) -> None:
                  "--init_from": args.init_from}
     probes = run([
         str(args.recipe), "--output_dir", args.pretrained_dir, "--eval_strategy", "no", "--save_strategy", "no",
-        "--logging_steps", "20",
+        "--logging_steps", "20", "--max_train_minutes", str(args.pretrain_minutes),
         *(item for flag, value in overrides.items() if value is not None for item in (flag, str(value))),
-    ], callbacks=[WallClockBudget()])
+    ])
     print(json.dumps(probes, indent=2))
 
 

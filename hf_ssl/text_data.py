@@ -23,7 +23,7 @@ from pathlib import Path
 
 import datasets
 
-from .text_tables import is_table, parse_columns, read_table_columns, rows_to_documents
+from .text_tables import comma_separated, is_table, parse_columns, read_table_columns, rows_to_documents
 
 #: WikiText article titles: " = Title = " (one "=" each side; sections use "= =" and deeper).
 WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
@@ -81,8 +81,7 @@ def load_text_documents(
 
 def parse_sources(dataset: str | Sequence[str]) -> list[str]:
     """``"a,b"``, ``["a", "b"]`` or ``["a,b"]`` -> ``["a", "b"]`` (the corpora of ``--dataset``, in order)."""
-    names = [dataset] if isinstance(dataset, str) else list(dataset)
-    sources = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+    sources = comma_separated(dataset)
     if not sources:
         raise ValueError("no corpus given: --dataset takes a file, a folder, a datasets name, or several of them")
     return sources

@@ -22,10 +22,15 @@ TABLE_FORMATS = {".tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE}, ".csv":
 TABLE_BOUNDARIES = ("auto", "row")
 
 
+def comma_separated(value: str | Sequence[str]) -> list[str]:
+    """``"a,b"``, ``["a", "b"]`` or ``["a,b"]`` -> ``["a", "b"]`` (blank parts dropped)."""
+    names = [value] if isinstance(value, str) else list(value)
+    return [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+
+
 def parse_columns(text_column: str | Sequence[str]) -> list[str]:
     """``"premise,hypothesis"`` or ``["premise", "hypothesis"]`` -> ``["premise", "hypothesis"]``."""
-    names = [text_column] if isinstance(text_column, str) else list(text_column)
-    columns = [part.strip() for name in names for part in name.split(",") if part.strip()]
+    columns = comma_separated(text_column)
     if not columns:
         raise ValueError(f"no text column named in {text_column!r}; e.g. --text_column text or premise,hypothesis")
     return columns

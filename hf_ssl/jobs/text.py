@@ -301,11 +301,9 @@ class TextPretrainingJob(PretrainingJob):
         return results
 
     def run_record(self) -> dict[str, Any]:
-        from ..text_data import parse_sources
-
         encoder_args, data_args = self.arguments
         record = {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
-        sources = parse_sources(data_args.dataset)
+        sources = self._sources()
         # One corpus is recorded as its name (as model cards look it up); several as the list.
         record["data"]["dataset"] = sources[0] if len(sources) == 1 else sources
         model_config = getattr(self, "model_config", None)
