@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
     })
     results.setdefault("methods", {})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
     for method in args.methods:
         config = ROOT / "recipes" / "configs" / f"{method}-{args.backbone}-cifar10.yaml"
         output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
@@ -195,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
         if args.cards:
             write_card(output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2))
+        # Merged into the file as it is now, not as it was at start: runs on other cores may share --output.
+        update_results(output, "baselines", "random_init", results["baselines"]["random_init"])
+        update_results(output, "baselines", "raw_pixels", results["baselines"]["raw_pixels"])
+        update_results(output, "methods", method, entry)
         print(json.dumps({method: entry, "baselines": results["baselines"]}, indent=2), flush=True)
     return 0
 
