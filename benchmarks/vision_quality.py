@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -95,9 +96,16 @@ def update_results(output: Path, group: str, method: str, entry: dict) -> dict:
     """Merge one run into the results file (``results[group][method] = entry``), keeping what other runs wrote."""
     results = json.loads(output.read_text()) if output.is_file() else {}
     results.setdefault(group, {})[method] = entry
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
+    write_atomically(output, results)
     return results
+
+
+def write_atomically(output: Path, results: dict) -> None:
+    """Write the JSON to a temporary file, then rename it: a run on the other core never reads a half-written file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.{os.getpid()}")
+    partial.write_text(json.dumps(results, indent=2))
+    os.replace(partial, output)
 
 
 def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int, dataset: str) -> None:
@@ -182,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
     })
     results.setdefault("methods", {})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
+    write_atomically(output, results)
     for method in args.methods:
         config = ROOT / "recipes" / "configs" / f"{method}-{args.backbone}-cifar10.yaml"
         output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
