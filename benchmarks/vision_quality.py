@@ -94,8 +94,16 @@ def probe(output_dir: Path, train, test, bank: int, with_baselines: bool) -> dic
 
 def update_results(output: Path, group: str, method: str, entry: dict) -> dict:
     """Merge one run into the results file (``results[group][method] = entry``), keeping what other runs wrote."""
+    return merge_results(output, {group: {method: entry}})
+
+
+def merge_results(output: Path, groups: dict[str, dict], fields: dict | None = None) -> dict:
+    """Merge ``groups`` (``{group: {name: entry}}``) and top-level ``fields`` into the results file as it is now, not
+    as it was when this run started: runs on the other core may share ``output``. Returns the merged results."""
     results = json.loads(output.read_text()) if output.is_file() else {}
-    results.setdefault(group, {})[method] = entry
+    results.update(fields or {})
+    for group, entries in groups.items():
+        results.setdefault(group, {}).update(entries)
     write_atomically(output, results)
     return results
 
@@ -177,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     train = load_image_dataset(args.dataset, "train")
     test = load_image_dataset(args.dataset, "test")
     output = Path(args.output)
-    results = json.loads(output.read_text()) if output.is_file() else {}
-    results.update({
+    results = merge_results(output, {"methods": {}}, fields={
         "command": "python benchmarks/vision_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "protocol": f"CIFAR-10 JPEG, {args.steps} steps x batch 128 per method"
                     + (f" or {args.minutes} minutes of training, whichever first" if args.minutes else "")
@@ -189,8 +196,6 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds are indicative only"},
         "date": time.strftime("%Y-%m-%d"),
     })
-    results.setdefault("methods", {})
-    write_atomically(output, results)
     for method in args.methods:
         config = ROOT / "recipes" / "configs" / f"{method}-{args.backbone}-cifar10.yaml"
         output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
@@ -204,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
         if args.cards:
             write_card(output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
-        # Merged into the file as it is now, not as it was at start: runs on other cores may share --output.
-        update_results(output, "baselines", "random_init", results["baselines"]["random_init"])
-        update_results(output, "baselines", "raw_pixels", results["baselines"]["raw_pixels"])
-        update_results(output, "methods", method, entry)
+        merge_results(output, {"baselines": results["baselines"], "methods": {method: entry}})
         print(json.dumps({method: entry, "baselines": results["baselines"]}, indent=2), flush=True)
     return 0
 
