@@ -134,6 +134,37 @@ class SSLTrainer(Trainer):
             return self.train_sampler
         return super()._get_train_sampler(train_dataset)
 
+    def create_optimizer(self, model=None):
+        """``Trainer``'s optimizer, with the model's :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.learning_rate_scales`
+        applied: each scaled submodule's parameters move out of their (weight-decay / no-decay) group into a copy of
+        it whose ``lr`` is multiplied by the factor. The learning-rate scheduler, created next, scales every group's
+        initial ``lr`` by the same schedule, so the ratio holds throughout."""
+        optimizer = super().create_optimizer(model)
+        target = self.accelerator.unwrap_model(self.model if model is None else model)
+        scales = target.learning_rate_scales() if hasattr(target, "learning_rate_scales") else {}
+        scales = {name: float(factor) for name, factor in scales.items() if float(factor) != 1.0}
+        if not scales:
+            return optimizer
+        scaled_ids: dict[int, float] = {}
+        for name, factor in scales.items():
+            module = target.get_submodule(name)
+            for parameter in module.parameters():
+                scaled_ids[id(parameter)] = factor
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+        new_groups = []
+        for group in inner.param_groups:
+            for factor in sorted(set(scales.values())):
+                moved = [p for p in group["params"] if scaled_ids.get(id(p)) == factor]
+                if moved:
+                    group["params"] = [p for p in group["params"] if scaled_ids.get(id(p)) != factor]
+                    options = {key: value for key, value in group.items() if key != "params"}
+                    new_groups.append({**options, "params": moved, "lr": group["lr"] * factor})
+        inner.param_groups = [group for group in inner.param_groups if group["params"]]
+        for group in new_groups:
+            inner.add_param_group(group)
+        logger.info("learning-rate scales: %s", ", ".join(f"{name} x{factor:g}" for name, factor in scales.items()))
+        return optimizer
+
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs) -> None:
         """Write hf_ssl's card (:mod:`hf_ssl.model_card`) into ``output_dir``, as ``Trainer.push_to_hub`` expects.

@@ -130,3 +130,49 @@ def test_a_hub_token_is_never_pickled_into_training_args_bin(tmp_path):
     assert args.hub_token == "hf_secretvalue"  # still usable in this process
     assert b"hf_secretvalue" not in pickle.dumps(args)
     assert pickle.loads(pickle.dumps(args)).hub_token is None
+
+
+@pytest.mark.parametrize("method", ["byol", "simsiam"])
+def test_predictor_learning_rate_scale_gives_the_predictor_its_own_scheduled_groups(tmp_path, embedded_images, method):
+    from conftest import tiny_vit_config
+
+    from hf_ssl.methods import METHOD_REGISTRY
+
+    settings = {**TWO_VIEW_METHODS[method], "predictor_learning_rate_scale": 10.0}
+
+    def factory():
+        return METHOD_REGISTRY[method].from_encoder_config(tiny_vit_config(), **settings)
+
+    trainer = make_trainer(tmp_path, view_dataset(embedded_images, count=16, num_local_crops=0),
+                           max_steps=2, model_factory=factory, warmup_steps=1, weight_decay=0.1)
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    groups = trainer.optimizer.param_groups
+    predictor = {id(p) for p in trainer.model.predictor.parameters()}
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    grouped = [p for group in groups for p in group["params"]]
+    assert sorted(map(id, grouped)) == sorted(map(id, trainable))  # every parameter once, none lost
+    for group in groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= predictor or not ids & predictor  # a group is all predictor or no predictor
+    scaled = [g for g in groups if {id(p) for p in g["params"]} <= predictor]
+    assert {g["weight_decay"] for g in scaled} == {0.1, 0.0}  # decay / no-decay split kept
+    for _ in range(2):  # warm-up then cosine: the 10x ratio holds at every step
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        base = max(g["lr"] for g in groups if g not in scaled)
+        assert base > 0
+        for group in scaled:
+            assert group["lr"] == pytest.approx(10 * base)
+    # the default (scale 1) leaves Trainer's two groups alone
+    plain = make_trainer(tmp_path / "plain", view_dataset(embedded_images, count=16, num_local_crops=0), max_steps=2,
+                         model_factory=lambda: METHOD_REGISTRY[method].from_encoder_config(
+                             tiny_vit_config(), **TWO_VIEW_METHODS[method]))
+    plain.create_optimizer()
+    assert len(plain.optimizer.param_groups) == 2
+
+
+def test_a_non_positive_predictor_learning_rate_scale_is_refused():
+    from hf_ssl.methods.byol import BYOLConfig
+
+    with pytest.raises(ValueError, match="predictor_learning_rate_scale must be > 0"):
+        BYOLConfig(predictor_learning_rate_scale=0.0)

@@ -184,6 +184,15 @@ class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
         """Current values of the method's schedules, logged by the trainer (e.g. ``{"momentum": 0.996}``)."""
         return {}
 
+    def learning_rate_scales(self) -> dict[str, float]:
+        """``{submodule name: factor}``: parameters under these submodules train at ``factor`` x the learning rate,
+        schedule included (``SSLTrainer`` gives them their own optimizer groups). Default: none.
+
+        E.g. BYOL / SimSiam ``{"predictor": 10.0}``: a predictor that adapts faster than the encoder stays near its
+        optimum, which is what makes the non-contrastive objectives learn (Grill et al. 2020 §5 and Appendix I;
+        Tian et al. 2021, "Understanding self-supervised learning dynamics without contrastive pairs")."""
+        return {}
+
     # ----------------------------------------------------------------------------------------------------------------
     def two_view_pixels(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         """Check a two-view batch (SimCLR, BYOL, SimSiam, MoCo) and flatten it view-major.
