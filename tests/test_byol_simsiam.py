@@ -149,10 +149,11 @@ def test_forward_refuses_bad_input(factory, tiny_crops):
 def test_byol_config_defaults_are_the_papers():
     assert BYOLConfig().to_dict() == {
         "method": "byol", "projection_hidden_dim": 4096, "projection_dim": 256, "prediction_hidden_dim": 4096,
-        "momentum_teacher": 0.996, "momentum_teacher_end": 1.0,
+        "momentum_teacher": 0.996, "momentum_teacher_end": 1.0, "predictor_learning_rate_scale": 1.0,
     }
     assert SimSiamConfig().to_dict() == {
         "method": "simsiam", "projection_hidden_dim": 2048, "projection_dim": 2048, "prediction_hidden_dim": 512,
+        "predictor_learning_rate_scale": 1.0,
     }
     with pytest.raises(ValueError, match="momentum_teacher must be in"):
         tiny_byol(momentum_teacher=1.5)
