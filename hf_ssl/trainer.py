@@ -136,31 +136,29 @@ class SSLTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         """``Trainer``'s optimizer, with the model's :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.learning_rate_scales`
-        applied: each scaled submodule's parameters move out of their (weight-decay / no-decay) group into a copy of
-        it whose ``lr`` is multiplied by the factor. The learning-rate scheduler, created next, scales every group's
-        initial ``lr`` by the same schedule, so the ratio holds throughout."""
+        applied: each (weight-decay / no-decay) group is split by factor, and a scaled part's ``lr`` is multiplied by
+        its factor. The learning-rate scheduler, created next, scales every group's initial ``lr`` by the same
+        schedule, so the ratio holds throughout. A model without scales keeps Trainer's groups untouched."""
         optimizer = super().create_optimizer(model)
         target = self.accelerator.unwrap_model(self.model if model is None else model)
-        scales = target.learning_rate_scales() if hasattr(target, "learning_rate_scales") else {}
-        scales = {name: float(factor) for name, factor in scales.items() if float(factor) != 1.0}
-        if not scales:
+        scales = getattr(target, "learning_rate_scales", dict)()
+        factor_of = {
+            id(parameter): float(factor)
+            for name, factor in scales.items() if float(factor) != 1.0
+            for parameter in target.get_submodule(name).parameters()
+        }
+        if not factor_of:
             return optimizer
-        scaled_ids: dict[int, float] = {}
-        for name, factor in scales.items():
-            module = target.get_submodule(name)
-            for parameter in module.parameters():
-                scaled_ids[id(parameter)] = factor
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
-        new_groups = []
+        split_groups = []
         for group in inner.param_groups:
-            for factor in sorted(set(scales.values())):
-                moved = [p for p in group["params"] if scaled_ids.get(id(p)) == factor]
-                if moved:
-                    group["params"] = [p for p in group["params"] if scaled_ids.get(id(p)) != factor]
-                    options = {key: value for key, value in group.items() if key != "params"}
-                    new_groups.append({**options, "params": moved, "lr": group["lr"] * factor})
-        inner.param_groups = [group for group in inner.param_groups if group["params"]]
-        for group in new_groups:
+            by_factor: dict[float, list] = {}
+            for parameter in group["params"]:
+                by_factor.setdefault(factor_of.get(id(parameter), 1.0), []).append(parameter)
+            options = {key: value for key, value in group.items() if key != "params"}
+            split_groups += [{**options, "params": params, "lr": group["lr"] * factor} for factor, params in by_factor.items()]
+        inner.param_groups.clear()  # no step taken yet: no optimizer state to carry over
+        for group in split_groups:
             inner.add_param_group(group)
         logger.info("learning-rate scales: %s", ", ".join(f"{name} x{factor:g}" for name, factor in scales.items()))
         return optimizer

