@@ -132,7 +132,7 @@ def test_a_hub_token_is_never_pickled_into_training_args_bin(tmp_path):
     assert pickle.loads(pickle.dumps(args)).hub_token is None
 
 
-@pytest.mark.parametrize("method", ["byol", "simsiam"])
+@pytest.mark.parametrize("method", ["byol", "simsiam", "moco_v3"])
 def test_predictor_learning_rate_scale_gives_the_predictor_its_own_scheduled_groups(tmp_path, embedded_images, method):
     from conftest import tiny_vit_config
 
@@ -171,8 +171,10 @@ def test_predictor_learning_rate_scale_gives_the_predictor_its_own_scheduled_gro
     assert len(plain.optimizer.param_groups) == 2
 
 
-def test_a_non_positive_predictor_learning_rate_scale_is_refused():
-    from hf_ssl.methods.byol import BYOLConfig
+@pytest.mark.parametrize("method", ["byol", "simsiam", "moco_v3"])
+def test_a_non_positive_predictor_learning_rate_scale_is_refused(method):
+    from hf_ssl.methods import METHOD_REGISTRY
 
+    config_class = METHOD_REGISTRY[method].method_config_class
     with pytest.raises(ValueError, match="predictor_learning_rate_scale must be > 0"):
-        BYOLConfig(predictor_learning_rate_scale=0.0)
+        config_class(predictor_learning_rate_scale=0.0)

@@ -31,6 +31,8 @@ class MoCoV3Config(SSLMethodConfig):
     projection_hidden_dim / projection_dim: the 3-layer projector (4096 -> 256, BatchNorm after every layer, the
     last without affine). prediction_hidden_dim: the 2-layer predictor's hidden width (4096). temperature: T (0.2
     for ViT). momentum_teacher: EMA momentum at step 0, cosine-scheduled to momentum_teacher_end (0.99 -> 1).
+    predictor_learning_rate_scale: the predictor trains at this multiple of the (scheduled) learning rate (paper: 1;
+    the same lever as BYOL's and SimSiam's, see :class:`~hf_ssl.methods.byol.BYOLConfig`).
     """
 
     method = "moco_v3"
@@ -41,11 +43,12 @@ class MoCoV3Config(SSLMethodConfig):
     temperature: float = 0.2
     momentum_teacher: float = 0.99
     momentum_teacher_end: float = 1.0
+    predictor_learning_rate_scale: float = 1.0
 
     def __post_init__(self):
         self.check_ranges(
             at_least_one=("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"),
-            positive=("temperature",),
+            positive=("temperature", "predictor_learning_rate_scale"),
             unit_interval=("momentum_teacher", "momentum_teacher_end"),
         )
 
@@ -127,6 +130,9 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
             queries=queries,
             keys=keys,
         )
+
+    def learning_rate_scales(self) -> dict[str, float]:
+        return {"predictor": self.method_config.predictor_learning_rate_scale}
 
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface
