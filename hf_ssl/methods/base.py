@@ -249,6 +249,18 @@ def view_major(crops: torch.Tensor) -> torch.Tensor:
     return crops.transpose(0, 1).reshape(-1, *crops.shape[2:])
 
 
+def cross_view_loss(loss_fn, queries: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The symmetric two-view loss of BYOL, SimSiam and MoCo: ``loss_fn(q1, t2)`` and ``loss_fn(q2, t1)``, averaged.
+
+    ``queries``, ``targets``: ``(2 * batch, dim)``, view-major (rows ``:batch`` are view 1). ``loss_fn(q, t)`` returns
+    ``(loss, stats)``; the result is the mean loss and each statistic averaged over the two directions.
+    """
+    batch = queries.shape[0] // 2
+    loss_12, stats_12 = loss_fn(queries[:batch], targets[batch:])
+    loss_21, stats_21 = loss_fn(queries[batch:], targets[:batch])
+    return (loss_12 + loss_21) / 2, {name: (stats_12[name] + stats_21[name]) / 2 for name in stats_12}
+
+
 def _ssl_config(config: PretrainedConfig, method: str) -> dict[str, Any]:
     values = getattr(config, "ssl_config", None)
     if not isinstance(values, dict):

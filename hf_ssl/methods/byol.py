@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
-from .base import MomentumTeacherModel, SSLMethodConfig
+from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
 
 
 @dataclass
@@ -107,21 +107,18 @@ class BYOLForPreTraining(MomentumTeacherModel):
         **kwargs,
     ) -> BYOLOutput:
         pixels = self.two_view_pixels(global_crops, local_crops)
-        batch = global_crops.shape[0]
-        flat = pixels
         # Both views in one pass (the heads' BatchNorm sees both views together).
-        predictions = self.predictor(self.projector(image_features(self.student_encoder, flat)))
+        predictions = self.predictor(self.projector(image_features(self.student_encoder, pixels)))
         with torch.no_grad():
-            targets = self.teacher_projector(image_features(self.encoder, flat))
+            targets = self.teacher_projector(image_features(self.encoder, pixels))
         if not return_loss:
             return BYOLOutput(predictions=predictions, targets=targets)
         # Symmetric: view 1 predicts view 2's target and vice versa (Eq. 3), averaged.
-        loss_12, stats_12 = self.loss_fn(predictions[:batch], targets[batch:])
-        loss_21, stats_21 = self.loss_fn(predictions[batch:], targets[:batch])
+        loss, stats = cross_view_loss(self.loss_fn, predictions, targets)
         return BYOLOutput(
-            loss=(loss_12 + loss_21) / 2,
-            cosine_similarity=(stats_12["cosine_similarity"] + stats_21["cosine_similarity"]) / 2,
-            output_std=(stats_12["output_std"] + stats_21["output_std"]) / 2,
+            loss=loss,
+            cosine_similarity=stats["cosine_similarity"],
+            output_std=stats["output_std"],
             predictions=predictions,
             targets=targets,
         )

@@ -29,7 +29,7 @@ from ..backbones import feature_dim, image_features
 from ..distributed import all_gather_no_grad, has_batch_norm, is_distributed, rank
 from ..heads import ProjectionHead
 from ..losses.moco import MoCoQueueLoss
-from .base import MomentumTeacherModel, SSLMethodConfig
+from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
 
 
 @dataclass
@@ -125,15 +125,13 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
                 keys = self._encode_keys(pixels)
         if not return_loss:
             return MoCoV2Output(queries=queries, keys=keys)
-        q1, q2, k1, k2 = queries[:batch], queries[batch:], keys[:batch], keys[batch:]
-        loss_12, stats_12 = self.loss_fn(q1, k2)
-        loss_21, stats_21 = self.loss_fn(q2, k1)
+        loss, stats = cross_view_loss(self.loss_fn, queries, keys)
         if self.training:
-            self.loss_fn.enqueue([k1, k2])
+            self.loss_fn.enqueue([keys[:batch], keys[batch:]])
         return MoCoV2Output(
-            loss=(loss_12 + loss_21) / 2,
-            positive_similarity=(stats_12["positive_similarity"] + stats_21["positive_similarity"]) / 2,
-            negative_similarity=(stats_12["negative_similarity"] + stats_21["negative_similarity"]) / 2,
+            loss=loss,
+            positive_similarity=stats["positive_similarity"],
+            negative_similarity=stats["negative_similarity"],
             queries=queries,
             keys=keys,
         )

@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.moco import MoCoV3Loss
-from .base import MomentumTeacherModel, SSLMethodConfig
+from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
 
 
 @dataclass
@@ -115,18 +115,16 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
         **kwargs,
     ) -> MoCoV3Output:
         pixels = self.two_view_pixels(global_crops, local_crops)
-        batch = global_crops.shape[0]
         queries = self.predictor(self.projector(image_features(self.student_encoder, pixels)))
         with torch.no_grad():
             keys = self.key_projector(image_features(self.encoder, pixels))
         if not return_loss:
             return MoCoV3Output(queries=queries, keys=keys)
-        loss_12, stats_12 = self.loss_fn(queries[:batch], keys[batch:])
-        loss_21, stats_21 = self.loss_fn(queries[batch:], keys[:batch])
+        loss, stats = cross_view_loss(self.loss_fn, queries, keys)
         return MoCoV3Output(
-            loss=loss_12 + loss_21,
-            positive_similarity=(stats_12["positive_similarity"] + stats_21["positive_similarity"]) / 2,
-            negative_similarity=(stats_12["negative_similarity"] + stats_21["negative_similarity"]) / 2,
+            loss=2 * loss,  # Algorithm 1 sums the two directions
+            positive_similarity=stats["positive_similarity"],
+            negative_similarity=stats["negative_similarity"],
             queries=queries,
             keys=keys,
         )

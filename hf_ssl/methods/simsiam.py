@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 from ..backbones import feature_dim, image_features
 from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
-from .base import SSLMethodConfig, SSLPreTrainedModel
+from .base import SSLMethodConfig, SSLPreTrainedModel, cross_view_loss
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,8 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         if not return_loss:
             return SimSiamOutput(predictions=predictions, projections=projections)
         # D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (Eq. 4); the loss detaches the targets.
-        loss_12, stats_12 = self.loss_fn(predictions[:batch], projections[batch:])
-        loss_21, stats_21 = self.loss_fn(predictions[batch:], projections[:batch])
-        std = (stats_12["output_std"] + stats_21["output_std"]) / 2
+        loss, stats = cross_view_loss(self.loss_fn, predictions, projections)
+        std = stats["output_std"]
         if self.training and not self._collapse_warned and batch > 1 and std.item() < self.collapse_threshold:
             self._collapse_warned = True
             message = (
@@ -142,8 +141,8 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         return SimSiamOutput(
-            loss=(loss_12 + loss_21) / 2,
-            cosine_similarity=(stats_12["cosine_similarity"] + stats_21["cosine_similarity"]) / 2,
+            loss=loss,
+            cosine_similarity=stats["cosine_similarity"],
             output_std=std,
             predictions=predictions,
             projections=projections,
