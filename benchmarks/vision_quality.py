@@ -79,17 +79,27 @@ def probe_encoder(encoder, transform, train, test, bank: int, with_baselines: bo
     return {"pretrained": evaluate_checkpoint(encoder, train, test, **common)}
 
 
-def probe(output_dir: Path, train, test, bank: int, with_baselines: bool) -> dict:
-    """:func:`probe_encoder` of a recipe run's published encoder, at the encoder's native resolution."""
+def probe(output_dir: Path, train, test, bank: int, with_baselines: bool, student: bool = False) -> dict:
+    """:func:`probe_encoder` of a recipe run's published encoder, at the encoder's native resolution.
+
+    ``student``: also probe the trained online encoder of a method whose published encoder is an EMA teacher
+    (DINO, BYOL, MoCo: ``student_encoder`` of the full model in the run folder), under ``"student"``.
+    """
     from transformers import AutoModel
 
     from hf_ssl.evaluation import default_eval_transform
+    from hf_ssl.methods.base import AutoSSLModel
 
     record = json.loads((output_dir / "hf_ssl_run.json").read_text())
     views = record["views"]
     image_size = record["encoder"].get("image_size") or views["global_crop_size"]
     transform = default_eval_transform(image_size, views["mean"], views["std"])
-    return probe_encoder(AutoModel.from_pretrained(output_dir), transform, train, test, bank, with_baselines)
+    probes = probe_encoder(AutoModel.from_pretrained(output_dir), transform, train, test, bank, with_baselines)
+    if student:
+        online = getattr(AutoSSLModel.from_pretrained(output_dir), "student_encoder", None)
+        if online is not None:
+            probes["student"] = probe_encoder(online, transform, train, test, bank, False)["pretrained"]
+    return probes
 
 
 def update_results(output: Path, group: str, method: str, entry: dict) -> dict:
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "cifar10_jpg"))
     parser.add_argument("--work_dir", default="outputs/vision_quality", help="relative to the project root")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
+    parser.add_argument("--probe_student", action="store_true",
+                        help="also probe the online (student) encoder of DINO / BYOL / MoCo runs: entry['student']")
     parser.add_argument("--cards", action="store_true", help="write model_cards/<method>-<backbone>-cifar10/")
     parser.add_argument("--cards_only", action="store_true", help="only eval_results.json + cards of earlier runs")
     args, extra = parser.parse_known_args(argv)
@@ -201,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
         print(f"=== {method}: {config.name}", flush=True)
         entry = pretrain(method, config, args.steps, output_dir, extra)
-        probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results)
+        probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results,
+                       student=args.probe_student)
         if "random_init" in probes:
             results["baselines"] = {name: probes[name] for name in ("random_init", "raw_pixels")}
         entry.update(probes["pretrained"], benchmark_command=results["command"])
+        if "student" in probes:
+            entry["student"] = probes["student"]
         results["methods"][method] = entry
         write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
         if args.cards:
