@@ -156,7 +156,9 @@ class SSLTrainer(Trainer):
             for parameter in group["params"]:
                 by_factor.setdefault(factor_of.get(id(parameter), 1.0), []).append(parameter)
             options = {key: value for key, value in group.items() if key != "params"}
-            split_groups += [{**options, "params": params, "lr": group["lr"] * factor} for factor, params in by_factor.items()]
+            split_groups += [
+                {**options, "params": params, "lr": group["lr"] * factor} for factor, params in by_factor.items()
+            ]
         inner.param_groups.clear()  # no step taken yet: no optimizer state to carry over
         for group in split_groups:
             inner.add_param_group(group)

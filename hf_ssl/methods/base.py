@@ -186,12 +186,14 @@ class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
 
     def learning_rate_scales(self) -> dict[str, float]:
         """``{submodule name: factor}``: parameters under these submodules train at ``factor`` x the learning rate,
-        schedule included (``SSLTrainer`` gives them their own optimizer groups). Default: none.
+        schedule included (``SSLTrainer`` gives them their own optimizer groups). Default: ``{"predictor":
+        predictor_learning_rate_scale}`` for a method config with that field (BYOL, SimSiam, MoCo v3), else none.
 
         E.g. BYOL / SimSiam ``{"predictor": 10.0}``: a predictor that adapts faster than the encoder stays near its
         optimum, which is what makes the non-contrastive objectives learn (Grill et al. 2020 §5 and Appendix I;
         Tian et al. 2021, "Understanding self-supervised learning dynamics without contrastive pairs")."""
-        return {}
+        scale = getattr(self.method_config, "predictor_learning_rate_scale", None)
+        return {} if scale is None else {"predictor": scale}
 
     # ----------------------------------------------------------------------------------------------------------------
     def two_view_pixels(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
@@ -249,7 +251,9 @@ def view_major(crops: torch.Tensor) -> torch.Tensor:
     return crops.transpose(0, 1).reshape(-1, *crops.shape[2:])
 
 
-def cross_view_loss(loss_fn, queries: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def cross_view_loss(
+    loss_fn, queries: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The symmetric two-view loss of BYOL, SimSiam and MoCo: ``loss_fn(q1, t2)`` and ``loss_fn(q2, t1)``, averaged.
 
     ``queries``, ``targets``: ``(2 * batch, dim)``, view-major (rows ``:batch`` are view 1). ``loss_fn(q, t)`` returns

@@ -123,8 +123,5 @@ class BYOLForPreTraining(MomentumTeacherModel):
             targets=targets,
         )
 
-    def learning_rate_scales(self) -> dict[str, float]:
-        return {"predictor": self.method_config.predictor_learning_rate_scale}
-
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface

@@ -129,8 +129,5 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
             keys=keys,
         )
 
-    def learning_rate_scales(self) -> dict[str, float]:
-        return {"predictor": self.method_config.predictor_learning_rate_scale}
-
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface

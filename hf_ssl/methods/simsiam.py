@@ -108,9 +108,6 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         self.post_init()
         self._collapse_warned = False
 
-    def learning_rate_scales(self) -> dict[str, float]:
-        return {"predictor": self.method_config.predictor_learning_rate_scale}
-
     @property
     def collapse_threshold(self) -> float:
         return COLLAPSE_FRACTION / math.sqrt(self.method_config.projection_dim)
