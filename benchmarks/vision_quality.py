@@ -4,9 +4,10 @@
     python benchmarks/vision_quality.py --steps 150 [--methods dino simclr ...] [--backbone vit-tiny]
 
 For each method, the recipe ``recipes/configs/<method>-<backbone>-cifar10.yaml`` trains in its own subprocess for
-``--steps`` optimizer steps of the config's batch (128): the same images seen by every method, each method with its
-own schedule compressed to that budget (warm-up = 10 % of the steps). The process CPU seconds and wall seconds of each
-run are recorded too, since a step costs different amounts across methods (DINO: 2 global + 4 local crops).
+``--steps`` optimizer steps of the config's batch (128; 64 for MoCo v2, whose queue supplies the negatives, run with
+twice the steps for the same images), each method with its own schedule compressed to that budget (warm-up = 10 %
+of the steps). The process CPU seconds and wall seconds of each run are recorded too, since a step costs different
+amounts across methods (DINO: 2 global + 4 local crops).
 
 Then every encoder is loaded with plain ``transformers.AutoModel`` from the run's output folder (the published one:
 DINO/BYOL/MoCo teacher or momentum encoder, SimCLR/SimSiam the online encoder) and probed on the same data:
@@ -64,6 +65,7 @@ def pretrain(method: str, config: Path, steps: int, output_dir: Path, extra: lis
     return {
         "command": " ".join(["python", *command[1:]]).replace(str(ROOT) + "/", ""),
         "steps": state["global_step"],  # fewer than --steps when --minutes stopped the run
+        "batch_size": state["train_batch_size"],
         "wall_seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(children_cpu_seconds() - cpu_before, 1),
     }
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     results = merge_results(output, {"methods": {}}, fields={
         "command": "python benchmarks/vision_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "protocol": f"CIFAR-10 JPEG, {args.steps} steps x batch 128 per method"
+        "protocol": f"CIFAR-10 JPEG, {args.steps} steps x the config's batch per method"
                     + (f" or {args.minutes} minutes of training, whichever first" if args.minutes else "")
                     + f"; kNN k=200 T=0.1 and L-BFGS linear "
                     f"probe on frozen features, {args.bank} train images (seed 0) as bank/probe set, 10,000 test",
