@@ -4,10 +4,9 @@
     python benchmarks/vision_quality.py --steps 150 [--methods dino simclr ...] [--backbone vit-tiny]
 
 For each method, the recipe ``recipes/configs/<method>-<backbone>-cifar10.yaml`` trains in its own subprocess for
-``--steps`` optimizer steps of the config's batch (128; 64 for MoCo v2, whose queue supplies the negatives, run with
-twice the steps for the same images), each method with its own schedule compressed to that budget (warm-up = 10 %
-of the steps). The process CPU seconds and wall seconds of each run are recorded too, since a step costs different
-amounts across methods (DINO: 2 global + 4 local crops).
+``--steps`` optimizer steps of the config's batch (recorded per run as ``batch_size``), each method with its own
+schedule compressed to that budget (warm-up = 10 % of the steps). The process CPU seconds and wall seconds of each
+run are recorded too, since a step costs different amounts across methods (DINO: 2 global + 4 local crops).
 
 Then every encoder is loaded with plain ``transformers.AutoModel`` from the run's output folder (the published one:
 DINO/BYOL/MoCo teacher or momentum encoder, SimCLR/SimSiam the online encoder) and probed on the same data:
