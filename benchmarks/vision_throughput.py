@@ -379,7 +379,8 @@ class HandSimSiam(HandWrittenMethod):
         s, width = settings, vit_config.hidden_size
         hidden, dim = s["projection_hidden_dim"], s["projection_dim"]
         self.encoder = self.vit(vit_config)
-        self.projector = mlp([width, hidden, hidden, dim], last_batch_norm=True, last_affine=False)
+        hidden_widths = [hidden] * (s["num_projection_layers"] - 1)
+        self.projector = mlp([width, *hidden_widths, dim], last_batch_norm=True, last_affine=False)
         self.predictor = mlp([dim, s["prediction_hidden_dim"], dim])
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:

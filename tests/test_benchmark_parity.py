@@ -21,8 +21,10 @@ def throughput():
     return module
 
 
-def tiny_pair(throughput, method, tmp_path, batch_size=8):
+def tiny_pair(throughput, method, tmp_path, batch_size=8, **method_settings):
     parsed = throughput.parse_recipe(method, str(tmp_path), batch_size, 2, 0, "cpu", encoder_overrides=TINY_ENCODER)
+    for name, value in method_settings.items():  # a setting the recipe does not use
+        setattr(parsed[3], name, value)
     hf_model, hand, hf_state, settings = throughput.build_pair(parsed)
     batch = throughput.make_batches(settings["views"], 1, batch_size, seed=0)[0]
     return hf_model, hand, hf_state, batch
@@ -36,6 +38,13 @@ def test_hand_written_method_matches_hf_ssl_on_the_first_batch(throughput, metho
     assert report["trained_tensors_compared"] == sum(p.requires_grad for p in hf_model.parameters())
     if method in ("dino", "moco_v2"):  # the centre / the queue moved in the forward and were compared
         assert report["buffers_compared"]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_hand_written_simsiam_follows_the_projector_depth(throughput, tmp_path, layers):
+    hf_model, hand, _, batch = tiny_pair(throughput, "simsiam", tmp_path, num_projection_layers=layers)
+    assert sum(isinstance(m, torch.nn.Linear) for m in hf_model.projector.modules()) == layers
+    assert throughput.compare_first_batch(hf_model, hand, batch, torch.device("cpu"))["ok"]
 
 
 def test_parity_check_catches_different_maths(throughput, tmp_path):

@@ -152,8 +152,8 @@ def test_byol_config_defaults_are_the_papers():
         "momentum_teacher": 0.996, "momentum_teacher_end": 1.0, "predictor_learning_rate_scale": 1.0,
     }
     assert SimSiamConfig().to_dict() == {
-        "method": "simsiam", "projection_hidden_dim": 2048, "projection_dim": 2048, "prediction_hidden_dim": 512,
-        "predictor_learning_rate_scale": 1.0,
+        "method": "simsiam", "projection_hidden_dim": 2048, "projection_dim": 2048, "num_projection_layers": 3,
+        "prediction_hidden_dim": 512, "predictor_learning_rate_scale": 1.0,
     }
     with pytest.raises(ValueError, match="momentum_teacher must be in"):
         tiny_byol(momentum_teacher=1.5)
@@ -220,6 +220,20 @@ def test_training_lowers_the_loss_on_a_fixed_batch(factory, tiny_crops):
         model.after_optimizer_step(progress)
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_simsiam_projector_depth_follows_num_projection_layers(layers, tiny_crops):
+    """Chen & He 2021: 3 layers on ImageNet (§3), 2 on CIFAR (Appendix D); BN after every Linear, affine-free last."""
+    model = tiny_simsiam(num_projection_layers=layers)
+    linears = [m for m in model.projector.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in model.projector.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    widths = [model.encoder.config.hidden_size] + [32] * (layers - 1) + [16]
+    assert [(m.in_features, m.out_features) for m in linears] == list(zip(widths, widths[1:]))
+    assert len(norms) == layers and not norms[-1].affine and all(norm.affine for norm in norms[:-1])
+    assert model(global_crops=tiny_crops["global_crops"]).projections.shape[-1] == 16
+    with pytest.raises(ValueError, match="num_projection_layers must be >= 1"):
+        tiny_simsiam(num_projection_layers=0)
 
 
 def test_simsiam_warns_once_on_collapse(tiny_crops):

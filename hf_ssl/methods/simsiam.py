@@ -34,8 +34,9 @@ COLLAPSE_FRACTION = 0.1
 class SimSiamConfig(SSLMethodConfig):
     """SimSiam hyperparameters (defaults: the paper's ImageNet setting, Chen & He 2021 §3).
 
-    projection_hidden_dim / projection_dim: projector, 3 Linear layers each followed by BN, ReLU on all but the last
-    (2048 -> 2048 -> 2048). prediction_hidden_dim: predictor bottleneck, Linear-BN-ReLU-Linear 2048 -> 512 -> 2048.
+    projection_hidden_dim / projection_dim: projector, ``num_projection_layers`` Linear layers each followed by BN,
+    ReLU on all but the last (2048 -> 2048 -> 2048). num_projection_layers: 3 on ImageNet, 2 in the paper's CIFAR
+    experiments (Appendix D). prediction_hidden_dim: predictor bottleneck, Linear-BN-ReLU-Linear 2048 -> 512 -> 2048.
     predictor_learning_rate_scale: the predictor trains at this multiple of the (scheduled) learning rate (paper: 1
     with the schedule, or a fixed lr, §4.4 "Predictor"; a faster predictor speeds up short runs).
     """
@@ -44,12 +45,13 @@ class SimSiamConfig(SSLMethodConfig):
 
     projection_hidden_dim: int = 2048
     projection_dim: int = 2048
+    num_projection_layers: int = 3
     prediction_hidden_dim: int = 512
     predictor_learning_rate_scale: float = 1.0
 
     def __post_init__(self):
         self.check_ranges(
-            at_least_one=("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"),
+            at_least_one=("projection_hidden_dim", "projection_dim", "num_projection_layers", "prediction_hidden_dim"),
             positive=("predictor_learning_rate_scale",),
         )
 
@@ -76,8 +78,9 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
     """SimSiam over any transformers vision encoder.
 
     Modules: the encoder under its native prefix (``vit``, ``resnet``, ``timm_model``: what vanilla transformers
-    loads), ``projector`` (3 layers, BN after each, the last BN without affine parameters as in the reference code),
-    ``predictor`` (bottleneck Linear-BN-ReLU-Linear) and ``loss_fn``. No momentum encoder and no per-step hooks.
+    loads), ``projector`` (``num_projection_layers`` layers, BN after each, the last BN without affine parameters as
+    in the reference code), ``predictor`` (bottleneck Linear-BN-ReLU-Linear) and ``loss_fn``. No momentum encoder
+    and no per-step hooks.
 
     Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image (``num_global_crops=2, num_local_crops=0``).
     Logs one warning (``warnings.warn`` and the module logger) the first time ``output_std`` falls below
@@ -93,13 +96,9 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         self.register_published_encoder(self.build_encoder())
         in_dim = feature_dim(self.encoder)
         hidden, dim = settings.projection_hidden_dim, settings.projection_dim
-        self.projector = ProjectionHead(
-            [
-                (in_dim, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
-                (hidden, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
-                (hidden, dim, nn.BatchNorm1d(dim, affine=False), None),
-            ]
-        )
+        widths = [in_dim] + [hidden] * (settings.num_projection_layers - 1)
+        hidden_blocks = [(d_in, d_out, nn.BatchNorm1d(d_out), nn.ReLU()) for d_in, d_out in zip(widths, widths[1:])]
+        self.projector = ProjectionHead(hidden_blocks + [(widths[-1], dim, nn.BatchNorm1d(dim, affine=False), None)])
         bottleneck = settings.prediction_hidden_dim
         self.predictor = ProjectionHead(
             [(dim, bottleneck, nn.BatchNorm1d(bottleneck), nn.ReLU()), (bottleneck, dim, None, None)]
