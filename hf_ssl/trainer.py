@@ -29,6 +29,11 @@ from .distributed import has_batch_norm
 logger = logging.get_logger(__name__)
 
 
+def _constant_factor(step: int) -> float:
+    """The ``LambdaLR`` factor of a fixed-learning-rate group (a named function: schedulers are pickled)."""
+    return 1.0
+
+
 @dataclass
 class SSLTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with the defaults self-supervised pretraining needs.
@@ -138,7 +143,9 @@ class SSLTrainer(Trainer):
         """``Trainer``'s optimizer, with the model's :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.learning_rate_scales`
         applied: each (weight-decay / no-decay) group is split by factor, and a scaled part's ``lr`` is multiplied by
         its factor. The learning-rate scheduler, created next, scales every group's initial ``lr`` by the same
-        schedule, so the ratio holds throughout. A model without scales keeps Trainer's groups untouched."""
+        schedule, so the ratio holds throughout, except for the groups of the model's
+        :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.fixed_learning_rate_modules` (tagged ``fixed_lr``), which
+        :meth:`create_scheduler` keeps constant. A model without either keeps Trainer's groups untouched."""
         optimizer = super().create_optimizer(model)
         target = self.accelerator.unwrap_model(self.model if model is None else model)
         scales = getattr(target, "learning_rate_scales", dict)()
@@ -147,23 +154,51 @@ class SSLTrainer(Trainer):
             for name, factor in scales.items() if float(factor) != 1.0
             for parameter in target.get_submodule(name).parameters()
         }
-        if not factor_of:
+        fixed = {
+            id(parameter)
+            for name in getattr(target, "fixed_learning_rate_modules", list)()
+            for parameter in target.get_submodule(name).parameters()
+        }
+        if not factor_of and not fixed:
             return optimizer
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
         split_groups = []
         for group in inner.param_groups:
-            by_factor: dict[float, list] = {}
+            by_kind: dict[tuple[float, bool], list] = {}
             for parameter in group["params"]:
-                by_factor.setdefault(factor_of.get(id(parameter), 1.0), []).append(parameter)
+                kind = (factor_of.get(id(parameter), 1.0), id(parameter) in fixed)
+                by_kind.setdefault(kind, []).append(parameter)
             options = {key: value for key, value in group.items() if key != "params"}
             split_groups += [
-                {**options, "params": params, "lr": group["lr"] * factor} for factor, params in by_factor.items()
+                {**options, "params": params, "lr": group["lr"] * factor, "fixed_lr": is_fixed}
+                for (factor, is_fixed), params in by_kind.items()
             ]
         inner.param_groups.clear()  # no step taken yet: no optimizer state to carry over
         for group in split_groups:
             inner.add_param_group(group)
         logger.info("learning-rate scales: %s", ", ".join(f"{name} x{factor:g}" for name, factor in scales.items()))
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """``Trainer``'s scheduler, with the optimizer groups tagged ``fixed_lr`` (see :meth:`create_optimizer`) held
+        at their initial ``lr`` for the whole run. Written here because transformers' schedulers apply one lambda
+        to every group; ``LambdaLR`` takes one per group, so those groups get a constant one."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's AcceleratedScheduler wraps the torch one
+        if not isinstance(inner, torch.optim.lr_scheduler.LambdaLR):
+            if any(group.get("fixed_lr") for group in inner.optimizer.param_groups):
+                raise ValueError(
+                    f"a fixed predictor learning rate needs a LambdaLR schedule (lr_scheduler_type cosine, linear, "
+                    f"constant_with_warmup, ...), got {type(inner).__name__}; pick one of those or set "
+                    "predictor_fixed_learning_rate false"
+                )
+            return scheduler
+        for index, group in enumerate(inner.optimizer.param_groups):
+            if group.get("fixed_lr"):
+                inner.lr_lambdas[index] = _constant_factor
+                group["lr"] = group["initial_lr"]
+        inner._last_lr = [group["lr"] for group in inner.optimizer.param_groups]
+        return scheduler
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs) -> None:

@@ -2,8 +2,8 @@
 
 usage: torchrun --nproc_per_node N distributed_worker.py MODE OUT_FILE [OUTPUT_DIR]
 
-MODE is a method (``dino``, ``simclr``, ``byol``, ``moco_v2``, ``moco_v3``): one forward/backward of that method on
-this rank's shard of a fixed global batch; or ``trainer``: two SSLTrainer steps of DINO on real images.
+MODE is a method (``dino``, ``simclr``, ``byol``, ``byol_direct``, ``moco_v2``, ``moco_v3``): one forward/backward of
+that method on this rank's shard of a fixed global batch; or ``trainer``: two SSLTrainer steps of DINO on real images.
 """
 
 import os
@@ -26,6 +26,10 @@ MODELS = {
     "dino": (lambda: tiny_dino(), True),
     "simclr": (lambda: SimCLRForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, temperature=0.5), False),
     "byol": (lambda: BYOLForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, prediction_hidden_dim=32), False),
+    # Heads in evaluation mode as above, the DirectPred predictor in training mode (model_step), so it updates.
+    "byol_direct": (
+        lambda: BYOLForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, predictor_type="direct"), False,
+    ),
     # No BatchNorm anywhere (ViT + MoCo v2's MLP head): training mode, so the forward enqueues.
     "moco_v2": (lambda: MoCoV2ForPreTraining.from_encoder_config(tiny_vit_config(), **HEAD, queue_size=48), True),
     "moco_v3": (
@@ -48,6 +52,8 @@ def model_step(method: str, world: int, rank: int) -> dict:
     torch.manual_seed(0)
     build, training = MODELS[method]
     model = build().train(training)
+    if method == "byol_direct":
+        model.predictor.train()
     shard = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     output = wrapped(**{name: crops[shard] for name, crops in fixed_crops(method).items()})
@@ -58,6 +64,8 @@ def model_step(method: str, world: int, rank: int) -> dict:
         loss /= world
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     result = {"loss": loss, "grads": grads}
+    if method == "byol_direct":
+        result["predictor_weight"] = model.predictor.weight.clone()
     if method == "dino":
         result["center"] = model.loss_fn.center.clone()
     if method == "moco_v2":

@@ -4,6 +4,7 @@ round trips, bad input, and 2 processes (BYOL)."""
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_vit_config
@@ -11,6 +12,7 @@ from test_distributed import run_worker
 from transformers import AutoModel
 
 import hf_ssl
+from hf_ssl.direct_predictor import DirectPredictor
 from hf_ssl.losses.negative_cosine import NegativeCosineSimilarity
 from hf_ssl.methods.base import TrainingProgress
 from hf_ssl.methods.byol import BYOLConfig, BYOLForPreTraining
@@ -28,6 +30,14 @@ def tiny_simsiam(**overrides):
     settings = {"projection_hidden_dim": 32, "projection_dim": 16, "prediction_hidden_dim": 8}
     settings.update(overrides)
     return SimSiamForPreTraining.from_encoder_config(tiny_vit_config(), **settings)
+
+
+def tiny_byol_direct(**overrides):
+    return tiny_byol(**{"predictor_type": "direct", **overrides})
+
+
+def tiny_simsiam_direct(**overrides):
+    return tiny_simsiam(**{"predictor_type": "direct", **overrides})
 
 
 def naive_negative_cosine(p, z):
@@ -150,10 +160,14 @@ def test_byol_config_defaults_are_the_papers():
     assert BYOLConfig().to_dict() == {
         "method": "byol", "projection_hidden_dim": 4096, "projection_dim": 256, "prediction_hidden_dim": 4096,
         "momentum_teacher": 0.996, "momentum_teacher_end": 1.0, "predictor_learning_rate_scale": 1.0,
+        "predictor_fixed_learning_rate": False, "predictor_type": "mlp", "direct_predictor_decay": 0.3,
+        "direct_predictor_eps": 0.01,
     }
     assert SimSiamConfig().to_dict() == {
         "method": "simsiam", "projection_hidden_dim": 2048, "projection_dim": 2048, "num_projection_layers": 3,
         "prediction_hidden_dim": 512, "predictor_learning_rate_scale": 1.0,
+        "predictor_fixed_learning_rate": False, "predictor_type": "mlp", "direct_predictor_decay": 0.3,
+        "direct_predictor_eps": 0.01,
     }
     with pytest.raises(ValueError, match="momentum_teacher must be in"):
         tiny_byol(momentum_teacher=1.5)
@@ -203,7 +217,7 @@ def test_byol_target_starts_as_the_online_copy_is_frozen_and_follows_the_ema(tin
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Training and round trips
-@pytest.mark.parametrize("factory", [tiny_byol, tiny_simsiam])
+@pytest.mark.parametrize("factory", [tiny_byol, tiny_simsiam, tiny_byol_direct, tiny_simsiam_direct])
 def test_training_lowers_the_loss_on_a_fixed_batch(factory, tiny_crops):
     torch.manual_seed(0)
     model = factory()
@@ -249,7 +263,13 @@ def test_simsiam_warns_once_on_collapse(tiny_crops):
         model(global_crops=tiny_crops["global_crops"])  # only once
 
 
-@pytest.mark.parametrize("factory, model_class", [(tiny_byol, BYOLForPreTraining), (tiny_simsiam, SimSiamForPreTraining)])
+@pytest.mark.parametrize(
+    "factory, model_class",
+    [
+        (tiny_byol, BYOLForPreTraining), (tiny_simsiam, SimSiamForPreTraining),
+        (tiny_byol_direct, BYOLForPreTraining), (tiny_simsiam_direct, SimSiamForPreTraining),
+    ],
+)
 def test_save_from_pretrained_and_vanilla_automodel(factory, model_class, tmp_path, tiny_crops):
     torch.manual_seed(0)
     model = factory()
@@ -284,6 +304,61 @@ def test_save_from_pretrained_and_vanilla_automodel(factory, model_class, tmp_pa
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# DirectPred (Tian et al. 2021)
+def naive_direct_predictor_weight(batches, decay=0.3, eps=0.01):
+    """Tian et al. 2021 §5 written out: F <- rho F + (1 - rho) mean(z z^T) (F = the first batch's at the start),
+    W = U diag(sqrt(s / max s) + eps) U^T, with numpy's eigendecomposition."""
+    correlation = None
+    for z in batches:
+        batch = sum(np.outer(row, row) for row in z.numpy().astype(np.float64)) / len(z)
+        correlation = batch if correlation is None else decay * correlation + (1 - decay) * batch
+    s, u = np.linalg.eigh(correlation)
+    s = np.clip(s, 0, None)
+    return u @ np.diag(np.sqrt(s / s.max()) + eps) @ u.T
+
+
+def test_direct_predictor_is_the_papers_closed_form_and_only_updates_in_training():
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(12, 5, generator=generator) @ torch.randn(5, 5, generator=generator) for _ in range(3)]
+    predictor = DirectPredictor(5)
+    torch.testing.assert_close(predictor.weight, torch.eye(5))  # identity before any data
+    for count, z in enumerate(batches, start=1):
+        z = z.clone().requires_grad_()
+        p = predictor(z)
+        expected = torch.from_numpy(naive_direct_predictor_weight(batches[:count])).float()
+        torch.testing.assert_close(predictor.weight, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(p, z @ expected.T, rtol=1e-4, atol=1e-5)  # W is applied after this batch's update
+        p.sum().backward()  # the gradient reaches the projections through the fixed weight
+        torch.testing.assert_close(z.grad, torch.ones(12, 5) @ expected, rtol=1e-4, atol=1e-5)
+    assert predictor.num_updates.item() == 3 and not list(predictor.parameters())
+    frozen = predictor.weight.clone()
+    predictor.eval()
+    predictor(batches[0])
+    with torch.no_grad():
+        predictor.train()(batches[0])
+    torch.testing.assert_close(predictor.weight, frozen)  # no update in eval mode or without gradients
+    assert predictor.num_updates.item() == 3
+
+
+@pytest.mark.parametrize("factory", [tiny_byol_direct, tiny_simsiam_direct])
+def test_direct_predictor_models_have_a_parameter_free_predictor_and_refuse_an_unknown_type(factory, tiny_crops):
+    model = factory().train()
+    assert isinstance(model.predictor, DirectPredictor) and model.predictor.weight.shape == (16, 16)
+    assert not list(model.predictor.parameters())
+    inputs = []
+    model.predictor.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach()))
+    model(global_crops=tiny_crops["global_crops"])
+    (projections,) = inputs
+    expected = naive_direct_predictor_weight([projections])
+    # fewer rows than dimensions: zero eigenvalues, whose float32 rounding the square root lifts to ~1e-4
+    torch.testing.assert_close(model.predictor.weight, torch.from_numpy(expected).float(), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="predictor_type must be one of"):
+        factory(predictor_type="linear")
+    with pytest.raises(ValueError, match="direct_predictor_decay must be in"):
+        factory(direct_predictor_decay=2.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Distributed (BYOL): per-example means, so DDP's gradient average over 2 shards equals the doubled batch
 
 
@@ -294,5 +369,17 @@ def test_byol_two_processes_match_one_process_with_double_batch(tmp_path):
     torch.testing.assert_close(double["result"]["loss"], single["result"]["loss"], rtol=1e-5, atol=1e-6)
     assert double["result"]["grads"].keys() == single["result"]["grads"].keys()
     assert not any(name.startswith(("vit.", "teacher_projector.")) for name in single["result"]["grads"])
+    for name, grad in single["result"]["grads"].items():
+        torch.testing.assert_close(double["result"]["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_byol_direct_predictor_two_processes_match_one_process_with_double_batch(tmp_path):
+    """DirectPred's correlation is all-reduced, so each shard's predictor is the global batch's."""
+    single = run_worker(tmp_path, "byol_direct", 1)
+    double = run_worker(tmp_path, "byol_direct", 2)
+    assert double["world_size"] == 2
+    torch.testing.assert_close(double["result"]["predictor_weight"], single["result"]["predictor_weight"])
+    assert not torch.allclose(single["result"]["predictor_weight"], torch.eye(16))
+    torch.testing.assert_close(double["result"]["loss"], single["result"]["loss"], rtol=1e-5, atol=1e-6)
     for name, grad in single["result"]["grads"].items():
         torch.testing.assert_close(double["result"]["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -171,6 +171,32 @@ def test_predictor_learning_rate_scale_gives_the_predictor_its_own_scheduled_gro
     assert len(plain.optimizer.param_groups) == 2
 
 
+@pytest.mark.parametrize("method", ["byol", "simsiam"])
+def test_a_fixed_predictor_learning_rate_skips_warm_up_and_decay(tmp_path, embedded_images, method):
+    from conftest import tiny_vit_config
+
+    from hf_ssl.methods import METHOD_REGISTRY
+
+    settings = {**TWO_VIEW_METHODS[method], "predictor_learning_rate_scale": 10.0, "predictor_fixed_learning_rate": True}
+    trainer = make_trainer(tmp_path, view_dataset(embedded_images, count=16, num_local_crops=0), max_steps=2,
+                           model_factory=lambda: METHOD_REGISTRY[method].from_encoder_config(tiny_vit_config(),
+                                                                                            **settings),
+                           warmup_steps=2, learning_rate=1e-3)
+    trainer.create_optimizer_and_scheduler(num_training_steps=6)
+    groups = trainer.optimizer.param_groups
+    predictor = {id(p) for p in trainer.model.predictor.parameters()}
+    fixed = [g for g in groups if g["fixed_lr"]]
+    assert {id(p) for g in fixed for p in g["params"]} == predictor
+    encoder_lrs = []
+    for _ in range(6):  # warm-up from 0, then cosine to 0 for the rest; the predictor stays at 10x the peak
+        assert all(g["lr"] == pytest.approx(1e-2) for g in fixed)
+        encoder_lrs.append(max(g["lr"] for g in groups if not g["fixed_lr"]))
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert encoder_lrs[0] == 0.0 and encoder_lrs[2] == pytest.approx(1e-3) and encoder_lrs[-1] < 1e-3
+    assert trainer.lr_scheduler.get_last_lr()[groups.index(fixed[0])] == pytest.approx(1e-2)
+
+
 @pytest.mark.parametrize("method", ["byol", "simsiam", "moco_v3"])
 def test_a_non_positive_predictor_learning_rate_scale_is_refused(method):
     from hf_ssl.methods import METHOD_REGISTRY

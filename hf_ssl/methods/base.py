@@ -195,6 +195,15 @@ class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
         scale = getattr(self.method_config, "predictor_learning_rate_scale", None)
         return {} if scale is None else {"predictor": scale}
 
+    def fixed_learning_rate_modules(self) -> list[str]:
+        """Submodule names whose learning rate stays fixed at its (scaled) peak: no warm-up, no decay.
+
+        Default: ``["predictor"]`` when the method config has ``predictor_fixed_learning_rate=True`` (BYOL, SimSiam).
+        Chen & He 2021 §4.4 ("Predictor"): a predictor without lr decay works better, since it must keep adapting to
+        the latest representations; Tian et al. 2021 explain why (the predictor should track the feature correlation).
+        """
+        return ["predictor"] if getattr(self.method_config, "predictor_fixed_learning_rate", False) else []
+
     # ----------------------------------------------------------------------------------------------------------------
     def two_view_pixels(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         """Check a two-view batch (SimCLR, BYOL, SimSiam, MoCo) and flatten it view-major.

@@ -16,6 +16,7 @@ from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..backbones import feature_dim, image_features
+from ..direct_predictor import DirectPredictor, check_predictor_type
 from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
 from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
@@ -31,6 +32,11 @@ class BYOLConfig(SSLMethodConfig):
     (tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2).
     predictor_learning_rate_scale: the predictor trains at this multiple of the learning rate (paper: 1; a faster
     predictor speeds up short runs, Grill et al. 2020 Appendix I / Tian et al. 2021).
+    predictor_fixed_learning_rate: train the predictor at a constant (scaled) learning rate, outside the warm-up and
+    decay of the schedule (Chen & He 2021 §4.4: better than decaying it; paper default: False).
+    predictor_type: "mlp" (the paper's learned Linear-BN-ReLU-Linear) or "direct" (DirectPred, Tian et al. 2021: a
+    linear predictor set each step from the running correlation of the projections, no parameters; see
+    :mod:`hf_ssl.direct_predictor`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
     """
 
     method = "byol"
@@ -41,12 +47,17 @@ class BYOLConfig(SSLMethodConfig):
     momentum_teacher: float = 0.996
     momentum_teacher_end: float = 1.0
     predictor_learning_rate_scale: float = 1.0
+    predictor_fixed_learning_rate: bool = False
+    predictor_type: str = "mlp"
+    direct_predictor_decay: float = 0.3
+    direct_predictor_eps: float = 0.01
 
     def __post_init__(self):
+        check_predictor_type(self.predictor_type)
         self.check_ranges(
             at_least_one=("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"),
             positive=("predictor_learning_rate_scale",),
-            unit_interval=("momentum_teacher", "momentum_teacher_end"),
+            unit_interval=("momentum_teacher", "momentum_teacher_end", "direct_predictor_decay"),
         )
 
 
@@ -92,7 +103,12 @@ class BYOLForPreTraining(MomentumTeacherModel):
         self.student_encoder = self.build_encoder()
         in_dim = feature_dim(self.student_encoder)
         self.projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
-        self.predictor = mlp_head(settings.projection_dim, settings.prediction_hidden_dim, settings.projection_dim)
+        if settings.predictor_type == "direct":
+            self.predictor = DirectPredictor(
+                settings.projection_dim, settings.direct_predictor_decay, settings.direct_predictor_eps
+            )
+        else:
+            self.predictor = mlp_head(settings.projection_dim, settings.prediction_hidden_dim, settings.projection_dim)
         self.register_published_encoder(self.build_encoder())
         self.teacher_projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
         self.loss_fn = NegativeCosineSimilarity(form="byol")

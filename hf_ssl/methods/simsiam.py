@@ -20,6 +20,7 @@ from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..backbones import feature_dim, image_features
+from ..direct_predictor import DirectPredictor, check_predictor_type
 from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
 from .base import SSLMethodConfig, SSLPreTrainedModel, cross_view_loss
@@ -39,6 +40,11 @@ class SimSiamConfig(SSLMethodConfig):
     experiments (Appendix D). prediction_hidden_dim: predictor bottleneck, Linear-BN-ReLU-Linear 2048 -> 512 -> 2048.
     predictor_learning_rate_scale: the predictor trains at this multiple of the (scheduled) learning rate (paper: 1
     with the schedule, or a fixed lr, §4.4 "Predictor"; a faster predictor speeds up short runs).
+    predictor_fixed_learning_rate: train the predictor at a constant (scaled) learning rate, outside the warm-up and
+    decay of the schedule (Chen & He 2021 §4.4: better than decaying it; paper default: False).
+    predictor_type: "mlp" (the paper's learned bottleneck) or "direct" (DirectPred, Tian et al. 2021: a linear
+    predictor set each step from the running correlation of the projections, no parameters; see
+    :mod:`hf_ssl.direct_predictor`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
     """
 
     method = "simsiam"
@@ -48,11 +54,17 @@ class SimSiamConfig(SSLMethodConfig):
     num_projection_layers: int = 3
     prediction_hidden_dim: int = 512
     predictor_learning_rate_scale: float = 1.0
+    predictor_fixed_learning_rate: bool = False
+    predictor_type: str = "mlp"
+    direct_predictor_decay: float = 0.3
+    direct_predictor_eps: float = 0.01
 
     def __post_init__(self):
+        check_predictor_type(self.predictor_type)
         self.check_ranges(
             at_least_one=("projection_hidden_dim", "projection_dim", "num_projection_layers", "prediction_hidden_dim"),
             positive=("predictor_learning_rate_scale",),
+            unit_interval=("direct_predictor_decay",),
         )
 
 
@@ -100,9 +112,12 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         hidden_blocks = [(d_in, d_out, nn.BatchNorm1d(d_out), nn.ReLU()) for d_in, d_out in zip(widths, widths[1:])]
         self.projector = ProjectionHead(hidden_blocks + [(widths[-1], dim, nn.BatchNorm1d(dim, affine=False), None)])
         bottleneck = settings.prediction_hidden_dim
-        self.predictor = ProjectionHead(
-            [(dim, bottleneck, nn.BatchNorm1d(bottleneck), nn.ReLU()), (bottleneck, dim, None, None)]
-        )
+        if settings.predictor_type == "direct":
+            self.predictor = DirectPredictor(dim, settings.direct_predictor_decay, settings.direct_predictor_eps)
+        else:
+            self.predictor = ProjectionHead(
+                [(dim, bottleneck, nn.BatchNorm1d(bottleneck), nn.ReLU()), (bottleneck, dim, None, None)]
+            )
         self.loss_fn = NegativeCosineSimilarity(form="negative_cosine")
         self.post_init()
         self._collapse_warned = False
