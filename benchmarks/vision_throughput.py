@@ -185,6 +185,38 @@ def mlp(dims: list[int], activation=nn.ReLU, batch_norm: bool = True, last_batch
     return nn.Sequential(*layers)
 
 
+class HandDirectPred(nn.Module):
+    """DirectPred (Tian et al. 2021 §5), plainly: ``F <- rho F + (1 - rho) mean(z z^T)`` over the training batch, then
+    ``W = U diag(sqrt(s / max s) + eps) U^T`` from ``F = U diag(s) U^T``; predicts ``z W^T``. One process only.
+    Buffer names match hf_ssl's ``DirectPredictor`` so the weights map one to one."""
+
+    def __init__(self, dim: int, rho: float, eps: float):
+        super().__init__()
+        self.rho, self.eps = rho, eps
+        self.register_buffer("correlation", torch.zeros(dim, dim))
+        self.register_buffer("weight", torch.eye(dim))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                batch = torch.einsum("bi,bj->ij", z, z) / z.shape[0]
+                first = int(self.num_updates) == 0
+                self.correlation.copy_(batch if first else self.rho * self.correlation + (1 - self.rho) * batch)
+                self.num_updates += 1
+                s, u = torch.linalg.eigh(self.correlation.double())
+                s = s.clamp(min=0)
+                self.weight.copy_(u @ torch.diag((s / s.max()).sqrt() + self.eps) @ u.T)
+        return z @ self.weight.T
+
+
+def predictor(s: dict, dim: int) -> nn.Module:
+    """The recipe's BYOL / SimSiam predictor: DirectPred or the learned MLP."""
+    if s.get("predictor_type", "mlp") == "direct":
+        return HandDirectPred(dim, s["direct_predictor_decay"], s["direct_predictor_eps"])
+    return mlp([dim, s["prediction_hidden_dim"], dim])
+
+
 def view_major(crops: torch.Tensor) -> torch.Tensor:
     """``(B, V, C, H, W) -> (V * B, C, H, W)``, all images of view 0 first."""
     return crops.transpose(0, 1).reshape(-1, *crops.shape[2:])
@@ -359,7 +391,7 @@ class HandBYOL(HandStudentTeacher):
 
     def __init__(self, vit_config, s: dict):
         super().__init__(vit_config, s, [s["projection_hidden_dim"], s["projection_dim"]])
-        self.predictor = mlp([s["projection_dim"], s["prediction_hidden_dim"], s["projection_dim"]])
+        self.predictor = predictor(s, s["projection_dim"])
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         pixels = view_major(global_crops)
@@ -381,7 +413,7 @@ class HandSimSiam(HandWrittenMethod):
         self.encoder = self.vit(vit_config)
         hidden_widths = [hidden] * (s["num_projection_layers"] - 1)
         self.projector = mlp([width, *hidden_widths, dim], last_batch_norm=True, last_affine=False)
-        self.predictor = mlp([dim, s["prediction_hidden_dim"], dim])
+        self.predictor = predictor(s, dim)
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:
         z = self.projector(self.cls(self.encoder, view_major(global_crops)))
