@@ -165,7 +165,7 @@ def test_byol_config_defaults_are_the_papers():
     }
     assert SimSiamConfig().to_dict() == {
         "method": "simsiam", "projection_hidden_dim": 2048, "projection_dim": 2048, "num_projection_layers": 3,
-        "prediction_hidden_dim": 512, "predictor_learning_rate_scale": 1.0,
+        "projector_output_batch_norm": True, "prediction_hidden_dim": 512, "predictor_learning_rate_scale": 1.0,
         "predictor_fixed_learning_rate": False, "predictor_type": "mlp", "direct_predictor_decay": 0.3,
         "direct_predictor_eps": 0.01,
     }
@@ -248,6 +248,17 @@ def test_simsiam_projector_depth_follows_num_projection_layers(layers, tiny_crop
     assert model(global_crops=tiny_crops["global_crops"]).projections.shape[-1] == 16
     with pytest.raises(ValueError, match="num_projection_layers must be >= 1"):
         tiny_simsiam(num_projection_layers=0)
+
+
+def test_simsiam_projector_without_output_batch_norm_ends_in_a_biased_linear(tiny_crops):
+    """projector_output_batch_norm=False: BYOL's projector shape (Linear-BN-ReLU-Linear), the output not whitened."""
+    model = tiny_simsiam(num_projection_layers=2, projector_output_batch_norm=False)
+    assert isinstance(model.projector.layers[-1], torch.nn.Linear) and model.projector.layers[-1].bias is not None
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.projector.modules()) == 1
+    model.train()
+    projections = model(global_crops=tiny_crops["global_crops"]).projections
+    # With the affine-free output BN every dimension of a training batch has mean 0; without it, not.
+    assert projections.mean(dim=0).abs().max() > 1e-3
 
 
 def test_simsiam_warns_once_on_collapse(tiny_crops):

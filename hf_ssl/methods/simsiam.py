@@ -42,6 +42,8 @@ class SimSiamConfig(SSLMethodConfig):
     with the schedule, or a fixed lr, §4.4 "Predictor"; a faster predictor speeds up short runs).
     predictor_fixed_learning_rate: train the predictor at a constant (scaled) learning rate, outside the warm-up and
     decay of the schedule (Chen & He 2021 §4.4: better than decaying it; paper default: False).
+    projector_output_batch_norm: end the projector with a BN without affine parameters, as the reference code does
+    (paper default: True; Chen & He 2021 Table 2c: +0.7 % on ImageNet). False ends it with a bare Linear like BYOL's.
     predictor_type: "mlp" (the paper's learned bottleneck) or "direct" (DirectPred, Tian et al. 2021: a linear
     predictor set each step from the running correlation of the projections, no parameters; see
     :mod:`hf_ssl.direct_predictor`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
@@ -52,6 +54,7 @@ class SimSiamConfig(SSLMethodConfig):
     projection_hidden_dim: int = 2048
     projection_dim: int = 2048
     num_projection_layers: int = 3
+    projector_output_batch_norm: bool = True
     prediction_hidden_dim: int = 512
     predictor_learning_rate_scale: float = 1.0
     predictor_fixed_learning_rate: bool = False
@@ -91,7 +94,7 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
 
     Modules: the encoder under its native prefix (``vit``, ``resnet``, ``timm_model``: what vanilla transformers
     loads), ``projector`` (``num_projection_layers`` layers, BN after each, the last BN without affine parameters as
-    in the reference code), ``predictor`` (bottleneck Linear-BN-ReLU-Linear) and ``loss_fn``. No momentum encoder
+    in the reference code, or none with ``projector_output_batch_norm=False``), ``predictor`` (bottleneck Linear-BN-ReLU-Linear) and ``loss_fn``. No momentum encoder
     and no per-step hooks.
 
     Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image (``num_global_crops=2, num_local_crops=0``).
@@ -110,7 +113,8 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         hidden, dim = settings.projection_hidden_dim, settings.projection_dim
         widths = [in_dim] + [hidden] * (settings.num_projection_layers - 1)
         hidden_blocks = [(d_in, d_out, nn.BatchNorm1d(d_out), nn.ReLU()) for d_in, d_out in zip(widths, widths[1:])]
-        self.projector = ProjectionHead(hidden_blocks + [(widths[-1], dim, nn.BatchNorm1d(dim, affine=False), None)])
+        output_norm = nn.BatchNorm1d(dim, affine=False) if settings.projector_output_batch_norm else None
+        self.projector = ProjectionHead(hidden_blocks + [(widths[-1], dim, output_norm, None)])
         bottleneck = settings.prediction_hidden_dim
         if settings.predictor_type == "direct":
             self.predictor = DirectPredictor(dim, settings.direct_predictor_decay, settings.direct_predictor_eps)
