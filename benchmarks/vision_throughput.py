@@ -412,7 +412,8 @@ class HandSimSiam(HandWrittenMethod):
         hidden, dim = s["projection_hidden_dim"], s["projection_dim"]
         self.encoder = self.vit(vit_config)
         hidden_widths = [hidden] * (s["num_projection_layers"] - 1)
-        self.projector = mlp([width, *hidden_widths, dim], last_batch_norm=True, last_affine=False)
+        self.projector = mlp([width, *hidden_widths, dim], last_batch_norm=s["projector_output_batch_norm"],
+                             last_affine=False)
         self.predictor = predictor(s, dim)
 
     def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None) -> torch.Tensor:

@@ -47,6 +47,12 @@ def test_hand_written_simsiam_follows_the_projector_depth(throughput, tmp_path, 
     assert throughput.compare_first_batch(hf_model, hand, batch, torch.device("cpu"))["ok"]
 
 
+def test_hand_written_simsiam_follows_the_projector_output_batch_norm(throughput, tmp_path):
+    hf_model, hand, _, batch = tiny_pair(throughput, "simsiam", tmp_path, projector_output_batch_norm=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in hand.projector[-1:])
+    assert throughput.compare_first_batch(hf_model, hand, batch, torch.device("cpu"))["ok"]
+
+
 def test_parity_check_catches_different_maths(throughput, tmp_path):
     hf_model, hand, _, batch = tiny_pair(throughput, "simclr", tmp_path)
     hand.settings["temperature"] *= 2

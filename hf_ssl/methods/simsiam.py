@@ -94,8 +94,9 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
 
     Modules: the encoder under its native prefix (``vit``, ``resnet``, ``timm_model``: what vanilla transformers
     loads), ``projector`` (``num_projection_layers`` layers, BN after each, the last BN without affine parameters as
-    in the reference code, or none with ``projector_output_batch_norm=False``), ``predictor`` (bottleneck Linear-BN-ReLU-Linear) and ``loss_fn``. No momentum encoder
-    and no per-step hooks.
+    in the reference code, or none with ``projector_output_batch_norm=False``), ``predictor`` (bottleneck
+    Linear-BN-ReLU-Linear, or DirectPred's parameter-free linear map) and ``loss_fn``. No momentum encoder and no
+    per-step hooks.
 
     Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image (``num_global_crops=2, num_local_crops=0``).
     Logs one warning (``warnings.warn`` and the module logger) the first time ``output_std`` falls below
