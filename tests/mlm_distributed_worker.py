@@ -11,6 +11,7 @@ import os
 import sys
 
 import torch
+import torch.distributed as dist
 from transformers import BertConfig
 
 from hf_ssl import MaskedLMForPreTraining
@@ -57,6 +58,11 @@ def main():
     if trainer.is_world_process_zero():
         torch.save({"world_size": trainer.args.world_size,
                     "state": {k: v.clone() for k, v in trainer.model.state_dict().items()}}, out_file)
+    # Tear the gloo group down before exit, as tests/distributed_worker.py does: a rank that exits while its peer still
+    # holds the group can abort in C++ teardown ("terminate called without an active exception", seen at stop 23).
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
