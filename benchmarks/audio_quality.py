@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/audio_quality.py recipes/configs/cpc-tiny-fsdd.yaml [flags]
     python benchmarks/audio_quality.py --record <output_dir>     # summarise a finished recipe run
 
-Runs the recipe job (``hf_ssl.pretraining.run``), whose final comparison probes the frozen mean-pooled features of the
+Runs the recipe job (``hf_ssl.jobs.runner.run``), whose final comparison probes the frozen mean-pooled features of the
 pretrained encoder, the same architecture at random init (and, for CPC, the GRU context of both) and MFCCs (mean and
 standard deviation of 20 coefficients), each with an L-BFGS linear probe on FSDD's train split (2,700 clips), scored
 on its official test split (300 clips, recordings 0-4). Results go to ``benchmarks/results/audio_<config>.json``.
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
         command = argv[3] if len(argv) > 3 and argv[2] == "--command" else "(recipe run in " + str(output_dir) + ")"
         print(record(output_dir, command))
         return
-    from hf_ssl.pretraining import parse_arguments, run
+    from hf_ssl.jobs.runner import parse_arguments, run
 
     output_dir = Path(parse_arguments(argv)[-1].output_dir)
     run(argv)

@@ -2,7 +2,7 @@
 
     python benchmarks/dino_quality.py recipes/configs/dino-vit-tiny-cifar10.yaml --minutes 25 [--flag value ...]
 
-Trains with the recipe job (``hf_ssl.pretraining.run``) until ``--minutes`` of training wall time or the config's
+Trains with the recipe job (``hf_ssl.jobs.runner.run``) until ``--minutes`` of training wall time or the config's
 ``max_steps``, whichever comes first, then reports kNN top-1 (k=200, T=0.1, cosine, weighted votes, the whole train
 split as memory bank, the whole test split) and linear-probe top-1 for the pretrained encoder, the same encoder at
 random init, and raw pixels. Results go to ``benchmarks/results/<config name>.json``; the README's table is copied
@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from hf_ssl.callbacks import TrainingTimeBudget
-from hf_ssl.pretraining import parse_arguments, run
+
+from hf_ssl.jobs.runner import parse_arguments, run
+from hf_ssl.training.callbacks import TrainingTimeBudget
 
 
 def main(argv: list[str]) -> None:

@@ -13,7 +13,7 @@ library under comparison, never by hf_ssl itself):
   ``DINOProjectionHead(192, 512, 64, 2048)``, ``DINOLoss`` (teacher temperature 0.04), teacher EMA 0.996 -> 1 with
   lightly's ``cosine_schedule`` and ``update_momentum``; the published encoder is the teacher.
 
-The encoder is exactly the one our recipe builds (``hf_ssl.backbones.encoder_config``: transformers ``ViTModel``, width
+The encoder is exactly the one our recipe builds (``hf_ssl.modules.backbones.encoder_config``: transformers ``ViTModel``, width
 192, 6 layers, patch 4, 32 px) and its CLS token is the feature, as in our methods. Optimiser and schedule are ours:
 AdamW (lr and weight decay of our recipe config for the method), linear warm-up over 10 % of ``--steps`` then cosine,
 gradient clipping at 3.0, batch 128. Training stops after ``--steps`` or ``--minutes`` of training time, whichever
@@ -88,9 +88,10 @@ def build_lightly_method(method: str, encoder):
 
 
 def train(args) -> dict:
-    from hf_ssl.backbones import encoder_config
-    from hf_ssl.data import load_image_dataset
     from transformers import ViTModel, get_cosine_schedule_with_warmup
+
+    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.modules.backbones import encoder_config
 
     config_file = ROOT / "recipes" / "configs" / f"{args.method}-vit-tiny-cifar10.yaml"
     recipe = yaml.safe_load(config_file.read_text())
@@ -152,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from hf_ssl.data import load_image_dataset
-    from hf_ssl.evaluation import default_eval_transform
     from transformers import AutoModel
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.evaluation.features import default_eval_transform
 
     entry = train(args)
     encoder = AutoModel.from_pretrained(ROOT / args.output_dir)

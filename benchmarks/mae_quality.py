@@ -62,7 +62,7 @@ def _run_settings(output_dir: Path) -> dict:
 
 
 def _datasets(settings: dict, train_examples: int | None, eval_examples: int | None):
-    from hf_ssl.data import load_image_dataset
+    from hf_ssl.data.images import load_image_dataset
 
     data = settings["data"]
     load = lambda split, count: load_image_dataset(  # noqa: E731
@@ -73,7 +73,7 @@ def _datasets(settings: dict, train_examples: int | None, eval_examples: int | N
 
 
 def pretrain(argv: list[str]) -> None:
-    from hf_ssl.pretraining import parse_arguments, run
+    from hf_ssl.jobs.runner import parse_arguments, run
 
     started = time.time()
     output_dir = Path(parse_arguments(argv)[-1].output_dir)
@@ -91,7 +91,8 @@ def pretrain(argv: list[str]) -> None:
 
 def probe(argv: list[str]) -> None:
     from hf_ssl import AutoSSLModel
-    from hf_ssl.evaluation import compare_with_random_init, default_eval_transform, format_comparison
+    from hf_ssl.evaluation.comparison import compare_with_random_init, format_comparison
+    from hf_ssl.evaluation.features import default_eval_transform
 
     output_dir = Path(argv.pop(0))
     train_examples = _option(argv, "--train_examples", 5000, int)
@@ -117,7 +118,10 @@ def probe(argv: list[str]) -> None:
 def finetune(argv: list[str]) -> None:
     from transformers import HfArgumentParser
 
-    from hf_ssl.finetune_probe import FineTuneProbeArguments, compare_finetuning_with_random_init
+    from hf_ssl.evaluation.finetune import (
+        FineTuneProbeArguments,
+        compare_finetuning_with_random_init,
+    )
 
     output_dir = Path(argv.pop(0))
     (arguments,) = HfArgumentParser(FineTuneProbeArguments).parse_args_into_dataclasses(args=argv)

@@ -3,7 +3,7 @@
     python benchmarks/mlm_downstream_snli.py --stage pretrain   # MLM with --recipe (default: task-adaptive, below)
     python benchmarks/mlm_downstream_snli.py --stage finetune   # both starts x --seeds, writes --result
 
-1. Pretraining: ``--recipe`` through ``hf_ssl.pretraining.run``, stopped at ``--pretrain_minutes`` of training time
+1. Pretraining: ``--recipe`` through ``hf_ssl.jobs.runner.run``, stopped at ``--pretrain_minutes`` of training time
    (``--max_train_minutes``) or ``--pretrain_steps``, whichever comes first. The default, ``recipes/configs/mlm-bert-tiny-snli.yaml``, is
    task-adaptive pretraining (Gururangan et al. 2020, arXiv:2004.10964): BERT-tiny on WikiText-2 plus the *unlabelled*
    premises and hypotheses of SNLI's validation split (one document per premise with its hypotheses), with a
@@ -45,7 +45,7 @@ def recipe_sources(recipe: str | Path) -> list[str]:
     """The pretraining corpora a recipe names, after refusing one that includes SNLI's test split."""
     import yaml
 
-    from hf_ssl.text_data import parse_sources
+    from hf_ssl.data.text import parse_sources
 
     sources = parse_sources(yaml.safe_load(Path(recipe).read_text()).get("dataset", "../shared/data/wikitext2"))
     leaks = [source for source in sources if "snli_test" in Path(source).name or Path(source).name == "snli_devtest"]
@@ -57,7 +57,7 @@ def recipe_sources(recipe: str | Path) -> list[str]:
 
 
 def pretrain(args) -> None:
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     recipe_sources(args.recipe)
     overrides = {"--max_steps": args.pretrain_steps, "--warmup_steps": args.pretrain_warmup_steps,
@@ -85,7 +85,7 @@ def test_text_in_corpus(sources: list[str], text_column: str) -> dict:
     The test *split* is never pretrained on; short hypotheses ("A man is sleeping.") recur across SNLI's splits, and
     this counts them so the result says how much of the test text the encoder could have seen.
     """
-    from hf_ssl.text_data import load_text_documents
+    from hf_ssl.data.text import load_text_documents
 
     lines = {line.strip() for document in load_text_documents(sources, text_column=text_column)["text"]
              for line in document.split("\n")}

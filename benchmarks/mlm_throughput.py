@@ -31,7 +31,7 @@ RESULT = ROOT / "benchmarks" / "results" / "mlm_throughput.json"
 
 def sequences(tokenizer, count: int, length: int) -> list[dict]:
     """``count`` WikiText-2 token windows of exactly ``length`` tokens ([CLS] ... [SEP])."""
-    from hf_ssl.text_data import load_text_documents
+    from hf_ssl.data.text import load_text_documents
 
     text = " ".join(load_text_documents(str(ROOT.parent / "shared" / "data" / "wikitext2"))["text"])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -78,8 +78,9 @@ def run_side(side: str, steps: int, batch_size: int, seq_length: int) -> dict:
     from transformers.utils import logging
 
     from hf_ssl import MaskedLMForPreTraining
-    from hf_ssl.text_collators import MaskedLMCollator
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.data.collators import MaskedLMCollator
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
 
     logging.set_verbosity_error()
     set_seed(0)

@@ -2,8 +2,8 @@
 
     python benchmarks/sbert_clip_quality.py recipes/configs/clip-vit-tiny-minilm-emoji.yaml --minutes 8 [--flag value ...]
 
-Trains with the recipe job (``hf_ssl.pretraining.run``) until ``--minutes`` of training time (evaluation excluded;
-:class:`hf_ssl.callbacks.TrainingTimeBudget`) or the config's ``max_steps``, whichever comes first; the job's final
+Trains with the recipe job (``hf_ssl.jobs.runner.run``) until ``--minutes`` of training time (evaluation excluded;
+:class:`hf_ssl.training.callbacks.TrainingTimeBudget`) or the config's ``max_steps``, whichever comes first; the job's final
 evaluation then scores the trained model against its starting point (STS-B dev/test Spearman for ``sbert``;
 held-out-template zero-shot accuracy or held-out-code-point recall@1/5 for ``clip``). Results go to
 ``benchmarks/results/<config name>.json`` with the command that produced them.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from hf_ssl.callbacks import TrainingTimeBudget
-from hf_ssl.pretraining import parse_arguments, run
+from hf_ssl.jobs.runner import parse_arguments, run
+from hf_ssl.training.callbacks import TrainingTimeBudget
 
 
 def main(argv: list[str]) -> None:

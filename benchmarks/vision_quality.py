@@ -13,7 +13,7 @@ DINO/BYOL/MoCo teacher or momentum encoder, SimCLR/SimSiam the online encoder) a
 
 - kNN top-1: k=200, T=0.1, cosine similarity, weighted votes (Wu et al. 2018; lightly's protocol), on L2-normalised
   CLS features (pooled for convolutional encoders);
-- linear probe top-1 (L-BFGS logistic regression on frozen features, hf_ssl.evaluation.linear_probe_accuracy);
+- linear probe top-1 (L-BFGS logistic regression on frozen features, hf_ssl.evaluation.linear_probe.linear_probe_accuracy);
 
 with ``--bank`` training images (fixed random subset, seed 0) as the kNN memory bank / probe training set and the
 whole 10,000-image test split. Baselines in the same run: the same encoder at random init, and raw pixels.
@@ -72,7 +72,10 @@ def pretrain(method: str, config: Path, steps: int, output_dir: Path, extra: lis
 
 def probe_encoder(encoder, transform, train, test, bank: int, with_baselines: bool) -> dict:
     """kNN (k=200, T=0.1) and linear probe of a loaded encoder; with the random-init and raw-pixel baselines."""
-    from hf_ssl.evaluation import compare_with_random_init, evaluate_checkpoint
+    from hf_ssl.evaluation.comparison import (
+        compare_with_random_init,
+        evaluate_checkpoint,
+    )
 
     common = dict(probes=("knn", "linear"), k=200, temperature=0.1, transform=transform, max_train_examples=bank)
     if with_baselines:
@@ -88,7 +91,7 @@ def probe(output_dir: Path, train, test, bank: int, with_baselines: bool, studen
     """
     from transformers import AutoModel
 
-    from hf_ssl.evaluation import default_eval_transform
+    from hf_ssl.evaluation.features import default_eval_transform
     from hf_ssl.methods.base import AutoSSLModel
 
     record = json.loads((output_dir / "hf_ssl_run.json").read_text())
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             write_card(output_dir, f"{method}-{args.backbone}-cifar10", entry.get("benchmark_command", results["command"]))
         return 0
 
-    from hf_ssl.data import load_image_dataset
+    from hf_ssl.data.images import load_image_dataset
 
     train = load_image_dataset(args.dataset, "train")
     test = load_image_dataset(args.dataset, "test")

@@ -6,10 +6,10 @@ For each method (DINO, SimCLR, BYOL, SimSiam, MoCo v2, MoCo v3), at the settings
 ``recipes/configs/<method>-vit-tiny-cifar10.yaml`` (encoder, heads, temperatures, momentum, optimizer; batch size,
 step count and LR warm-up set here):
 
-(a) ``hf_ssl``: :class:`hf_ssl.trainer.SSLTrainer` + ``<Method>ForPreTraining``, the model built by the recipe's own
+(a) ``hf_ssl``: :class:`hf_ssl.training.trainer.SSLTrainer` + ``<Method>ForPreTraining``, the model built by the recipe's own
     code (:func:`hf_ssl.jobs.image.build_image_model`) and the training arguments parsed from the recipe by
-    :func:`hf_ssl.pretraining.parse_arguments`. Pre-built crops go through a tiny ``Dataset`` of per-example dicts
-    and the default :func:`hf_ssl.collators.stack_views` collator.
+    :func:`hf_ssl.jobs.runner.parse_arguments`. Pre-built crops go through a tiny ``Dataset`` of per-example dicts
+    and the default :func:`hf_ssl.data.collators.stack_views` collator.
 (b) ``hand-written``: the same maths written out below in plain PyTorch, with no Trainer, no callbacks and no hf_ssl
     import in its process: ``transformers.ViTModel`` without pooler, ``nn.Sequential`` MLP heads, the loss formula
     from the paper, EMA teachers with ``torch._foreach_*`` after ``AdamW.step``, gradient clipping, a cosine LR.
@@ -94,7 +94,7 @@ def parse_recipe(method: str, workdir: str, batch_size: int, total_steps: int, s
 
     ``encoder_overrides`` replaces the recipe's ``encoder_config_overrides`` (tests use a tiny encoder).
     """
-    from hf_ssl.pretraining import parse_arguments
+    from hf_ssl.jobs.runner import parse_arguments
 
     recipe = ROOT / RECIPE.format(method=method)
     if not recipe.is_file():
@@ -710,7 +710,7 @@ def run_hf_ssl(args, device, batches, hf_state, memory) -> dict:
     from transformers import TrainerCallback
 
     from hf_ssl.jobs.image import build_image_model
-    from hf_ssl.trainer import SSLTrainer
+    from hf_ssl.training.trainer import SSLTrainer
 
     total = args.warmup_steps + args.steps
     encoder_args, _, views, method_config, training_args = parse_recipe(

@@ -1,22 +1,44 @@
-"""hf_ssl: self-supervised pretraining as transformers models and Trainers."""
+"""hf_ssl: self-supervised pretraining and semi-supervised fine-tuning as transformers models and Trainers.
+
+The public API: every pretraining method as a ``PreTrainedModel`` with its config (``DINOForPreTraining``,
+``DINOConfig``, ...), ``AutoSSLModel`` to load any hf_ssl checkpoint whole, and the ``SSLTrainer`` that trains them.
+The rooms below hold the rest: :mod:`hf_ssl.methods`, :mod:`hf_ssl.semi`, :mod:`hf_ssl.modules`,
+:mod:`hf_ssl.losses`, :mod:`hf_ssl.views`, :mod:`hf_ssl.data`, :mod:`hf_ssl.training`, :mod:`hf_ssl.evaluation`,
+:mod:`hf_ssl.jobs` (the recipes' runner), :mod:`hf_ssl.publishing`.
+"""
 
 from .methods import (
     AutoSSLModel,
     BYOLConfig,
     BYOLForPreTraining,
+    CLIPStyleConfig,
+    CLIPStyleForPreTraining,
+    CPCConfig,
+    CPCForPreTraining,
     DINOConfig,
     DINOForPreTraining,
+    MAEConfig,
+    MAEForPreTraining,
+    MaskedLMConfig,
+    MaskedLMForPreTraining,
     MoCoV2Config,
     MoCoV2ForPreTraining,
     MoCoV3Config,
     MoCoV3ForPreTraining,
+    SentenceBertConfig,
+    SentenceBertForPreTraining,
+    SentenceOrderConfig,
+    SentenceOrderForPreTraining,
     SimCLRConfig,
     SimCLRForPreTraining,
     SimSiamConfig,
     SimSiamForPreTraining,
     SSLPreTrainedModel,
     TrainingProgress,
+    Wav2Vec2SSLConfig,
+    Wav2Vec2SSLForPreTraining,
 )
+from .training import SSLTrainer, SSLTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -24,32 +46,32 @@ __all__ = [
     "AutoSSLModel",
     "BYOLConfig",
     "BYOLForPreTraining",
+    "CLIPStyleConfig",
+    "CLIPStyleForPreTraining",
+    "CPCConfig",
+    "CPCForPreTraining",
     "DINOConfig",
     "DINOForPreTraining",
+    "MAEConfig",
+    "MAEForPreTraining",
+    "MaskedLMConfig",
+    "MaskedLMForPreTraining",
     "MoCoV2Config",
     "MoCoV2ForPreTraining",
     "MoCoV3Config",
     "MoCoV3ForPreTraining",
     "SSLPreTrainedModel",
+    "SSLTrainer",
+    "SSLTrainingArguments",
+    "SentenceBertConfig",
+    "SentenceBertForPreTraining",
+    "SentenceOrderConfig",
+    "SentenceOrderForPreTraining",
     "SimCLRConfig",
     "SimCLRForPreTraining",
     "SimSiamConfig",
     "SimSiamForPreTraining",
     "TrainingProgress",
+    "Wav2Vec2SSLConfig",
+    "Wav2Vec2SSLForPreTraining",
 ]
-
-from .methods import MAEConfig, MAEForPreTraining
-
-__all__ += ["MAEConfig", "MAEForPreTraining"]
-
-from .methods import MaskedLMConfig, MaskedLMForPreTraining, SentenceOrderConfig, SentenceOrderForPreTraining
-
-__all__ += ["MaskedLMConfig", "MaskedLMForPreTraining", "SentenceOrderConfig", "SentenceOrderForPreTraining"]
-
-from .methods import CPCConfig, CPCForPreTraining, Wav2Vec2SSLConfig, Wav2Vec2SSLForPreTraining
-
-__all__ += ["CPCConfig", "CPCForPreTraining", "Wav2Vec2SSLConfig", "Wav2Vec2SSLForPreTraining"]
-
-from .methods import CLIPStyleConfig, CLIPStyleForPreTraining, SentenceBertConfig, SentenceBertForPreTraining
-
-__all__ += ["CLIPStyleConfig", "CLIPStyleForPreTraining", "SentenceBertConfig", "SentenceBertForPreTraining"]

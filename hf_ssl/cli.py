@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------------------------------------------------
 def _pretrain(argv: list[str]) -> int:
-    from .pretraining import run
+    from .jobs.runner import run
 
     if argv and argv[0] in ("-h", "--help"):
         print("usage: hf-ssl pretrain [CONFIG.yaml] [--flag value ...]\n\n"
@@ -99,8 +99,13 @@ def _probe_arguments(group) -> None:
 def _run_probes(args: argparse.Namespace) -> dict | str:
     from transformers import AutoModel
 
-    from .data import load_image_dataset
-    from .evaluation import compare_with_random_init, default_eval_transform, evaluate_checkpoint, format_comparison
+    from .data.images import load_image_dataset
+    from .evaluation.comparison import (
+        compare_with_random_init,
+        evaluate_checkpoint,
+        format_comparison,
+    )
+    from .evaluation.features import default_eval_transform
 
     train = load_image_dataset(args.dataset, args.train_split)
     test = load_image_dataset(args.dataset, args.test_split)
@@ -146,8 +151,8 @@ def _sts_arguments(group) -> None:
 
 
 def _run_sts(args: argparse.Namespace) -> dict:
-    from .embedding_evaluation import sts_spearman
-    from .pair_data import load_sts_benchmark
+    from .data.pairs import load_sts_benchmark
+    from .evaluation.sts import sts_spearman
 
     model, tokenizer = _text_embedding_model(args.checkpoint, args.pooling)
     results = {}
@@ -168,11 +173,11 @@ def _zero_shot_arguments(group) -> None:
 def _run_zero_shot(args: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer
 
-    from .data import load_image_dataset
-    from .embedding_evaluation import zero_shot_accuracy
-    from .evaluation import default_eval_transform
+    from .data.images import load_image_dataset
+    from .data.pairs import HELD_OUT_TEMPLATES
+    from .evaluation.features import default_eval_transform
+    from .evaluation.zero_shot import zero_shot_accuracy
     from .methods import AutoSSLModel
-    from .pair_data import HELD_OUT_TEMPLATES
 
     model = AutoSSLModel.from_pretrained(args.checkpoint).eval()
     if not hasattr(model, "embed_image"):
@@ -231,7 +236,7 @@ def _card_metadata_arguments(parser: argparse.ArgumentParser) -> None:
                         "pick one compatible with the training data's licence, which the card states")
     parser.add_argument("--tags", nargs="*", default=None, help="extra Hub tags")
     parser.add_argument("--template", default=None, help="a Jinja markdown template (default: "
-                        "model_cards/templates/model_card.md)")
+                        "hf_ssl/publishing/templates/model_card.md)")
 
 
 def _card_overrides(args: argparse.Namespace) -> dict:
@@ -252,7 +257,7 @@ def _card(argv: list[str]) -> int:
                         help="the Hub id the card's loading code names (default: the run's output_dir)")
     _card_metadata_arguments(parser)
     args = parser.parse_args(argv)
-    from .model_card import write_model_card
+    from .publishing.model_card import write_model_card
 
     path = write_model_card(args.run_dir, output=args.output, repo_id=args.repo_id, template_path=args.template,
                             **_card_overrides(args))
@@ -277,10 +282,10 @@ def _push(argv: list[str]) -> int:
     parser.add_argument("--token", default=None, help="a write token; prefer HF_TOKEN or `hf auth login`")
     _card_metadata_arguments(parser)
     args = parser.parse_args(argv)
-    from .hub import push_run_directory
+    from .publishing.hub import push_run_directory
 
     if args.template is not None and not args.keep_card:
-        from .model_card import write_model_card
+        from .publishing.model_card import write_model_card
 
         write_model_card(args.run_dir, repo_id=args.hub_model_id, template_path=args.template,
                          **_card_overrides(args))

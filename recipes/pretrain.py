@@ -6,7 +6,7 @@ Flags after the config file override it. The final model is saved at the root of
 ``transformers.AutoModel.from_pretrained(output_dir)`` loads the published encoder. See README.md.
 """
 
-from hf_ssl.pretraining import run
+from hf_ssl.jobs.runner import run
 
 if __name__ == "__main__":
     run()

@@ -60,7 +60,7 @@ def tiny_dino(image_size: int = 16, **overrides):
 @pytest.fixture(scope="session")
 def embedded_images():
     """Real 28x28 Fashion-MNIST images (train / test DatasetDict) shipped with the package."""
-    from hf_ssl.data import load_image_dataset
+    from hf_ssl.data.images import load_image_dataset
 
     return load_image_dataset("embedded")
 

@@ -13,7 +13,12 @@ import torch
 import torch.distributed as dist
 from conftest import tiny_dino, tiny_vit_config
 
-from hf_ssl import BYOLForPreTraining, MoCoV2ForPreTraining, MoCoV3ForPreTraining, SimCLRForPreTraining
+from hf_ssl import (
+    BYOLForPreTraining,
+    MoCoV2ForPreTraining,
+    MoCoV3ForPreTraining,
+    SimCLRForPreTraining,
+)
 from hf_ssl.methods.moco_v2 import shuffled_forward
 
 GLOBAL_BATCH = 8
@@ -95,8 +100,9 @@ def shuffle_check(world: int, rank: int) -> dict:
 
 def trainer_run(output_dir: str, per_device_batch: int) -> dict:
     """Two optimizer steps of SSLTrainer on real images; returns the final state dict."""
-    from hf_ssl.data import load_image_dataset
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
     from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 
     images = load_image_dataset("embedded", "train").select(range(32))

@@ -81,9 +81,11 @@ def sampler_run(output_dir: str, world: int) -> dict:
     from datasets import Dataset
     from test_sentence_bert import TinyTokenizer, tiny_sbert
 
-    from hf_ssl.pair_data import SentenceTupleCollator, text_keys
-    from hf_ssl.samplers import NoDuplicatesSampler
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.data.collators import SentenceTupleCollator
+    from hf_ssl.data.pairs import text_keys
+    from hf_ssl.data.samplers import NoDuplicatesSampler
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
 
     anchors = [f"premise {i // 3}" for i in range(48)]  # every premise three times
     pairs = Dataset.from_dict({"anchor": anchors, "positive": [f"hypothesis {i}" for i in range(48)],

@@ -15,7 +15,8 @@ import torch.distributed as dist
 from transformers import BertConfig
 
 from hf_ssl import MaskedLMForPreTraining
-from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+from hf_ssl.training.arguments import SSLTrainingArguments
+from hf_ssl.training.trainer import SSLTrainer
 
 GLOBAL_BATCH = 32
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
-from hf_ssl.audio_data import (
-    AudioCollator,
-    AudioCropTransform,
+from hf_ssl.data.audio import (
     decode_audio,
     load_audio_dataset,
     load_waveform,
     resample_audio,
 )
+from hf_ssl.data.collators import AudioCollator
 from hf_ssl.jobs.audio import build_feature_extractor
+from hf_ssl.views.audio import AudioCropTransform
 
 FSDD = SHARED_DATA / "fsdd"
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
@@ -104,7 +104,7 @@ def test_crops_are_reproducible_per_epoch_and_batches_are_padded_with_masks():
 
 @needs_fsdd
 def test_mfcc_baseline_has_a_coefficient_profile_per_clip():
-    from hf_ssl.audio_features import mfcc_features
+    from hf_ssl.evaluation.audio_probe import mfcc_features
 
     waveforms = [load_waveform(str(FSDD / "recordings" / name), 16000) for name in ("0_jackson_0.wav", "9_lucas_3.wav")]
     features = mfcc_features(waveforms, 16000, max_frequency=4000)
@@ -123,7 +123,7 @@ def test_audio_recipe_configs_parse_and_build(path):
         AudioEncoderArguments,
         build_audio_model,
     )
-    from hf_ssl.pretraining import parse_arguments
+    from hf_ssl.jobs.runner import parse_arguments
 
     encoder, data, method, _ = parse_arguments([str(path), "--output_dir", "x"])
     assert isinstance(encoder, AudioEncoderArguments) and isinstance(data, AudioDataArguments)
@@ -152,7 +152,7 @@ def test_audio_configs_exist_for_both_methods():
 def test_two_step_recipe_run_on_fsdd_clips(tmp_path, method, overrides):
     from transformers import AutoFeatureExtractor
 
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     out = tmp_path / method
     config = next(path for path in AUDIO_CONFIGS if path.name.startswith(method + "-"))

@@ -12,12 +12,11 @@ from test_distributed import run_worker
 from transformers import AutoModel
 
 import hf_ssl
-from hf_ssl.direct_predictor import DirectPredictor
 from hf_ssl.losses.negative_cosine import NegativeCosineSimilarity
 from hf_ssl.methods.base import TrainingProgress
 from hf_ssl.methods.byol import BYOLConfig, BYOLForPreTraining
 from hf_ssl.methods.simsiam import SimSiamConfig, SimSiamForPreTraining
-
+from hf_ssl.modules.predictors import DirectPredictor
 
 
 def tiny_byol(**overrides):

@@ -14,8 +14,10 @@ from conftest import BLOCK_HF_SSL, SHARED_DATA, tiny_vit_config
 from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch
 
 from hf_ssl import AutoSSLModel, CLIPStyleForPreTraining
-from hf_ssl.embedding_evaluation import retrieval_recall, zero_shot_accuracy
-from hf_ssl.pair_data import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, ImageCaptionCollator, load_emoji_captions
+from hf_ssl.data.collators import ImageCaptionCollator
+from hf_ssl.data.pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, load_emoji_captions
+from hf_ssl.evaluation.retrieval import retrieval_recall
+from hf_ssl.evaluation.zero_shot import zero_shot_accuracy
 
 EMOJI = SHARED_DATA / "emoji_captions"
 
@@ -151,7 +153,7 @@ def test_retrieval_recall_and_zero_shot_on_known_embeddings():
 
 
 def test_emoji_split_by_code_point_and_job_end_to_end(tmp_path):
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     train, test = load_emoji_captions(EMOJI, "train"), load_emoji_captions(EMOJI, "test")
     assert len(train) + len(test) == 1373 and 0.15 < len(test) / 1373 < 0.25
@@ -183,8 +185,8 @@ def test_zero_shot_on_templated_labels(tmp_path):
     from datasets import ClassLabel, Dataset, Features, Image
     from PIL import Image as PILImage
 
-    from hf_ssl.evaluation import default_eval_transform
-    from hf_ssl.pair_data import caption_with_templates
+    from hf_ssl.data.pairs import caption_with_templates
+    from hf_ssl.evaluation.features import default_eval_transform
 
     images = [PILImage.new("RGB", (16, 16), color) for color in ("red", "blue", "red", "blue")]
     dataset = Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]},
@@ -200,7 +202,7 @@ def test_zero_shot_on_templated_labels(tmp_path):
 def test_bad_input_fails_with_a_clear_message():
     from PIL import Image as PILImage
 
-    from hf_ssl.evaluation import default_eval_transform
+    from hf_ssl.evaluation.features import default_eval_transform
 
     collator = ImageCaptionCollator(TinyTokenizer(), default_eval_transform(16))
     image = PILImage.new("RGB", (16, 16))
@@ -224,8 +226,8 @@ def test_bad_input_fails_with_a_clear_message():
 @pytest.mark.parametrize("config", ["clip-vit-tiny-minilm-emoji.yaml", "clip-vit-tiny-minilm-cifar10.yaml"])
 def test_recipe_configs_parse(config):
     from hf_ssl.jobs import DualEncoderArguments, ImageTextDataArguments
+    from hf_ssl.jobs.runner import parse_arguments
     from hf_ssl.methods import CLIPStyleConfig
-    from hf_ssl.pretraining import parse_arguments
 
     encoder_args, data_args, method_config, training_args = parse_arguments([f"recipes/configs/{config}",
                                                                              "--output_dir", "x"])

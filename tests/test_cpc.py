@@ -10,8 +10,8 @@ import torch
 from conftest import BLOCK_HF_SSL, SHARED_DATA
 
 from hf_ssl import AutoSSLModel, CPCForPreTraining
-from hf_ssl.audio_encoder import audio_encoder_config, minimum_samples
 from hf_ssl.losses.cpc import CPCInfoNCELoss, sample_negative_frames
+from hf_ssl.modules.audio_encoder import audio_encoder_config, minimum_samples
 
 FSDD = SHARED_DATA / "fsdd"
 
@@ -254,10 +254,13 @@ def test_wrong_sampling_rate_and_wrong_shapes_are_refused():
 # Trainer
 @pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
-    from hf_ssl.audio_data import AudioCollator, AudioCropTransform, load_audio_dataset
+    from hf_ssl.data.audio import load_audio_dataset
+    from hf_ssl.data.collators import AudioCollator
     from hf_ssl.jobs.audio import build_feature_extractor
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
     from hf_ssl.views import apply_views
+    from hf_ssl.views.audio import AudioCropTransform
 
     clips = load_audio_dataset(str(FSDD), "train", max_examples=12, seed=0)
     dataset = apply_views(clips, AudioCropTransform(16000, 0.3, seed=0))

@@ -1,4 +1,4 @@
-"""Tests of hf_ssl.data: every source loads into the standard form, and bad input fails with a helpful ValueError."""
+"""Tests of hf_ssl.data.images: every source loads into the standard form, and bad input fails with a helpful ValueError."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from hf_ssl.data import (
+from hf_ssl.data.images import (
     FASHION_MNIST_CLASS_NAMES,
     build_embedded_subset,
     dataset_fingerprint_info,

@@ -12,21 +12,20 @@ from PIL import Image
 from torch import nn
 from transformers import ResNetConfig, ViTConfig, ViTMAEConfig, ViTModel
 
-from hf_ssl.backbones import build_encoder
-from hf_ssl.evaluation import (
-    ACCURACY_METRIC_PATH,
-    KNNEvaluator,
-    LinearProbeEvaluator,
+from hf_ssl.evaluation.comparison import (
     compare_with_random_init,
-    default_eval_transform,
     evaluate_checkpoint,
-    extract_features,
     format_comparison,
-    knn_accuracy,
-    knn_predict,
-    linear_probe_accuracy,
+)
+from hf_ssl.evaluation.features import (
+    default_eval_transform,
+    extract_features,
     raw_pixel_features,
 )
+from hf_ssl.evaluation.knn import KNNEvaluator, knn_accuracy, knn_predict
+from hf_ssl.evaluation.linear_probe import LinearProbeEvaluator, linear_probe_accuracy
+from hf_ssl.evaluation.metrics import ACCURACY_METRIC_PATH
+from hf_ssl.modules.backbones import build_encoder
 
 NUM_CLASSES = 3
 

@@ -5,8 +5,8 @@ import math
 import torch
 from torch import nn
 
-from hf_ssl.heads import DINOHead, ProjectionHead
-from hf_ssl.momentum import copy_weights_, ema_update_, make_teacher
+from hf_ssl.modules.ema import copy_weights_, ema_update_, make_teacher
+from hf_ssl.modules.heads import DINOHead, ProjectionHead
 from hf_ssl.schedules import cosine_schedule, linear_warmup
 
 

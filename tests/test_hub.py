@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BLOCK_HF_SSL, STOCK_CARD_TEXTS, TINY_DINO_RUN_FLAGS
-from huggingface_hub import ModelCard
-
 from hub_stand_in import StandInHub
+from huggingface_hub import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_secretvalue"
@@ -36,8 +35,8 @@ PUSH_SCRIPT = textwrap.dedent(
     from transformers import ViTConfig
     from hf_ssl import DINOForPreTraining
     from hf_ssl.cli import main
-    from hf_ssl.data import load_image_dataset
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.training import SSLTrainer, SSLTrainingArguments
     from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 
     recipe_run, trainer_dir, recipe_argv, features_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]

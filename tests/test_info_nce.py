@@ -4,8 +4,8 @@ written out, NT-Xent as a special case, bad input, and 2 processes = 1 process w
 import math
 
 import pytest
-import torch
 import test_distributed
+import torch
 from test_distributed import run_worker
 
 from hf_ssl.losses import InfoNCELoss, NTXentLoss
@@ -50,7 +50,9 @@ def test_equals_the_formula_in_value_and_gradient(symmetric, with_hard_negatives
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_matches_sentence_transformers_multiple_negatives_ranking(symmetric):
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
 
     anchors, positives, negatives = embeddings((6, 8), (6, 8), (6, 8), seed=1)
     directions = ("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",)

@@ -164,8 +164,8 @@ def test_vanilla_transformers_loads_the_encoder_without_hf_ssl(tmp_path):
 
 
 def test_probe_features_come_from_an_unmasked_forward(embedded_images):
-    from hf_ssl.backbones import image_features
-    from hf_ssl.evaluation import default_eval_transform, extract_features
+    from hf_ssl.evaluation.features import default_eval_transform, extract_features
+    from hf_ssl.modules.backbones import image_features
 
     torch.manual_seed(0)
     model = tiny_mae()
@@ -190,8 +190,11 @@ def test_probe_features_come_from_an_unmasked_forward(embedded_images):
 def test_reconstruction_figure_is_written(tmp_path, embedded_images):
     from PIL import Image
 
-    from hf_ssl.evaluation import default_eval_transform
-    from hf_ssl.reconstruction_figure import ReconstructionFigure, reconstruction_panels
+    from hf_ssl.evaluation.features import default_eval_transform
+    from hf_ssl.evaluation.reconstruction import (
+        ReconstructionFigure,
+        reconstruction_panels,
+    )
 
     model = tiny_mae().train()
     figure = ReconstructionFigure(
@@ -211,7 +214,7 @@ def test_reconstruction_figure_is_written(tmp_path, embedded_images):
 
 
 def test_masked_image_job_end_to_end(tmp_path):
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     output_dir = tmp_path / "run"
     probes = run([
@@ -237,7 +240,8 @@ def test_masked_image_job_end_to_end(tmp_path):
 
 
 def _trainer(output_dir, dataset, max_steps):
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
 
     torch.manual_seed(0)
     args = SSLTrainingArguments(
@@ -248,8 +252,8 @@ def _trainer(output_dir, dataset, max_steps):
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, embedded_images):
-    from hf_ssl.jobs.masked_image import SingleViewConfig, SingleViewTransform
     from hf_ssl.views import apply_views
+    from hf_ssl.views.single_view import SingleViewConfig, SingleViewTransform
 
     # 3 steps of 8 per epoch: the resume point (step 2) is mid-epoch and step 4 is in the next epoch
     dataset = apply_views(embedded_images["train"].select(range(24)), SingleViewTransform(SingleViewConfig(16)))
@@ -292,8 +296,8 @@ def test_bad_input_names_the_fix():
 
 
 def test_single_view_transform_refuses_small_images_and_bad_settings(embedded_images):
-    from hf_ssl.jobs.masked_image import SingleViewConfig, SingleViewTransform
     from hf_ssl.views import apply_views
+    from hf_ssl.views.single_view import SingleViewConfig, SingleViewTransform
 
     with pytest.raises(ValueError, match="at most 28"):
         apply_views(embedded_images["train"].select(range(4)), SingleViewTransform(SingleViewConfig(32)))

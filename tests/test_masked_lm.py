@@ -16,9 +16,9 @@ from conftest import BLOCK_HF_SSL, SHARED_DATA
 from transformers import BertConfig
 
 from hf_ssl import AutoSSLModel, MaskedLMForPreTraining, SentenceOrderForPreTraining
-from hf_ssl.sentence_pairs_builder import SentencePairBuilder
-from hf_ssl.text_collators import MaskedLMCollator
-from hf_ssl.text_data import (
+from hf_ssl.data.collators import MaskedLMCollator
+from hf_ssl.data.sequences import SentencePairBuilder
+from hf_ssl.data.text import (
     iterate_texts,
     load_text_documents,
     split_sentences,
@@ -63,7 +63,7 @@ def test_wikitext_articles_are_documents_and_sentences_split(documents):
     first = documents[0]["text"]
     assert first.startswith("= Robert Boulter =")
     # Each article title opens a new document and appears in no other line of it.
-    from hf_ssl.text_data import WIKITEXT_TITLE
+    from hf_ssl.data.text import WIKITEXT_TITLE
 
     for text in documents["text"]:
         lines = text.split("\n")
@@ -394,7 +394,7 @@ def test_bad_settings_fail_clearly():
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("config", TEXT_CONFIGS, ids=lambda path: path.stem)
 def test_every_text_recipe_config_parses(config):
-    from hf_ssl.pretraining import parse_arguments
+    from hf_ssl.jobs.runner import parse_arguments
 
     encoder_args, _, method_config, training_args = parse_arguments([str(config), "--output_dir", "x"])
     assert config.stem.startswith(f"{encoder_args.method}-")
@@ -407,7 +407,7 @@ TINY_ENCODER = json.dumps({"num_hidden_layers": 1, "hidden_size": 32, "num_atten
 
 @pytest.mark.parametrize("config", ["mlm-bert-mini-wikitext", "sop-albert-mini-wikitext"])
 def test_recipe_runs_end_to_end_on_a_wikitext_slice(tmp_path, config):
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     out = tmp_path / "out"
     probes = run([

@@ -15,7 +15,6 @@ from hf_ssl.methods.moco_v2 import MoCoV2ForPreTraining
 from hf_ssl.methods.moco_v3 import MoCoV3ForPreTraining
 
 
-
 def naive_queue_infonce(q, k, queue, temperature):
     """He et al. 2020 Eq. 1 written out: one positive key, K negatives from the queue, mean over queries."""
     total = 0.0

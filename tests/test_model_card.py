@@ -11,16 +11,15 @@ import pytest
 from conftest import STOCK_CARD_TEXTS, TINY_DINO_RUN_FLAGS
 from huggingface_hub import ModelCard
 
-from hf_ssl.model_card import (
-    TRAINING_CURVES,
-    RunDirectory,
+from hf_ssl.jobs.runner import parse_arguments, run
+from hf_ssl.publishing.figures import curves_from_log_history
+from hf_ssl.publishing.model_card import (
     build_model_card,
     limitations,
     reproduce_command,
     write_model_card,
 )
-from hf_ssl.pretraining import _redacted, parse_arguments, run
-from hf_ssl.training_curves import curves_from_log_history
+from hf_ssl.publishing.run_record import TRAINING_CURVES, RunDirectory, redacted_argv
 
 SECRET = "hf_secretvalue"
 STOCK_TEXTS = STOCK_CARD_TEXTS
@@ -79,9 +78,9 @@ def test_no_token_in_the_record_the_card_or_the_log_history(run_dir):
     holding_the_secret = {path.name for path in run_dir.rglob("*")
                           if path.is_file() and SECRET.encode() in path.read_bytes()}
     # Only Trainer's own pickle of TrainingArguments keeps a token given on the command line; hf_ssl never uploads it
-    # (hf_ssl.hub.IGNORED_IN_UPLOADS). Prefer HF_TOKEN, which is never stored.
+    # (hf_ssl.publishing.hub.IGNORED_IN_UPLOADS). Prefer HF_TOKEN, which is never stored.
     assert holding_the_secret <= {"training_args.bin"}
-    assert _redacted(["--hub_token=x", "--tokenizer_name", "bert"]) == ["--hub_token=<redacted>", "--tokenizer_name",
+    assert redacted_argv(["--hub_token=x", "--tokenizer_name", "bert"]) == ["--hub_token=<redacted>", "--tokenizer_name",
                                                                           "bert"]
 
 
@@ -115,9 +114,8 @@ def test_a_saved_model_without_run_record_still_gets_an_honest_card(tmp_path):
 
 
 def test_folders_that_are_not_runs_are_refused(tmp_path):
-    from transformers import ViTModel
-
     from conftest import tiny_vit_config
+    from transformers import ViTModel
 
     with pytest.raises(FileNotFoundError, match="output_dir"):
         build_model_card(tmp_path)
@@ -166,7 +164,7 @@ def test_auto_classes_resolve_hf_ssl_checkpoints_and_import_hf_ssl_changes_no_tr
 
 
 def test_a_run_on_several_corpora_names_each_with_its_licence(run_dir):
-    from hf_ssl.model_card import dataset_description
+    from hf_ssl.publishing.model_card import dataset_description
 
     run_directory = RunDirectory.load(run_dir)
     run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "../shared/data/snli_devtest/snli_validation.tsv"]}

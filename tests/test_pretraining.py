@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hf_ssl.jobs.image import build_image_model as build_model
 
 from hf_ssl.cli import main as cli_main
+from hf_ssl.jobs.image import EMBEDDED_DEFAULTS
+from hf_ssl.jobs.runner import parse_arguments, run
 from hf_ssl.methods import METHOD_REGISTRY
-from hf_ssl.pretraining import EMBEDDED_DEFAULTS, build_model, parse_arguments, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
@@ -144,7 +146,7 @@ def test_image_size_below_the_training_crops_is_refused():
 
 
 def test_a_training_time_budget_stops_the_run_and_saves_it(tmp_path):
-    from hf_ssl.callbacks import TrainingTimeBudget
+    from hf_ssl.training.callbacks import TrainingTimeBudget
 
     out = tmp_path / "run"
     run(["--output_dir", str(out), *TINY_RUN, "--max_steps", "50", "--max_train_minutes", "1e-6",

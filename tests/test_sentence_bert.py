@@ -8,20 +8,30 @@ import sys
 import textwrap
 
 import pytest
-import torch
 import test_distributed
+import torch
 from conftest import BLOCK_HF_SSL, SHARED_DATA
 from datasets import Dataset
 from test_distributed import run_worker
 
 from hf_ssl import AutoSSLModel, SentenceBertForPreTraining
-from hf_ssl.embedding_evaluation import embed_texts, sts_spearman
-from hf_ssl.losses import InfoNCELoss
-from hf_ssl.methods.sentence_bert import cosent_loss, pool_tokens, save_sentence_transformers_modules
-from hf_ssl.pair_data import (
-    SentenceTupleCollator, load_snli, load_sts_benchmark, nli_triplets, pairs_for_objective, text_keys,
+from hf_ssl.data.collators import SentenceTupleCollator
+from hf_ssl.data.pairs import (
+    load_snli,
+    load_sts_benchmark,
+    nli_triplets,
+    pairs_for_objective,
+    text_keys,
 )
-from hf_ssl.samplers import NoDuplicatesSampler
+from hf_ssl.data.samplers import NoDuplicatesSampler
+from hf_ssl.evaluation.embeddings import embed_texts
+from hf_ssl.evaluation.sts import sts_spearman
+from hf_ssl.losses import InfoNCELoss
+from hf_ssl.methods.sentence_bert import (
+    cosent_loss,
+    pool_tokens,
+    save_sentence_transformers_modules,
+)
 
 STSB = SHARED_DATA / "stsbenchmark"
 SNLI = SHARED_DATA / "snli_devtest"
@@ -76,7 +86,10 @@ def pair_batch(batch=6, seed=0, negative=False, labels=None):
 # ------------------------------------------------------------------------------------------------------------------
 # Objectives and pooling
 def test_objectives_match_sentence_transformers_losses():
-    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CoSENTLoss,
+        CosineSimilarityLoss,
+    )
 
     scores = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.75, 0.0])
     for objective, reference in (("cosine_similarity", CosineSimilarityLoss(None)),
@@ -272,7 +285,8 @@ def test_two_processes_get_distinct_halves_of_duplicate_free_global_batches(tmp_
 
 
 def test_sampler_order_survives_trainer_resume(tmp_path):
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
 
     pairs = Dataset.from_dict({"anchor": [f"premise {i // 2}" for i in range(24)],
                                "positive": [f"hypothesis {i}" for i in range(24)], "row": list(range(24))})
@@ -310,7 +324,7 @@ def test_sentence_pairs_job_from_scratch_end_to_end(tmp_path):
 
     from sentence_transformers import SentenceTransformer
 
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     output_dir = tmp_path / "out"
     probes = run([
@@ -389,8 +403,8 @@ def test_bad_input_fails_with_a_clear_message():
 @pytest.mark.parametrize("config", ["sbert-minilm-snli.yaml", "sbert-minilm-stsb.yaml"])
 def test_recipe_configs_parse(config):
     from hf_ssl.jobs import SentenceEncoderArguments, SentencePairDataArguments
+    from hf_ssl.jobs.runner import parse_arguments
     from hf_ssl.methods import SentenceBertConfig
-    from hf_ssl.pretraining import parse_arguments
 
     encoder_args, data_args, method_config, training_args = parse_arguments([f"recipes/configs/{config}",
                                                                              "--output_dir", "x"])

@@ -9,7 +9,7 @@ import torch
 from transformers import AlbertConfig
 
 from hf_ssl import SentenceOrderForPreTraining
-from hf_ssl.sentence_pairs_builder import SentencePairBuilder
+from hf_ssl.data.sequences import SentencePairBuilder
 
 CLS, SEP = 2, 3
 

@@ -12,7 +12,6 @@ from hf_ssl import AutoSSLModel, SimCLRForPreTraining
 from hf_ssl.losses import NTXentLoss
 
 
-
 def naive_ntxent(z_a, z_b, temperature):
     """Chen et al. 2020, Eq. 1 and Algorithm 1, written out: views 2k and 2k+1 are the two views of image k."""
     views = []

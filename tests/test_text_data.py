@@ -11,8 +11,8 @@ import datasets
 import pytest
 from conftest import SHARED_DATA
 
-from hf_ssl.text_data import load_text_documents, parse_sources, split_sentences
-from hf_ssl.text_tables import read_table_columns, rows_to_documents
+from hf_ssl.data.tables import read_table_columns, rows_to_documents
+from hf_ssl.data.text import load_text_documents, parse_sources, split_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 SNLI = SHARED_DATA / "snli_devtest"
@@ -115,7 +115,7 @@ def test_datasets_rows_with_several_text_columns_are_grouped(monkeypatch):
 
 
 def test_tapt_recipe_parses_and_never_names_the_snli_test_split():
-    from hf_ssl.pretraining import parse_arguments
+    from hf_ssl.jobs.runner import parse_arguments
 
     encoder_args, data_args, method_config, training_args = parse_arguments([str(RECIPE), "--output_dir", "x"])
     assert encoder_args.encoder == "bert-tiny" and method_config.method == "mlm"
@@ -138,7 +138,7 @@ def test_benchmark_refuses_a_recipe_that_pretrains_on_snli_test(tmp_path):
 
 
 def test_text_job_runs_on_a_text_file_plus_a_pair_table(tmp_path, snli_like):
-    from hf_ssl.pretraining import run
+    from hf_ssl.jobs.runner import run
 
     story = tmp_path / "story.txt"
     story.write_text("\n\n".join(f"Paragraph {i} tells a short story. It has two sentences." for i in range(8)))

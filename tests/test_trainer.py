@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import tiny_dino
 
-from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+from hf_ssl.training.arguments import SSLTrainingArguments
+from hf_ssl.training.trainer import SSLTrainer
 from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
-
 
 TWO_VIEW_METHODS = {  # tiny heads; MoCo v2's queue (32 keys) wraps around within the run
     "simclr": dict(projection_hidden_dim=32, projection_dim=16),
@@ -110,8 +110,8 @@ def test_trainer_refuses_a_dataset_without_views(tmp_path, embedded_images):
 def test_evaluator_callback_adds_probe_metrics_to_a_plain_trainer(tmp_path, embedded_images):
     from transformers import Trainer
 
-    from hf_ssl.callbacks import EvaluatorCallback, SSLMethodCallback
-    from hf_ssl.collators import stack_views
+    from hf_ssl.data.collators import stack_views
+    from hf_ssl.training.callbacks import EvaluatorCallback, SSLMethodCallback
 
     dataset = view_dataset(embedded_images, count=16)
     args = SSLTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, use_cpu=True,

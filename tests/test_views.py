@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_ssl.collators import stack_views
+from hf_ssl.data.collators import stack_views
 from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 
 

@@ -9,7 +9,11 @@ from test_cpc import padded_batch, run_vanilla
 from transformers import Wav2Vec2ForPreTraining
 
 from hf_ssl import AutoSSLModel, TrainingProgress, Wav2Vec2SSLForPreTraining
-from hf_ssl.audio_encoder import audio_encoder_config, frame_lengths, minimum_samples
+from hf_ssl.modules.audio_encoder import (
+    audio_encoder_config,
+    frame_lengths,
+    minimum_samples,
+)
 
 FSDD = SHARED_DATA / "fsdd"
 
@@ -131,9 +135,10 @@ def test_global_normalisation_makes_accumulated_micro_batches_equal_one_batch():
 
 
 def test_trainer_passes_the_masked_frame_count_of_all_micro_batches(tmp_path):
-    from hf_ssl.audio_data import AudioCollator
+    from hf_ssl.data.collators import AudioCollator
     from hf_ssl.jobs.audio import build_feature_extractor
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
 
     np.random.seed(0)
     torch.manual_seed(0)
@@ -234,10 +239,13 @@ def test_bad_input_is_refused_with_a_clear_message():
 @pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     """Masks and negatives come from the collator's NumPy RNG and the Gumbel noise from torch's: both restored."""
-    from hf_ssl.audio_data import AudioCollator, AudioCropTransform, load_audio_dataset
+    from hf_ssl.data.audio import load_audio_dataset
+    from hf_ssl.data.collators import AudioCollator
     from hf_ssl.jobs.audio import build_feature_extractor
-    from hf_ssl.trainer import SSLTrainer, SSLTrainingArguments
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
     from hf_ssl.views import apply_views
+    from hf_ssl.views.audio import AudioCropTransform
 
     clips = load_audio_dataset(str(FSDD), "train", max_examples=12, seed=0)
     dataset = apply_views(clips, AudioCropTransform(16000, 0.3, seed=0))

@@ -1,7 +1,14 @@
 """Pretraining jobs, one per kind of data. Importing this package registers every job in ``JOB_REGISTRY``."""
 
-from .base import JOB_REGISTRY, FinalEvaluation, JobParts, PretrainingJob, eval_results_from_json
-from .image import EMBEDDED_DEFAULTS, DataArguments, EncoderArguments, ImagePretrainingJob, build_image_model
+from ..publishing.run_record import eval_results_from_json
+from .base import JOB_REGISTRY, FinalEvaluation, JobParts, PretrainingJob
+from .image import (
+    EMBEDDED_DEFAULTS,
+    DataArguments,
+    EncoderArguments,
+    ImagePretrainingJob,
+    build_image_model,
+)
 
 __all__ = [
     "EMBEDDED_DEFAULTS",
@@ -16,7 +23,8 @@ __all__ = [
     "eval_results_from_json",
 ]
 
-from .masked_image import MaskedImagePretrainingJob, ReconstructionArguments, SingleViewConfig, SingleViewTransform
+from ..views.single_view import SingleViewConfig, SingleViewTransform
+from .masked_image import MaskedImagePretrainingJob, ReconstructionArguments
 
 __all__ += ["MaskedImagePretrainingJob", "ReconstructionArguments", "SingleViewConfig", "SingleViewTransform"]
 
@@ -29,6 +37,10 @@ from .audio import AudioDataArguments, AudioEncoderArguments, AudioPretrainingJo
 __all__ += ["AudioDataArguments", "AudioEncoderArguments", "AudioPretrainingJob"]
 
 from .image_text import DualEncoderArguments, ImageTextDataArguments, ImageTextJob
-from .sentence_pairs import SentenceEncoderArguments, SentencePairDataArguments, SentencePairsJob
+from .sentence_pairs import (
+    SentenceEncoderArguments,
+    SentencePairDataArguments,
+    SentencePairsJob,
+)
 
 __all__ += ["DualEncoderArguments", "ImageTextDataArguments", "ImageTextJob", "SentenceEncoderArguments", "SentencePairDataArguments", "SentencePairsJob"]

@@ -2,8 +2,8 @@
 
 Arguments: :class:`AudioEncoderArguments` (which encoder, which method) and :class:`AudioDataArguments` (which clips,
 crops, probes); the method's config and ``SSLTrainingArguments`` come on top. The view of a clip is a random crop
-(:class:`hf_ssl.audio_data.AudioCropTransform`), batches are padded with attention masks by a
-``Wav2Vec2FeatureExtractor`` (:class:`hf_ssl.audio_data.AudioCollator`), and after training the final comparison
+(:class:`hf_ssl.views.audio.AudioCropTransform`), batches are padded with attention masks by a
+``Wav2Vec2FeatureExtractor`` (:class:`hf_ssl.data.collators.AudioCollator`), and after training the final comparison
 probes digit and speaker (every label column) with linear probes on frozen mean-pooled features of the pretrained
 encoder, the same architecture at random init, and MFCCs.
 """
@@ -82,7 +82,7 @@ class AudioDataArguments:
 
 def build_audio_model(encoder_args: AudioEncoderArguments, method_config):
     """A new pretraining model for the chosen encoder and method, or the one stored at ``init_from``."""
-    from ..audio_encoder import audio_encoder_config
+    from ..modules.audio_encoder import audio_encoder_config
 
     if encoder_args.init_from:
         return AutoSSLModel.from_pretrained(encoder_args.init_from)
@@ -109,15 +109,11 @@ class AudioPretrainingJob(PretrainingJob):
     argument_classes = (AudioEncoderArguments, AudioDataArguments)
 
     def prepare(self) -> JobParts:
-        from ..audio_data import (
-            AudioCollator,
-            AudioCropTransform,
-            label_columns,
-            load_audio_dataset,
-            load_waveform,
-        )
-        from ..audio_features import AudioLinearProbeEvaluator
+        from ..data.audio import label_columns, load_audio_dataset, load_waveform
+        from ..data.collators import AudioCollator
+        from ..evaluation.audio_probe import AudioLinearProbeEvaluator
         from ..views import apply_views
+        from ..views.audio import AudioCropTransform
 
         encoder_args, data_args = self.arguments
         seed = self.training_args.seed
@@ -166,7 +162,7 @@ class AudioPretrainingJob(PretrainingJob):
         self.feature_extractor.save_pretrained(output_dir)
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
-        from ..evaluation import format_comparison
+        from ..evaluation.comparison import format_comparison
 
         _, data_args = self.arguments
         if self.evaluator is None or not data_args.final_comparison:

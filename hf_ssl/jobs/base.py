@@ -1,11 +1,11 @@
 """What a pretraining job is: the modality-specific half of ``recipes/pretrain.py`` / ``hf-ssl pretrain``.
 
-:func:`hf_ssl.pretraining.run` is modality-agnostic: it parses arguments, asks the job for the model, data, collator
-and evaluators, trains with :class:`hf_ssl.trainer.SSLTrainer`, saves, and writes the run record and the final
+:func:`hf_ssl.jobs.runner.run` is modality-agnostic: it parses arguments, asks the job for the model, data, collator
+and evaluators, trains with :class:`hf_ssl.training.trainer.SSLTrainer`, saves, and writes the run record and the final
 evaluation. A job supplies everything that depends on the kind of data:
 
 - ``argument_classes``: the dataclasses parsed from the YAML config and flags besides the method's config and
-  :class:`~hf_ssl.trainer.SSLTrainingArguments`. Exactly one of them has the fields ``method`` and ``init_from``.
+  :class:`~hf_ssl.training.arguments.SSLTrainingArguments`. Exactly one of them has the fields ``method`` and ``init_from``.
 - :meth:`prepare`: model, train dataset, collator, evaluators (and optionally an eval dataset for ``eval_loss``);
 - :meth:`save_extras`: files beside the weights (tokenizer, image processor, sentence-transformers modules, figures);
 - :meth:`final_evaluation`: after training, the probes against baselines, as :class:`FinalEvaluation`.
@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 from huggingface_hub import EvalResult
 
+from ..publishing.run_record import eval_result_to_dict
+
 JOB_REGISTRY: dict[str, type[PretrainingJob]] = {}
 
 
@@ -31,7 +33,7 @@ JOB_REGISTRY: dict[str, type[PretrainingJob]] = {}
 class JobParts:
     """What :meth:`PretrainingJob.prepare` hands to the trainer.
 
-    data_collator: ``None`` means :func:`hf_ssl.collators.stack_views` (multi-view image batches).
+    data_collator: ``None`` means :func:`hf_ssl.data.collators.stack_views` (multi-view image batches).
     eval_dataset: optional held-out data for ``eval_loss`` (masked-LM); label-free probes go in ``evaluators``.
     """
 
@@ -40,7 +42,7 @@ class JobParts:
     data_collator: Callable | None = None
     evaluators: list[Callable] = field(default_factory=list)
     eval_dataset: Any = None
-    #: Optional ``torch.utils.data.Sampler`` of the training order (e.g. :class:`hf_ssl.samplers.NoDuplicatesSampler`
+    #: Optional ``torch.utils.data.Sampler`` of the training order (e.g. :class:`hf_ssl.data.samplers.NoDuplicatesSampler`
     #: for in-batch negatives); ``None``: Trainer's shuffled order. It must be rank-agnostic (accelerate shards its
     #: batches) and seeded by ``(seed, epoch)``; a ``set_epoch`` method is called at each epoch.
     train_sampler: Any = None
@@ -66,22 +68,12 @@ class FinalEvaluation:
         return {
             "pretraining_steps": pretraining_steps,
             "probes": self.probes,
-            "eval_results": [_eval_result_dict(result) for result in self.eval_results],
+            "eval_results": [eval_result_to_dict(result) for result in self.eval_results],
         }
 
 
-def _eval_result_dict(result: EvalResult) -> dict[str, Any]:
-    return {key: value for key, value in dataclasses.asdict(result).items() if value is not None}
-
-
-def eval_results_from_json(values: list[dict[str, Any]]) -> list[EvalResult]:
-    """Inverse of the ``eval_results`` list in ``eval_results.json``."""
-    names = {f.name for f in dataclasses.fields(EvalResult) if f.init}
-    return [EvalResult(**{key: value for key, value in item.items() if key in names}) for item in values]
-
-
 class PretrainingJob(abc.ABC):
-    """Base of the jobs; see the module docstring. Instances are built by :func:`hf_ssl.pretraining.run`.
+    """Base of the jobs; see the module docstring. Instances are built by :func:`hf_ssl.jobs.runner.run`.
 
     Attributes set at construction: ``arguments`` (instances of ``argument_classes``, in order), ``method_config``,
     ``training_args``.

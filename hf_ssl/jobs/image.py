@@ -13,8 +13,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from ..backbones import check_patch_size, encoder_config
 from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..modules.backbones import check_patch_size, encoder_config
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
@@ -113,7 +113,7 @@ class DataArguments:
     )
 
 
-def encoder_image_size(encoder_args: EncoderArguments, views: MultiCropConfig) -> int:
+def native_image_size(encoder_args: EncoderArguments, views: MultiCropConfig) -> int:
     """The encoder's native (evaluation) resolution: ``image_size``, or the global crop size when it is not set."""
     size = encoder_args.image_size or views.global_crop_size
     if size < views.global_crop_size:
@@ -134,7 +134,7 @@ def build_image_model(encoder_args: EncoderArguments, views: MultiCropConfig, me
     overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
     if not isinstance(overrides, dict):
         raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 6}'")
-    image_size = encoder_image_size(encoder_args, views)
+    image_size = native_image_size(encoder_args, views)
     config = encoder_config(encoder_args.encoder, image_size, encoder_args.patch_size, overrides)
     check_patch_size(config, views.global_crop_size, views.local_crop_size)
     model_class = METHOD_REGISTRY[encoder_args.method]
@@ -150,8 +150,9 @@ class ImagePretrainingJob(PretrainingJob):
     embedded_defaults = EMBEDDED_DEFAULTS
 
     def prepare(self) -> JobParts:
-        from ..data import load_image_dataset
-        from ..evaluation import KNNEvaluator, default_eval_transform
+        from ..data.images import load_image_dataset
+        from ..evaluation.features import default_eval_transform
+        from ..evaluation.knn import KNNEvaluator
 
         encoder_args, data_args, views = self.arguments
         seed = self.training_args.seed
@@ -165,7 +166,7 @@ class ImagePretrainingJob(PretrainingJob):
         self.train_raw = load(data_args.train_split, data_args.max_train_examples)
         self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
         model = build_image_model(encoder_args, views, self.method_config)
-        self.eval_transform = default_eval_transform(encoder_image_size(encoder_args, views), views.mean, views.std)
+        self.eval_transform = default_eval_transform(native_image_size(encoder_args, views), views.mean, views.std)
         self.has_labels = (
             self.eval_raw is not None
             and "label" in self.train_raw.column_names
@@ -191,7 +192,7 @@ class ImagePretrainingJob(PretrainingJob):
         return []
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
-        from ..evaluation import compare_with_random_init, format_comparison
+        from ..evaluation.comparison import compare_with_random_init, format_comparison
 
         encoder_args, data_args, views = self.arguments
         if not (self.has_labels and data_args.final_comparison):

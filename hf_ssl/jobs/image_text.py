@@ -4,7 +4,7 @@ retrieval.
 Two kinds of data:
 
 - image-caption pairs (an image folder with ``metadata.jsonl``: ``file_name``, ``text``; the emoji captions are split
-  by code point, see :func:`hf_ssl.pair_data.load_emoji_captions`): the final evaluation is image->text and
+  by code point, see :func:`hf_ssl.data.pairs.load_emoji_captions`): the final evaluation is image->text and
   text->image recall@1/5 on the held-out pairs;
 - a labelled image dataset (CIFAR-10): captions are built from the class names with :data:`TRAIN_TEMPLATES`, and
   the final evaluation is zero-shot accuracy on the test split with :data:`HELD_OUT_TEMPLATES`, prompts never seen
@@ -22,8 +22,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from ..data.pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
 from ..methods import METHOD_REGISTRY, AutoSSLModel
-from ..pair_data import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 from .sentence_pairs import PACKAGED_MINILM, json_overrides, resolve_text_checkpoint
 
@@ -89,9 +89,11 @@ class ImageTextJob(PretrainingJob):
     def prepare(self) -> JobParts:
         from transformers import AutoTokenizer
 
-        from ..embedding_evaluation import RetrievalEvaluator, ZeroShotEvaluator
-        from ..pair_data import ImageCaptionCollator, text_keys
-        from ..samplers import NoDuplicatesSampler
+        from ..data.collators import ImageCaptionCollator
+        from ..data.pairs import text_keys
+        from ..data.samplers import NoDuplicatesSampler
+        from ..evaluation.retrieval import RetrievalEvaluator
+        from ..evaluation.zero_shot import ZeroShotEvaluator
 
         encoder_args, data_args = self.arguments
         seed = self.training_args.seed
@@ -119,8 +121,8 @@ class ImageTextJob(PretrainingJob):
 
     def load_data(self):
         """(train pairs, held-out pairs); sets ``templated`` and ``class_names``."""
-        from ..data import load_image_dataset
-        from ..pair_data import caption_with_templates, load_emoji_captions
+        from ..data.images import load_image_dataset
+        from ..data.pairs import caption_with_templates, load_emoji_captions
 
         _, data_args = self.arguments
         seed = self.training_args.seed
@@ -157,7 +159,7 @@ class ImageTextJob(PretrainingJob):
     def build_model(self):
         """The model at its starting point (pretrained text encoder + random vision encoder and projections, unless
         configured otherwise); called again after training, with the same seed, for the final comparison."""
-        from ..backbones import encoder_config
+        from ..modules.backbones import encoder_config
 
         encoder_args, data_args = self.arguments
         if encoder_args.init_from:
@@ -181,7 +183,7 @@ class ImageTextJob(PretrainingJob):
         )
 
     def save_extras(self, output_dir: str, model) -> None:
-        from transformers import ViTImageProcessor, VisionTextDualEncoderProcessor
+        from transformers import VisionTextDualEncoderProcessor, ViTImageProcessor
 
         _, data_args = self.arguments
         size = data_args.image_size
@@ -203,7 +205,8 @@ class ImageTextJob(PretrainingJob):
                                table=self._table(probes))
 
     def scores(self, model) -> dict[str, float]:
-        from ..embedding_evaluation import RetrievalEvaluator, zero_shot_accuracy
+        from ..evaluation.retrieval import RetrievalEvaluator
+        from ..evaluation.zero_shot import zero_shot_accuracy
 
         if self.templated:
             return {
@@ -260,7 +263,7 @@ def _image_transform(size: int, min_crop_scale: float):
     import torch
     from torchvision.transforms import v2
 
-    from ..evaluation import default_eval_transform
+    from ..evaluation.features import default_eval_transform
 
     if min_crop_scale >= 1.0:
         return default_eval_transform(size, IMAGE_MEAN, IMAGE_STD)

@@ -103,9 +103,15 @@ class SentencePairsJob(PretrainingJob):
     def prepare(self) -> JobParts:
         from transformers import AutoTokenizer
 
-        from ..embedding_evaluation import STSEvaluator
-        from ..pair_data import SentenceTupleCollator, load_pairs, load_sts_benchmark, pairs_for_objective, text_keys
-        from ..samplers import NoDuplicatesSampler
+        from ..data.collators import SentenceTupleCollator
+        from ..data.pairs import (
+            load_pairs,
+            load_sts_benchmark,
+            pairs_for_objective,
+            text_keys,
+        )
+        from ..data.samplers import NoDuplicatesSampler
+        from ..evaluation.sts import STSEvaluator
 
         encoder_args, data_args = self.arguments
         model = self.build_model()
@@ -169,7 +175,7 @@ class SentencePairsJob(PretrainingJob):
     def final_evaluation(self, model) -> FinalEvaluation | None:
         import torch
 
-        from ..embedding_evaluation import sts_spearman
+        from ..evaluation.sts import sts_spearman
 
         if not self.sts:
             return None

@@ -3,13 +3,13 @@
 Arguments: :class:`TextEncoderArguments` (which encoder and tokenizer) and :class:`TextDataArguments` (which corpus,
 how it becomes sequences). The pipeline:
 
-documents of one or several corpora (:func:`hf_ssl.text_data.load_text_documents`; the text columns of sentence-pair
-tables via :mod:`hf_ssl.text_tables`, for task-adaptive pretraining; held-out documents split off unless
+documents of one or several corpora (:func:`hf_ssl.data.text.load_text_documents`; the text columns of sentence-pair
+tables via :mod:`hf_ssl.data.tables`, for task-adaptive pretraining; held-out documents split off unless
 ``eval_split`` names a split) -> tokenizer (loaded, or WordPiece trained on the training documents) -> tokenized
-sentences (:func:`hf_ssl.text_data.tokenize_documents`) -> packed sequences or SOP/NSP pairs
-(:class:`hf_ssl.sentence_pairs_builder.SentencePairBuilder`) -> dynamic masking in the collator
-(:class:`hf_ssl.text_collators.MaskedLMCollator`). Held-out metrics come from
-:class:`hf_ssl.masked_lm_evaluation.MaskedLMEvaluator`, during training and in the final comparison with the same
+sentences (:func:`hf_ssl.data.text.tokenize_documents`) -> packed sequences or SOP/NSP pairs
+(:class:`hf_ssl.data.sequences.SentencePairBuilder`) -> dynamic masking in the collator
+(:class:`hf_ssl.data.collators.MaskedLMCollator`). Held-out metrics come from
+:class:`hf_ssl.evaluation.masked_lm.MaskedLMEvaluator`, during training and in the final comparison with the same
 architecture at random init.
 """
 
@@ -92,7 +92,7 @@ class TextDataArguments:
     )
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of documents held out when no eval_split."})
     document_boundary: str = field(
-        default="auto", metadata={"help": "auto, wikitext_title, blank_line, row or file (see hf_ssl.text_data)."}
+        default="auto", metadata={"help": "auto, wikitext_title, blank_line, row or file (see hf_ssl.data.text)."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per sequence, special tokens included."})
     short_seq_probability: float = field(default=0.1, metadata={"help": "Share of shorter sequences (BERT: 0.1)."})
@@ -112,10 +112,10 @@ class TextPretrainingJob(PretrainingJob):
     argument_classes = (TextEncoderArguments, TextDataArguments)
 
     def prepare(self) -> JobParts:
-        from ..masked_lm_evaluation import MaskedLMEvaluator
-        from ..sentence_pairs_builder import SentencePairBuilder
-        from ..text_collators import check_masking_tokenizer
-        from ..text_data import tokenize_documents
+        from ..data.collators import check_masking_tokenizer
+        from ..data.sequences import SentencePairBuilder
+        from ..data.text import tokenize_documents
+        from ..evaluation.masked_lm import MaskedLMEvaluator
 
         _, data_args = self.arguments
         seed = self.training_args.seed
@@ -166,7 +166,7 @@ class TextPretrainingJob(PretrainingJob):
         return JobParts(model=model, train_dataset=train_sequences, data_collator=collator, evaluators=[self.evaluator])
 
     def collator(self, settings, seed: int | None = None):
-        from ..text_collators import MaskedLMCollator
+        from ..data.collators import MaskedLMCollator
 
         use_cuda = self.training_args.device.type == "cuda"
         return MaskedLMCollator(
@@ -177,7 +177,7 @@ class TextPretrainingJob(PretrainingJob):
 
     # ----------------------------------------------------------------------------------------------------------------
     def _documents(self):
-        from ..text_data import load_text_documents, split_documents
+        from ..data.text import load_text_documents, split_documents
 
         _, data_args = self.arguments
 
@@ -198,7 +198,7 @@ class TextPretrainingJob(PretrainingJob):
     def _tokenizer(self, train_documents):
         from transformers import AutoTokenizer
 
-        from ..text_data import iterate_texts, train_wordpiece_tokenizer
+        from ..data.text import iterate_texts, train_wordpiece_tokenizer
 
         encoder_args, _ = self.arguments
         choice = encoder_args.tokenizer
@@ -264,7 +264,7 @@ class TextPretrainingJob(PretrainingJob):
         return FinalEvaluation(probes=probes, eval_results=self._eval_results(model, pretrained), table=table)
 
     def _sources(self) -> list[str]:
-        from ..text_data import parse_sources
+        from ..data.text import parse_sources
 
         return parse_sources(self.arguments[1].dataset)
 

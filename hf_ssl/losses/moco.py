@@ -14,7 +14,6 @@ from torch.nn.functional import cross_entropy, normalize
 from ..distributed import all_gather_no_grad, rank
 
 
-
 class MoCoQueueLoss(nn.Module):
     """InfoNCE of queries against their positive key and a queue of negative keys (MoCo, He et al. 2020 Eq. 1).
 

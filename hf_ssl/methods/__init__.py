@@ -1,6 +1,12 @@
 """Pretraining methods, one file each. Importing this package registers every method with ``AutoSSLModel``."""
 
-from .base import METHOD_REGISTRY, AutoSSLModel, SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
+from .base import (
+    METHOD_REGISTRY,
+    AutoSSLModel,
+    SSLMethodConfig,
+    SSLPreTrainedModel,
+    TrainingProgress,
+)
 from .byol import BYOLConfig, BYOLForPreTraining, BYOLOutput
 from .dino import DINOConfig, DINOForPreTraining, DINOOutput
 from .moco_v2 import MoCoV2Config, MoCoV2ForPreTraining, MoCoV2Output
@@ -49,6 +55,10 @@ from .wav2vec2 import Wav2Vec2SSLConfig, Wav2Vec2SSLForPreTraining, Wav2Vec2SSLO
 __all__ += ["CPCConfig", "CPCForPreTraining", "CPCOutput", "Wav2Vec2SSLConfig", "Wav2Vec2SSLForPreTraining", "Wav2Vec2SSLOutput"]
 
 from .clip import CLIPStyleConfig, CLIPStyleForPreTraining, CLIPStyleOutput
-from .sentence_bert import SentenceBertConfig, SentenceBertForPreTraining, SentenceBertOutput
+from .sentence_bert import (
+    SentenceBertConfig,
+    SentenceBertForPreTraining,
+    SentenceBertOutput,
+)
 
 __all__ += ["CLIPStyleConfig", "CLIPStyleForPreTraining", "CLIPStyleOutput", "SentenceBertConfig", "SentenceBertForPreTraining", "SentenceBertOutput"]

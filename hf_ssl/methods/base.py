@@ -8,7 +8,7 @@ them, and every other weight (student, heads, centre, queue) under names vanilla
 ``AutoModel.from_pretrained(out_dir)`` without hf_ssl gives the published encoder, and
 ``hf_ssl.AutoSSLModel.from_pretrained(out_dir)`` gives the whole pretraining model back.
 
-Per-step interface (the trainer never asks which method it runs; see ``hf_ssl.callbacks.SSLMethodCallback``):
+Per-step interface (the trainer never asks which method it runs; see ``hf_ssl.training.callbacks.SSLMethodCallback``):
 ``set_progress`` before each optimizer step's forward passes (schedules), ``before_optimizer_step`` after backward
 (gradient surgery such as DINO's frozen last layer), ``after_optimizer_step`` (EMA teachers, queues).
 """
@@ -23,11 +23,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from ..backbones import build_encoder
-from ..hub import ModelCardPushMixin
-from ..initialization import init_head_weights
-from ..momentum import copy_weights_, ema_update_, freeze
-from ..schedules import cosine_schedule
+from ..modules.backbones import build_encoder
+from ..modules.initialization import init_head_weights
+from ..publishing.hub import ModelCardPushMixin
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
 
@@ -170,7 +168,7 @@ class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
         return self
 
     # ----------------------------------------------------------------------------------------------------------------
-    # Per-step interface, called by hf_ssl.callbacks.SSLMethodCallback
+    # Per-step interface, called by hf_ssl.training.callbacks.SSLMethodCallback
     def set_progress(self, progress: TrainingProgress) -> None:
         """Called before the forward passes of each optimizer step: update scheduled values."""
 
@@ -215,44 +213,11 @@ class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
             raise ValueError(
                 f"{name} needs exactly 2 views per image: global_crops of shape (batch, 2, channels, height, width); "
                 f"got {tuple(global_crops.shape)}. Build views with hf_ssl.views.MultiCropTransform with "
-                "num_global_crops=2 (and hf_ssl.collators.stack_views)."
+                "num_global_crops=2 (and hf_ssl.data.collators.stack_views)."
             )
         if local_crops is not None and local_crops.shape[1] > 0:
             raise ValueError(f"{name} uses no local crops, got {local_crops.shape[1]} per image; set num_local_crops=0")
         return view_major(global_crops)
-
-
-class MomentumTeacherModel(SSLPreTrainedModel):
-    """Base of the teacher-student methods (DINO, BYOL, MoCo), written once (as solo-learn's BaseMomentumMethod).
-
-    Teacher modules follow their student twins by EMA after every optimizer step, with the momentum cosine-scheduled
-    per step from the config's ``momentum_teacher`` to ``momentum_teacher_end`` (Grill et al. 2020, §3.2). Subclasses
-    build their modules, call ``post_init()``, then :meth:`init_teachers` with ``(teacher, student)`` attribute names.
-    """
-
-    def init_teachers(self, *pairs: tuple[str, str]) -> None:
-        """Copy each student into its teacher and freeze the teacher (no gradients: out of DDP and the optimizer)."""
-        self._teacher_pairs = tuple(pairs)
-        for teacher, student in self._teacher_modules():
-            copy_weights_(teacher, student)
-            freeze(teacher)
-        self._momentum = self.method_config.momentum_teacher
-
-    def _teacher_modules(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(getattr(self, teacher), getattr(self, student)) for teacher, student in self._teacher_pairs]
-
-    def set_progress(self, progress: TrainingProgress) -> None:
-        settings = self.method_config
-        self._momentum = cosine_schedule(
-            progress.step, progress.max_steps, settings.momentum_teacher, settings.momentum_teacher_end
-        )
-
-    def after_optimizer_step(self, progress: TrainingProgress) -> None:
-        for teacher, student in self._teacher_modules():
-            ema_update_(teacher, student, self._momentum)
-
-    def schedule_values(self) -> dict[str, float]:
-        return {"teacher_momentum": self._momentum}
 
 
 def view_major(crops: torch.Tensor) -> torch.Tensor:

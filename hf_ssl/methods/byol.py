@@ -15,11 +15,12 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from ..backbones import feature_dim, image_features
-from ..direct_predictor import DirectPredictor, check_predictor_type
-from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
-from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
+from ..modules.backbones import feature_dim, image_features
+from ..modules.heads import ProjectionHead
+from ..modules.predictors import DirectPredictor, check_predictor_type
+from .base import SSLMethodConfig, cross_view_loss
+from .teacher import MomentumTeacherModel
 
 
 @dataclass
@@ -36,7 +37,7 @@ class BYOLConfig(SSLMethodConfig):
     decay of the schedule (Chen & He 2021 §4.4: better than decaying it; paper default: False).
     predictor_type: "mlp" (the paper's learned Linear-BN-ReLU-Linear) or "direct" (DirectPred, Tian et al. 2021: a
     linear predictor set each step from the running correlation of the projections, no parameters; see
-    :mod:`hf_ssl.direct_predictor`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
+    :mod:`hf_ssl.modules.predictors`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
     """
 
     method = "byol"

@@ -20,7 +20,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, PretrainedConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
+from transformers import (
+    AutoConfig,
+    PretrainedConfig,
+    VisionTextDualEncoderConfig,
+    VisionTextDualEncoderModel,
+)
 from transformers.utils import ModelOutput
 
 from ..losses.info_nce import InfoNCELoss
@@ -75,7 +80,7 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
 
     Modules (the ``VisionTextDualEncoderModel`` layout): ``vision_model``, ``text_model``, ``visual_projection``,
     ``text_projection`` and the parameter ``logit_scale``; ``encoder`` is the ``VisionTextDualEncoderModel`` that
-    shares them (what vanilla loading restores). Inputs (from :class:`hf_ssl.pair_data.ImageCaptionCollator`):
+    shares them (what vanilla loading restores). Inputs (from :class:`hf_ssl.data.collators.ImageCaptionCollator`):
     ``pixel_values (B, C, H, W)``, ``input_ids``, ``attention_mask`` (and ``token_type_ids``) of B captions.
     """
 
@@ -182,7 +187,7 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
         if pixel_values is None or input_ids is None:
             raise ValueError(
                 "CLIP-style training needs images and their captions in every batch: pixel_values and input_ids "
-                "(hf_ssl.pair_data.ImageCaptionCollator over a dataset with `image` and `text` columns)"
+                "(hf_ssl.data.collators.ImageCaptionCollator over a dataset with `image` and `text` columns)"
             )
         if pixel_values.shape[0] != input_ids.shape[0]:
             raise ValueError(

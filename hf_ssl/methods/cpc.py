@@ -28,8 +28,8 @@ from torch import nn
 from transformers import PretrainedConfig, Wav2Vec2Config
 from transformers.utils import ModelOutput
 
-from ..audio_encoder import check_audio_input, feature_frame_mask
 from ..losses.cpc import NEGATIVE_SAMPLING_MODES, CPCInfoNCELoss
+from ..modules.audio_encoder import check_audio_input, feature_frame_mask
 from .base import SSLMethodConfig, SSLPreTrainedModel
 
 
@@ -163,7 +163,7 @@ def _check_cpc_encoder_config(config: PretrainedConfig) -> None:
     if not isinstance(config, Wav2Vec2Config):
         raise ValueError(
             f"CPC needs a Wav2Vec2Config (its feature encoder is the strided convolution stack), got "
-            f"{type(config).__name__}; use an audio preset such as 'cpc-tiny' (hf_ssl.audio_encoder)"
+            f"{type(config).__name__}; use an audio preset such as 'cpc-tiny' (hf_ssl.modules.audio_encoder)"
         )
     if config.num_hidden_layers != 0:
         raise ValueError(

@@ -14,11 +14,12 @@ import torch
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from ..backbones import feature_dim, image_features
-from ..heads import DINOHead
 from ..losses.dino import DINOLoss
+from ..modules.backbones import feature_dim, image_features
+from ..modules.heads import DINOHead
 from ..schedules import linear_warmup
-from .base import MomentumTeacherModel, SSLMethodConfig, TrainingProgress, view_major
+from .base import SSLMethodConfig, TrainingProgress, view_major
+from .teacher import MomentumTeacherModel
 
 
 @dataclass
@@ -128,7 +129,7 @@ class DINOForPreTraining(MomentumTeacherModel):
             raise ValueError(
                 "global_crops must be (batch, num_global, channels, height, width); got shape "
                 f"{tuple(global_crops.shape)}. Build batches with hf_ssl.views.MultiCropTransform + "
-                "hf_ssl.collators.stack_views."
+                "hf_ssl.data.collators.stack_views."
             )
         num_global = global_crops.shape[1]
         if num_global < 1 or num_global + (0 if local_crops is None else local_crops.shape[1]) < 2:

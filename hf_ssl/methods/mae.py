@@ -26,9 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig, ViTMAEConfig
-from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder, build_2d_sinusoidal_position_embedding
+from transformers.models.vit_mae.modeling_vit_mae import (
+    ViTMAEDecoder,
+    build_2d_sinusoidal_position_embedding,
+)
 from transformers.utils import ModelOutput
 
 from ..losses.masked_pixels import MaskedPixelLoss, check_tiles, masked_mean
@@ -136,7 +138,7 @@ class MAEForPreTraining(SSLPreTrainedModel):
     ``loss_fn`` (:class:`MaskedPixelLoss`). No per-step hooks.
 
     Inputs: ``pixel_values (batch, C, H, W)`` at the encoder's ``image_size`` (one augmented view per image:
-    :class:`hf_ssl.jobs.masked_image.SingleViewTransform` and :func:`hf_ssl.collators.stack_views`), and optionally
+    :class:`hf_ssl.views.single_view.SingleViewTransform` and :func:`hf_ssl.data.collators.stack_views`), and optionally
     ``noise (batch, num_patches)`` to fix the masks (as ``ViTMAEForPreTraining``).
     """
 
@@ -207,7 +209,7 @@ class MAEForPreTraining(SSLPreTrainedModel):
         if pixel_values.dim() != 4:
             raise ValueError(
                 f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}; MAE takes "
-                "one view per image (hf_ssl.jobs.masked_image.SingleViewTransform)"
+                "one view per image (hf_ssl.views.single_view.SingleViewTransform)"
             )
         height, width = pixel_values.shape[-2:]
         check_tiles(height, width, self.patch_size)

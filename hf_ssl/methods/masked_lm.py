@@ -4,7 +4,7 @@ prediction (ALBERT, Lan et al. 2019, arXiv:1909.11942, §3.1) or next-sentence p
 pair task lives in :mod:`hf_ssl.methods.sentence_order`, which subclasses this model.
 
 About 15 % of the tokens are chosen for prediction; 80 % of those are replaced by ``[MASK]``, 10 % by a random token,
-10 % are kept (BERT §3.1, Appendix C.2). The masking is done by :class:`hf_ssl.text_collators.MaskedLMCollator`,
+10 % are kept (BERT §3.1, Appendix C.2). The masking is done by :class:`hf_ssl.data.collators.MaskedLMCollator`,
 freshly at each batch ("dynamic masking", Liu et al. 2019, RoBERTa §4.1); this model only sees ``labels``
 (``-100`` everywhere except the chosen positions, which carry the original token id).
 
@@ -107,7 +107,7 @@ class MaskedLMOutput(ModelOutput):
 class MaskedLMForPreTraining(SSLPreTrainedModel):
     """Masked-LM pretraining of a BERT or ALBERT encoder, in transformers' own checkpoint layout.
 
-    Inputs (from :class:`hf_ssl.text_collators.MaskedLMCollator`): ``input_ids``, ``attention_mask``,
+    Inputs (from :class:`hf_ssl.data.collators.MaskedLMCollator`): ``input_ids``, ``attention_mask``,
     ``token_type_ids`` ``(batch, length)``, ``labels`` ``(batch, length)`` (``-100`` = not predicted) and, for a pair
     task, ``pair_label`` ``(batch,)``.
 
@@ -150,7 +150,7 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
         encoder_config = self.config.__class__.from_dict(
             {k: v for k, v in self.config.to_dict().items() if k != "ssl_config"}
         )
-        # The pooler feeds the pair head and AutoModelForSequenceClassification (hf_ssl.backbones.build_encoder drops
+        # The pooler feeds the pair head and AutoModelForSequenceClassification (hf_ssl.modules.backbones.build_encoder drops
         # it, which suits vision encoders only).
         return AutoModel.from_config(encoder_config, add_pooling_layer=True)
 

@@ -25,11 +25,12 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from ..backbones import feature_dim, image_features
 from ..distributed import all_gather_no_grad, has_batch_norm, is_distributed, rank
-from ..heads import ProjectionHead
 from ..losses.moco import MoCoQueueLoss
-from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
+from ..modules.backbones import feature_dim, image_features
+from ..modules.heads import ProjectionHead
+from .base import SSLMethodConfig, cross_view_loss
+from .teacher import MomentumTeacherModel
 
 
 @dataclass

@@ -18,10 +18,11 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from ..backbones import feature_dim, image_features
-from ..heads import ProjectionHead
 from ..losses.moco import MoCoV3Loss
-from .base import MomentumTeacherModel, SSLMethodConfig, cross_view_loss
+from ..modules.backbones import feature_dim, image_features
+from ..modules.heads import ProjectionHead
+from .base import SSLMethodConfig, cross_view_loss
+from .teacher import MomentumTeacherModel
 
 
 @dataclass

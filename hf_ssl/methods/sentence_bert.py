@@ -99,7 +99,7 @@ class SentenceBertForPreTraining(SSLPreTrainedModel):
     (``Linear(3 * hidden, num_labels)``, ``nli_softmax`` only; dropped for downstream use as in the paper) and
     ``loss_fn`` (:class:`InfoNCELoss`, ``multiple_negatives`` only).
 
-    Inputs (from :class:`hf_ssl.pair_data.SentenceTupleCollator`): ``anchor_input_ids``, ``anchor_attention_mask``
+    Inputs (from :class:`hf_ssl.data.collators.SentenceTupleCollator`): ``anchor_input_ids``, ``anchor_attention_mask``
     (and ``anchor_token_type_ids``), the same for ``positive_`` and optionally ``negative_`` (a hard negative per row,
     ``multiple_negatives`` only), and ``labels`` (class ids for ``nli_softmax``, scores in [0, 1] for
     ``cosine_similarity`` / ``cosent``).
@@ -238,7 +238,7 @@ def _split_columns(inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch
         if "input_ids" not in columns.get(column, {}):
             raise ValueError(
                 f"missing {column}_input_ids: Sentence-BERT needs tokenised anchor and positive texts in every batch "
-                "(hf_ssl.pair_data.SentenceTupleCollator over a dataset with `anchor` and `positive` columns)"
+                "(hf_ssl.data.collators.SentenceTupleCollator over a dataset with `anchor` and `positive` columns)"
             )
     return columns
 

@@ -5,7 +5,7 @@ next-sentence prediction (NSP; Devlin et al. 2019, arXiv:1810.04805, §3.1 "Task
 SOP: the two segments of an example are consecutive in one document; for half of the examples they are swapped, and
 the model predicts whether the order is the original one. NSP: the second segment is the true continuation for half
 of the examples and a segment from another document for the other half. ALBERT replaced NSP by SOP because NSP can be
-solved by topic alone (§3.1, Table 5). The pairs are built by :class:`hf_ssl.sentence_pairs_builder.SentencePairBuilder`;
+solved by topic alone (§3.1, Table 5). The pairs are built by :class:`hf_ssl.data.sequences.SentencePairBuilder`;
 the classifier reads the pooled ``[CLS]`` output (BERT: ``cls.seq_relationship``, ALBERT: ``sop_classifier``, the
 keys of ``BertForPreTraining`` / ``AlbertForPreTraining``). Label 0: original order / true continuation; 1: swapped
 (SOP) or random (NSP), the convention of both stock classes.

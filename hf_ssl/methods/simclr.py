@@ -15,9 +15,9 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from ..backbones import feature_dim, image_features
-from ..heads import ProjectionHead
 from ..losses.ntxent import NTXentLoss
+from ..modules.backbones import feature_dim, image_features
+from ..modules.heads import ProjectionHead
 from .base import SSLMethodConfig, SSLPreTrainedModel
 
 

@@ -19,10 +19,10 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
-from ..backbones import feature_dim, image_features
-from ..direct_predictor import DirectPredictor, check_predictor_type
-from ..heads import ProjectionHead
 from ..losses.negative_cosine import NegativeCosineSimilarity
+from ..modules.backbones import feature_dim, image_features
+from ..modules.heads import ProjectionHead
+from ..modules.predictors import DirectPredictor, check_predictor_type
 from .base import SSLMethodConfig, SSLPreTrainedModel, cross_view_loss
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class SimSiamConfig(SSLMethodConfig):
     (paper default: True; Chen & He 2021 Table 2c: +0.7 % on ImageNet). False ends it with a bare Linear like BYOL's.
     predictor_type: "mlp" (the paper's learned bottleneck) or "direct" (DirectPred, Tian et al. 2021: a linear
     predictor set each step from the running correlation of the projections, no parameters; see
-    :mod:`hf_ssl.direct_predictor`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
+    :mod:`hf_ssl.modules.predictors`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
     """
 
     method = "simsiam"

@@ -36,7 +36,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 )
 from transformers.utils import ModelOutput
 
-from ..audio_encoder import check_audio_input, feature_frame_mask, frame_lengths
+from ..modules.audio_encoder import check_audio_input, feature_frame_mask, frame_lengths
 from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
 
 IGNORE_INDEX = -100
@@ -122,7 +122,7 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         if not isinstance(config, Wav2Vec2Config):
             raise ValueError(
                 f"wav2vec 2.0 needs a Wav2Vec2Config, got {type(config).__name__}; use an audio preset such as "
-                "'wav2vec2-tiny' (hf_ssl.audio_encoder)"
+                "'wav2vec2-tiny' (hf_ssl.modules.audio_encoder)"
             )
         if config.num_negatives < 1 or not 0 < config.mask_time_prob <= 1:
             raise ValueError(

@@ -1,12 +1,27 @@
-"""Augmentations that turn one example into several views."""
+"""Every augmentation: the views of one example, each seeded by ``(seed, epoch, index)`` (:mod:`.seeding`).
+
+``multicrop`` (DINO's global and local crops; two views for SimCLR, BYOL, SimSiam, MoCo), ``single_view`` (MAE's one
+crop), ``audio`` (random crops of a waveform).
+"""
 
 from __future__ import annotations
 
 import datasets
 
-from .multicrop import INDEX_COLUMN, MultiCropConfig, MultiCropTransform
+from .audio import AudioCropTransform
+from .multicrop import MultiCropConfig, MultiCropTransform
+from .seeding import INDEX_COLUMN
+from .single_view import SingleViewConfig, SingleViewTransform
 
-__all__ = ["INDEX_COLUMN", "MultiCropConfig", "MultiCropTransform", "apply_views"]
+__all__ = [
+    "INDEX_COLUMN",
+    "AudioCropTransform",
+    "MultiCropConfig",
+    "MultiCropTransform",
+    "SingleViewConfig",
+    "SingleViewTransform",
+    "apply_views",
+]
 
 
 def apply_views(dataset: datasets.Dataset, transform) -> datasets.Dataset:

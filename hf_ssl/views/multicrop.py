@@ -10,8 +10,6 @@ number of processes, the dataloader workers, or a resume in the middle of an epo
 
 from __future__ import annotations
 
-import contextlib
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +18,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-INDEX_COLUMN = "ssl_index"
+from .seeding import INDEX_COLUMN, seeded_map
 
 
 @dataclass
@@ -68,7 +66,7 @@ class MultiCropConfig:
 
 class MultiCropTransform:
     """Turns a batch ``{"image": [PIL, ...], ...}`` into ``{"global_crops": [(G, C, H, W), ...],
-    "local_crops": [(L, C, h, w), ...]}`` (one tensor per example; :func:`hf_ssl.collators.stack_views` batches them).
+    "local_crops": [(L, C, h, w), ...]}`` (one tensor per example; :func:`hf_ssl.data.collators.stack_views` batches them).
 
     Use it with :func:`hf_ssl.views.apply_views`; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does).
     """
@@ -139,7 +137,7 @@ class MultiCropTransform:
         if self.image_column not in batch:
             raise ValueError(
                 f"the dataset has no {self.image_column!r} column (columns: {sorted(batch)}); pass the image column "
-                "with `image_column=` / `--image_column`, or load the data with hf_ssl.data.load_image_dataset"
+                "with `image_column=` / `--image_column`, or load the data with hf_ssl.data.images.load_image_dataset"
             )
         output: dict[str, list[torch.Tensor]] = {}
         for views in seeded_map(self.views, batch[self.image_column], batch.get(INDEX_COLUMN), self.seed, self.epoch):
@@ -148,35 +146,3 @@ class MultiCropTransform:
         return output
 
 
-def seeded_map(function, items, indices, seed: int, epoch: int) -> list:
-    """``[function(item) for item in items]``, each call on one thread with torch's global random stream seeded by
-    ``(seed, epoch, index)`` when ``indices`` is given (so an example's views depend on nothing else); the caller's
-    random state is restored afterwards. One ``fork_rng`` for the whole batch, not one per example: a fork saves and
-    restores the generator state, about 1.3 ms per example on a loaded core here, where a two-view 16 px example
-    took 20 ms."""
-    with _single_thread():
-        if indices is None:
-            return [function(item) for item in items]
-        results = []
-        with torch.random.fork_rng(devices=[]):
-            for item, index in zip(items, indices):
-                torch.manual_seed(_example_seed(seed, epoch, int(index)))
-                results.append(function(item))
-        return results
-
-
-@contextlib.contextmanager
-def _single_thread():
-    """Run the per-image kernels on one thread: on 32 px images torch's intra-op threads cost 50x more than they
-    save (measured here: 185 ms vs 3.3 ms per 6-crop example on 2 cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _example_seed(seed: int, epoch: int, index: int) -> int:
-    # A simple, well-spread mix of three integers (64-bit LCG constants); any injective-enough mix would do.
-    return (seed * 6364136223846793005 + epoch * 1442695040888963407 + index * 2862933555777620809) % (2**63)

@@ -1,0 +1,27 @@
+"""Data: loaders per modality into one standard form, every collator, and samplers.
+
+``images`` (``image`` + ``label``), ``text`` (documents, tokenizers), ``tables`` (the text columns of a table),
+``pairs`` (sentence pairs and image-caption pairs), ``sequences`` (masked-LM / SOP / NSP training sequences),
+``audio`` (decoding, resampling, audio folders), ``collators`` (every batch builder, labels kept), ``samplers``.
+"""
+
+from .audio import load_audio_dataset
+from .collators import AudioCollator, ImageCaptionCollator, MaskedLMCollator, SentenceTupleCollator, stack_views
+from .images import load_image_dataset
+from .pairs import load_pairs, load_sts_benchmark
+from .samplers import NoDuplicatesSampler
+from .text import load_text_documents
+
+__all__ = [
+    "AudioCollator",
+    "ImageCaptionCollator",
+    "MaskedLMCollator",
+    "NoDuplicatesSampler",
+    "SentenceTupleCollator",
+    "load_audio_dataset",
+    "load_image_dataset",
+    "load_pairs",
+    "load_sts_benchmark",
+    "load_text_documents",
+    "stack_views",
+]

@@ -1,0 +1,302 @@
+"""Text corpora as documents, WordPiece tokenizers trained on them, and tokenization that keeps the word structure.
+
+The unit is the *document*: one row of a ``datasets.Dataset`` with a ``text`` column. Sentence-pair tasks (SOP, NSP)
+take both segments from the same document, and held-out evaluation splits by document, so no text is shared between
+training and evaluation.
+
+- :func:`load_text_documents`: one or several sources as documents: a ``datasets`` name, a ``.txt`` file, a folder of
+  ``.txt`` files, the WikiText-2 / Tiny Shakespeare folders of ``../shared/data``, or the text columns of a ``.tsv`` /
+  ``.csv`` table such as SNLI's (:mod:`hf_ssl.data.tables`: one document per premise with its hypotheses, labels
+  never read).
+- :func:`split_sentences`: a document -> its sentences (paragraph lines, then a punctuation rule).
+- :func:`train_wordpiece_tokenizer`: a BERT-style uncased/cased WordPiece tokenizer trained with ``tokenizers``.
+- :func:`tokenize_documents`: a batched, ``num_proc``-safe ``datasets.map`` function: documents -> tokenized
+  sentences plus ``continues_word`` flags for whole-word masking.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import datasets
+
+from .tables import (
+    comma_separated,
+    is_table,
+    parse_columns,
+    read_table_columns,
+    rows_to_documents,
+)
+
+#: WikiText article titles: " = Title = " (one "=" each side; sections use "= =" and deeper).
+WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
+#: End of a sentence: ., ! or ? (optionally followed by closing quotes/brackets), then whitespace.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+DOCUMENT_BOUNDARIES = ("auto", "wikitext_title", "blank_line", "row", "file")
+
+
+def load_text_documents(
+    dataset: str | Sequence[str],
+    split: str | None = "train",
+    *,
+    text_column: str | Sequence[str] = "text",
+    dataset_config: str | None = None,
+    document_boundary: str = "auto",
+    max_documents: int | None = None,
+) -> datasets.Dataset:
+    """Documents of one corpus or several, one per row of a ``text`` column.
+
+    dataset: a source, or several (a list, or one string with comma-separated sources), whose documents are
+        concatenated in that order. A source is a ``.txt`` file, a folder (WikiText-2 ``raw/``/``tokens/`` layout or
+        any ``*.txt`` files), a ``.tsv`` / ``.csv`` table with a header, or a ``datasets`` name (with
+        ``dataset_config`` and ``split``). ``split`` selects a split of a ``datasets`` name and the files of a folder
+        whose name contains it; a ``.txt`` or table file is read whole whatever the split.
+    text_column: the column(s) holding text in tables and ``datasets`` datasets (a list or ``"premise,hypothesis"``);
+        ``.txt`` sources ignore it. With several columns, rows become documents grouped by the first column
+        (:func:`hf_ssl.data.tables.rows_to_documents`); other columns (labels) are never read.
+    document_boundary: how text becomes documents: ``"wikitext_title"`` (a new document at each ``" = Title = "``
+        line), ``"blank_line"`` (paragraphs separated by empty lines), ``"row"`` (each row / line is a document),
+        ``"file"`` (each file is a document); ``"auto"``, per source: WikiText titles when the text has them, blank
+        lines for plain text files, rows for one-column ``datasets`` datasets, the first column's groups for tables.
+    max_documents: keep the first ``max_documents`` of the concatenation.
+    """
+    if document_boundary not in DOCUMENT_BOUNDARIES:
+        raise ValueError(f"document_boundary must be one of {DOCUMENT_BOUNDARIES}, got {document_boundary!r}")
+    sources = parse_sources(dataset)
+    columns = parse_columns(text_column)
+    documents = []
+    for source in sources:
+        path = Path(source)
+        if is_table(path):
+            found = rows_to_documents(read_table_columns(path, columns), document_boundary)
+        elif path.exists():
+            found = _documents_from_files(_text_files(path, split), document_boundary)
+        else:
+            found = _documents_from_hub(source, dataset_config, split, columns, document_boundary)
+        found = [document for document in found if document.strip()]
+        if not found:
+            raise ValueError(f"no document with any text in {source!r} (split {split!r}): check the path and the split")
+        documents.extend(found)
+    if max_documents is not None:
+        documents = documents[:max_documents]
+    return datasets.Dataset.from_dict({"text": documents})
+
+
+def parse_sources(dataset: str | Sequence[str]) -> list[str]:
+    """``"a,b"``, ``["a", "b"]`` or ``["a,b"]`` -> ``["a", "b"]`` (the corpora of ``--dataset``, in order)."""
+    sources = comma_separated(dataset)
+    if not sources:
+        raise ValueError("no corpus given: --dataset takes a file, a folder, a datasets name, or several of them")
+    return sources
+
+
+def _text_files(path: Path, split: str | None) -> list[Path]:
+    if path.is_file():
+        return [path]
+    wikitext_raw = path / "raw" / "wiki.test.raw"
+    if wikitext_raw.is_file():
+        # The offline WikiText-2 copy has the raw *test* split only (no training split: see its SOURCE.txt); the
+        # text job holds out documents from it for evaluation.
+        return [wikitext_raw]
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".raw") and p.is_file())
+    if split:
+        matching = [p for p in files if split in p.stem]
+        files = matching or files
+    if not files:
+        tables = sorted(p.name for p in path.glob("*") if is_table(p))
+        hint = f" (its tables {tables} are read only when named one by one: pass the file itself)" if tables else ""
+        raise ValueError(
+            f"{path} has no .txt or .raw files{hint}; pass a text file, a folder of them, a .tsv/.csv table or a "
+            "datasets name"
+        )
+    return files
+
+
+def _documents_from_files(files: list[Path], boundary: str) -> list[str]:
+    documents: list[str] = []
+    for file in files:
+        text = file.read_text(encoding="utf-8").replace("\r\n", "\n")
+        if boundary == "file":
+            documents.append(text)
+        else:
+            documents.extend(group_lines(text.split("\n"), boundary))
+    return documents
+
+
+def _documents_from_hub(dataset, config, split, columns, boundary) -> list[str]:
+    try:
+        loaded = datasets.load_dataset(dataset, config, split=split)
+    except Exception as error:
+        raise ValueError(
+            f"could not load {dataset!r} as a file, folder or datasets dataset ({type(error).__name__}: {error}); "
+            "pass a .txt file, a folder of .txt files, a .tsv/.csv table, or a datasets name available offline"
+        ) from error
+    missing = [name for name in columns if name not in loaded.column_names]
+    if missing:
+        raise ValueError(
+            f"{dataset!r} has no column(s) {missing} (columns: {loaded.column_names}); name the text column(s) with "
+            "`--text_column`, e.g. --text_column premise,hypothesis"
+        )
+    if len(columns) > 1:
+        return rows_to_documents(zip(*(loaded[name] for name in columns)), boundary)
+    rows = loaded[columns[0]]
+    if boundary in ("auto", "row") and not (boundary == "auto" and any(WIKITEXT_TITLE.match(r or "") for r in rows)):
+        return [row for row in rows if row]
+    return group_lines([row or "" for row in rows], "wikitext_title" if boundary == "auto" else boundary)
+
+
+def group_lines(lines: list[str], boundary: str) -> list[str]:
+    """Join lines into documents (newline-separated) according to ``boundary`` (see :func:`load_text_documents`)."""
+    if boundary == "auto":
+        boundary = "wikitext_title" if any(WIKITEXT_TITLE.match(line) for line in lines) else "blank_line"
+    if boundary == "row":
+        return [line for line in lines if line.strip()]
+    documents: list[list[str]] = [[]]
+    for line in lines:
+        starts_document = (boundary == "wikitext_title" and WIKITEXT_TITLE.match(line)) or (
+            boundary == "blank_line" and not line.strip()
+        )
+        if starts_document and documents[-1]:
+            documents.append([])
+        if line.strip():
+            documents[-1].append(line.strip())
+    return ["\n".join(document) for document in documents if document]
+
+
+def split_sentences(document: str) -> list[str]:
+    """Sentences of a document: its lines, each split after ``.``, ``!`` or ``?`` followed by whitespace.
+
+    A rule, not a model: abbreviations ("Dr. Smith") split too, which only makes some segments shorter. WikiText
+    section headings (" = = History = = ") are dropped.
+    """
+    sentences: list[str] = []
+    for line in document.split("\n"):
+        line = line.strip()
+        if not line or (line.startswith("=") and line.endswith("=")):
+            continue
+        sentences.extend(part.strip() for part in SENTENCE_END.split(line) if part.strip())
+    return sentences
+
+
+def train_wordpiece_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8192, lowercase: bool = True, min_frequency: int = 2
+):
+    """A BERT-style WordPiece tokenizer (Wu et al. 2016; BERT §A.2) trained on ``texts`` with ``tokenizers``.
+
+    Normalisation, pre-tokenisation, special tokens (``[PAD] [UNK] [CLS] [SEP] [MASK]``) and the
+    ``[CLS] A [SEP] B [SEP]`` template are BERT's. Returns a ``transformers.PreTrainedTokenizerFast`` that
+    ``save_pretrained`` writes and ``AutoTokenizer`` loads.
+    """
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", do_lower_case=lowercase, model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+class DocumentTokenizer:
+    """``datasets.map(batched=True)`` function: documents -> tokenized sentences with their word structure.
+
+    Picklable, stateless between calls, so it works with ``num_proc``. Input column ``text`` (one document per row);
+    output columns ``sentence_input_ids`` and ``sentence_continues_word`` (per document: one list per sentence, no
+    special tokens; ``continues_word[i] == 1`` when token ``i`` continues the previous token's word, from the fast
+    tokenizer's ``word_ids()``). Documents without any sentence are dropped.
+    """
+
+    def __init__(self, tokenizer):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"{type(tokenizer).__name__} is not a fast tokenizer; word boundaries for whole-word masking come from "
+                "a fast tokenizer's word_ids(). Load it with AutoTokenizer (which gives fast ones) or train one with "
+                "`--tokenizer train`"
+            )
+        self.tokenizer = tokenizer
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if "text" not in batch:
+            raise ValueError(f"documents need a `text` column (columns: {sorted(batch)}); name it with --text_column")
+        sentence_ids: list[list[list[int]]] = []
+        sentence_continues: list[list[list[int]]] = []
+        for document in batch["text"]:
+            sentences = split_sentences(document or "")
+            if not sentences:
+                continue
+            encoded = self.tokenizer(sentences, add_special_tokens=False)
+            ids, continues = [], []
+            for index, tokens in enumerate(encoded["input_ids"]):
+                if not tokens:
+                    continue
+                word_ids = encoded.word_ids(index)
+                ids.append(tokens)
+                continues.append([int(p > 0 and w is not None and w == word_ids[p - 1]) for p, w in enumerate(word_ids)])
+            if ids:
+                sentence_ids.append(ids)
+                sentence_continues.append(continues)
+        return {"sentence_input_ids": sentence_ids, "sentence_continues_word": sentence_continues}
+
+
+def tokenize_documents(documents: datasets.Dataset, tokenizer, num_proc: int | None = None) -> datasets.Dataset:
+    """Apply :class:`DocumentTokenizer` to a dataset of documents (rows without text are dropped)."""
+    if "text" not in documents.column_names:
+        raise ValueError(
+            f"the dataset has no `text` column (columns: {documents.column_names}); this does not look like a text "
+            "dataset. Name the text column with `--text_column`"
+        )
+    if len(documents) == 0:
+        raise ValueError("there are no documents to tokenize: check the dataset, split and max_*_documents")
+    tokenized = documents.map(
+        DocumentTokenizer(tokenizer), batched=True, remove_columns=documents.column_names, num_proc=num_proc,
+        desc="Tokenizing documents",
+    )
+    if len(tokenized) == 0:
+        raise ValueError("every document is empty after sentence splitting: the corpus has no text")
+    return tokenized
+
+
+def iterate_texts(documents: datasets.Dataset, batch_size: int = 1000) -> Iterator[list[str]]:
+    """Batches of document texts (for :func:`train_wordpiece_tokenizer`)."""
+    for start in range(0, len(documents), batch_size):
+        yield documents[start : start + batch_size]["text"]
+
+
+def split_documents(documents: datasets.Dataset, eval_fraction: float, seed: int):
+    """``(train, held_out)`` by document, ``eval_fraction`` of them (at least one) held out."""
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    if len(documents) < 2:
+        raise ValueError(
+            f"cannot hold out documents from a corpus of {len(documents)} document(s); give an eval split or more text"
+        )
+    held_out = max(1, round(eval_fraction * len(documents)))
+    parts = documents.train_test_split(test_size=held_out, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def default_num_proc() -> int | None:
+    """Processes for ``datasets.map``: ``None`` (in-process) on small machines."""
+    count = os.cpu_count() or 1
+    return None if count <= 2 else min(8, count // 2)

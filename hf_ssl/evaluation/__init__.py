@@ -1,0 +1,58 @@
+"""Evaluation protocols, one per file, each usable alone: a function on features or a model, and an evaluator (a
+callable ``model -> {metric: value}``) that ``SSLTrainer(evaluators=[...])`` runs at every evaluation.
+
+======================  ===================================================================================
+``features``            frozen image features, the evaluation transform, helpers shared by the probes
+``knn``                 weighted kNN top-1 (Wu et al. 2018)
+``linear_probe``        linear probe top-1 on standardised frozen features
+``comparison``          a checkpoint's probes against random init and raw pixels
+``finetune``            a short end-to-end fine-tune with a plain ``Trainer``, against random init
+``sts``                 STS Spearman of sentence embeddings
+``zero_shot``           zero-shot classification of an image-text model
+``retrieval``           image <-> text recall@k
+``masked_lm``           held-out masked-token accuracy / perplexity / pair accuracy
+``audio_probe``         linear probes on mean-pooled audio features, and the MFCC baseline
+``reconstruction``      MAE's reconstruction figure and held-out masked-pixel loss
+======================  ===================================================================================
+"""
+
+from .audio_probe import AudioLinearProbeEvaluator, mfcc_features
+from .comparison import compare_with_random_init, evaluate_checkpoint, format_comparison
+from .features import default_eval_transform, extract_features, raw_pixel_features
+from .finetune import FineTuneProbeArguments, compare_finetuning_with_random_init, finetune_accuracy
+from .knn import KNNEvaluator, knn_accuracy, knn_predict
+from .linear_probe import LinearProbeEvaluator, linear_probe_accuracy
+from .masked_lm import MaskedLMEvaluator
+from .metrics import accuracy
+from .reconstruction import ReconstructionFigure
+from .retrieval import RetrievalEvaluator, retrieval_recall
+from .sts import STSEvaluator, sts_spearman
+from .zero_shot import ZeroShotEvaluator, zero_shot_accuracy
+
+__all__ = [
+    "AudioLinearProbeEvaluator",
+    "FineTuneProbeArguments",
+    "KNNEvaluator",
+    "LinearProbeEvaluator",
+    "MaskedLMEvaluator",
+    "ReconstructionFigure",
+    "RetrievalEvaluator",
+    "STSEvaluator",
+    "ZeroShotEvaluator",
+    "accuracy",
+    "compare_finetuning_with_random_init",
+    "compare_with_random_init",
+    "default_eval_transform",
+    "evaluate_checkpoint",
+    "extract_features",
+    "finetune_accuracy",
+    "format_comparison",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe_accuracy",
+    "mfcc_features",
+    "raw_pixel_features",
+    "retrieval_recall",
+    "sts_spearman",
+    "zero_shot_accuracy",
+]

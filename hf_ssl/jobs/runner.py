@@ -1,0 +1,133 @@
+"""The pretraining job behind ``recipes/pretrain.py`` and ``hf-ssl pretrain``, for every method and modality.
+
+Arguments come from a YAML file and/or command-line flags (flags after the file override it), parsed by
+``transformers.HfArgumentParser`` into the job's argument dataclasses (for images: encoder, data, views; see
+:mod:`hf_ssl.jobs`), the method's config (e.g. :class:`hf_ssl.DINOConfig`) and
+:class:`hf_ssl.training.arguments.SSLTrainingArguments`. The method picks the job (``SSLPreTrainedModel.pretraining_job``).
+With no config file it runs the embedded default: a short DINO run on the Fashion-MNIST subset shipped inside the
+package (flags without a config file override that default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, set_seed
+from transformers.utils import logging
+
+from ..methods.base import METHOD_REGISTRY
+from ..publishing.run_record import settings_to_argv, write_run_record
+from ..training.arguments import SSLTrainingArguments
+from ..training.trainer import SSLTrainer
+from .base import JOB_REGISTRY, PretrainingJob
+from .image import EMBEDDED_DEFAULTS
+
+logger = logging.get_logger(__name__)
+
+
+def job_class_for(method: str) -> type[PretrainingJob]:
+    if method not in METHOD_REGISTRY:
+        raise ValueError(f"unknown method {method!r}; available: {sorted(METHOD_REGISTRY)}")
+    job_name = METHOD_REGISTRY[method].pretraining_job
+    if job_name not in JOB_REGISTRY:
+        raise ValueError(f"method {method!r} names the job {job_name!r}, which is not registered in hf_ssl.jobs")
+    return JOB_REGISTRY[job_name]
+
+
+def parse_arguments(argv: list[str]) -> tuple:
+    """``[config.yaml] [--flag value ...]`` -> (*job arguments, method_config, training_args).
+
+    For the image methods: ``(encoder_args, data_args, views, method_config, training_args)``.
+    """
+    config_values: dict = {}
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        path = Path(argv[0])
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist (configs live in recipes/configs/)")
+        config_values = yaml.safe_load(path.read_text()) or {}
+        argv = argv[1:]
+    else:  # no config file: flags override the embedded default
+        config_values = dict(EMBEDDED_DEFAULTS)
+    method = _last_value(argv, "--method") or config_values.get("method", "dino")
+    job_class = job_class_for(method)
+    method_config_class = METHOD_REGISTRY[method].method_config_class
+    parser = HfArgumentParser((*job_class.argument_classes, method_config_class, SSLTrainingArguments))
+    config_values.setdefault("output_dir", f"outputs/{method}")
+    return parser.parse_args_into_dataclasses(args=settings_to_argv(config_values) + list(argv))
+
+
+def _last_value(argv: list[str], flag: str) -> str | None:
+    value = None
+    for position, item in enumerate(argv):
+        if item == flag and position + 1 < len(argv):
+            value = argv[position + 1]
+        elif item.startswith(flag + "="):
+            value = item.split("=", 1)[1]
+    return value
+
+
+def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
+    """Parse arguments, pretrain, save the final model at the root of ``output_dir``, and evaluate it.
+
+    ``callbacks``: extra ``TrainerCallback``s (benchmarks use one that stops at a wall-clock budget).
+    Returns the final evaluation's ``probes`` (empty when there is none).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    *job_arguments, method_config, training_args = parse_arguments(argv)
+    set_seed(training_args.seed)
+    started = time.time()
+    method = next(a.method for a in job_arguments if hasattr(a, "method"))
+    job = job_class_for(method)(job_arguments, method_config, training_args)
+    parts = job.prepare()
+    trainer_kwargs = {"data_collator": parts.data_collator} if parts.data_collator is not None else {}
+    trainer = SSLTrainer(
+        model=parts.model, args=training_args, train_dataset=parts.train_dataset, eval_dataset=parts.eval_dataset,
+        evaluators=parts.evaluators, callbacks=callbacks, train_sampler=parts.train_sampler, **trainer_kwargs,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # `_internal_call`: Trainer would push here with a card drafted before the run record and the final evaluation
+    # exist; the run is published once, complete, below.
+    trainer.save_model(training_args.output_dir, _internal_call=True)
+    if trainer.is_world_process_zero():
+        job.save_extras(training_args.output_dir, parts.model)
+    write_run_record(training_args.output_dir, job, method_config, training_args, time.time() - started, argv)
+
+    if not trainer.is_world_process_zero():
+        return {}
+    evaluation = job.final_evaluation(parts.model)
+    if evaluation is not None:
+        steps = trainer.state.global_step
+        print(f"\nAfter {steps} pretraining steps. {evaluation.table}", flush=True)
+        with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
+            json.dump(evaluation.to_json(steps), handle, indent=2)
+    _publish(trainer, training_args)
+    return evaluation.probes if evaluation is not None else {}
+
+
+def _publish(trainer: SSLTrainer, training_args) -> None:
+    """Write the model card (README.md + figures) into output_dir; push the run when ``--push_to_hub`` is set."""
+    from ..publishing.hub import push_run_directory
+    from ..publishing.model_card import write_model_card
+
+    output_dir = training_args.output_dir
+    trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))  # log_history for the curves
+    if not training_args.push_to_hub:
+        try:
+            write_model_card(output_dir)
+        except Exception as error:  # the card is a by-product here: a fault in it must not fail a finished run
+            logger.warning("The model card could not be written (%s: %s); the model and results are saved. Retry "
+                           "with `hf-ssl card %s`.", type(error).__name__, error, output_dir)
+        return
+    trainer._finish_current_push()  # checkpoint pushes still in flight (hub_strategy every_save) land first
+    repo_id = trainer.hub_model_id or training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    commit = push_run_directory(output_dir, repo_id, private=training_args.hub_private_repo,
+                                token=training_args.hub_token, revision=training_args.hub_revision,
+                                commit_message="End of training")
+    print(f"Pushed the model and its card to {commit.repo_url}", flush=True)
+
+

@@ -1,0 +1,514 @@
+"""Model cards generated from a run directory, for every method and job.
+
+A run directory is what :func:`hf_ssl.jobs.runner.run` leaves in ``output_dir``: the model (``config.json`` with
+``ssl_config``, weights), ``hf_ssl_run.json`` (the run record: job, the job's argument sections, the method config,
+training arguments, world size, hardware, wall time, argv), ``eval_results.json`` (the final evaluation:
+``huggingface_hub.EvalResult`` dicts and the baselines in ``probes``), ``trainer_state.json`` (``log_history``; or the
+last ``checkpoint-N/``'s) and any figures the job saved (``*.png``: MAE reconstructions, attention maps).
+
+:func:`build_model_card` reads all of it and renders ``hf_ssl/publishing/templates/model_card.md`` (Jinja, through
+``huggingface_hub.ModelCard.from_template``): the YAML header carries ``model-index`` built from the run's
+``EvalResult`` list (so the Hub shows the numbers), the text carries the method and its paper, backbone and size, data
+and licence, every setting of the run, the baselines, a training-curve figure, how to load the encoder with plain
+transformers, intended use and limits, and the command that reproduces the run. Nothing here is method-specific:
+settings are rendered from whatever sections the record holds, so a new method or job gets a full card for free.
+
+Only the run record is trusted for settings; the card never reads environment variables, and tokens never reach it
+(the run record drops them; :func:`reproduce_command` drops ``--hub_token`` and push flags).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .datasets import KNOWN_DATASETS, DatasetFacts
+from .run_record import DATASET_KEYS, RECORD_META_KEYS, TRAINING_CURVES, RunDirectory
+
+#: The card templates, shipped as package data (a wheel install writes cards too); ``template_path=`` picks another.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md"
+#: Training arguments that shape the result (the rest are I/O and logging).
+TRAINING_KEYS = (
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs", "learning_rate",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "bf16", "fp16", "tf32", "seed", "data_seed", "dataloader_drop_last",
+)
+#: Flags never written into the reproduction command (they publish, or they are secrets).
+_UNREPRODUCED_FLAGS = ("--push_to_hub", "--hub_model_id", "--hub_token", "--hub_private_repo", "--hub_strategy",
+                       "--hub_revision", "--hub_always_push", "--resume_from_checkpoint")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+def build_model_card(
+    run_dir: str | Path,
+    repo_id: str | None = None,
+    template_path: str | Path | None = None,
+    figures_dir: str | Path | None = None,
+    **card_data_overrides,
+) -> ModelCard:
+    """The card of the run in ``run_dir``.
+
+    Args:
+        repo_id: the Hub repository the card is for (used in the loading code and as ``model_name``); default: the
+            run's ``output_dir`` as the record names it, so the snippet works after re-running the command.
+        template_path: a Jinja markdown template; default ``hf_ssl/publishing/templates/model_card.md``.
+        figures_dir: where the card's figures are written (the training curves) or copied (the job's figures), so the
+            relative links resolve; default ``run_dir``.
+        card_data_overrides: extra ``ModelCardData`` fields (``license``, ``language``, ``tags`` are merged).
+    """
+    run = RunDirectory.load(run_dir)
+    figures_dir = Path(figures_dir) if figures_dir is not None else run.path
+    context = card_context(run, repo_id=repo_id, figures_dir=figures_dir)
+    tags = list(dict.fromkeys(context["tags"] + list(card_data_overrides.pop("tags", None) or [])))
+    data = ModelCardData(
+        library_name="transformers", tags=tags, pipeline_tag=context["pipeline_tag"],
+        datasets=[context["data"]["hub_id"]] if context["data"].get("hub_id") else None,
+        eval_results=run.eval_results or None, model_name=context["model_name"] if run.eval_results else None,
+        **card_data_overrides,
+    )
+    template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
+    if not template.is_file():
+        raise FileNotFoundError(
+            f"model card template {template} not found; pass template_path= (hf-ssl card --template PATH), or "
+            "reinstall hf_ssl (its default template is package data)"
+        )
+    return ModelCard.from_template(data, template_path=str(template), **context)
+
+
+def write_model_card(run_dir: str | Path, output: str | Path | None = None, repo_id: str | None = None,
+                     template_path: str | Path | None = None, **card_data_overrides) -> Path:
+    """Render the card of ``run_dir`` into ``output`` (default ``run_dir/README.md``), with its figures beside it."""
+    output = Path(output) if output is not None else Path(run_dir) / "README.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    card = build_model_card(run_dir, repo_id=repo_id, template_path=template_path, figures_dir=output.parent,
+                            **card_data_overrides)
+    card.save(output)
+    return output
+
+
+def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> dict[str, Any]:
+    """The template's variables (all plain strings, numbers, lists and dicts)."""
+    from ..methods.base import METHOD_REGISTRY
+
+    method_class = METHOD_REGISTRY.get(run.method)
+    record = run.record
+    location = repo_id or record.get("training", {}).get("output_dir") or str(run.path)
+    model_name = (repo_id or location).rstrip("/").split("/")[-1]
+    data = dataset_description(run)
+    figures = _place_figures(run, figures_dir, model_name)
+    paper = getattr(method_class, "paper", "") or ""
+    probes = run.evaluation.get("probes", {})
+    return {
+        "model_name": model_name,
+        "repo_id": location,
+        "method": run.method,
+        "method_class": method_class.__name__ if method_class else "(method not registered in this hf_ssl)",
+        "paper": paper,
+        "paper_url": _arxiv_url(paper),
+        "job": record.get("job", getattr(method_class, "pretraining_job", "")),
+        "backbone": backbone_description(run),
+        "parameters": parameter_counts(run),
+        "data": data,
+        "method_settings": _setting_rows(run.config["ssl_config"], skip=("method",)),
+        "sections": {name: _setting_rows(values) for name, values in run.argument_sections.items()},
+        "training": training_rows(run),
+        "hardware": record.get("hardware", "not recorded"),
+        "world_size": record.get("world_size"),
+        "wall_time": _duration(record.get("wall_time_seconds")),
+        "steps": run.steps,
+        "epochs": None if run.epochs is None else f"{run.epochs:.3g}",
+        "eval_results": [_result_row(result) for result in run.eval_results],
+        "probe_table": probe_table(probes),
+        "figures": figures,
+        "usage_code": usage_code(run, location),
+        "limitations": limitations(run, data),
+        "reproduce": reproduce_command(record) if record else None,
+        "has_record": bool(record),
+        "tags": ["hf_ssl", "self-supervised-learning", run.method, run.config.get("model_type", "")],
+        "pipeline_tag": pipeline_tag(run),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pieces of the card
+def backbone_description(run: RunDirectory) -> str:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    config = run.config
+    model_type = config.get("model_type", "?")
+    name = MODEL_MAPPING_NAMES.get(model_type, model_type)
+    fields = ("architecture", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+              "hidden_sizes", "depths", "image_size", "patch_size", "num_channels", "vocab_size",
+              "max_position_embeddings")
+    shape = ", ".join(f"{key} {config[key]}" for key in fields if config.get(key) is not None)
+    return f"{name} (`model_type: {model_type}`{', ' + shape if shape else ''})"
+
+
+def parameter_counts(run: RunDirectory) -> dict[str, str]:
+    """``{"encoder": ..., "checkpoint": ...}``: the encoder vanilla ``AutoModel`` builds, and every saved tensor."""
+    counts: dict[str, str] = {}
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(run.path)
+        with torch.device("meta"):  # shapes only, no memory
+            encoder = AutoModel.from_config(config)
+        counts["encoder"] = _count(encoder.num_parameters())
+    except Exception as error:  # a card must still be written for an encoder AutoModel cannot build
+        counts["encoder"] = f"unknown ({type(error).__name__}: AutoModel cannot build this config)"
+    total = _checkpoint_numel(run.path)
+    if total is not None:
+        counts["checkpoint"] = _count(total)
+    return counts
+
+
+def _checkpoint_numel(path: Path) -> int | None:
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else (
+        ["model.safetensors"] if (path / "model.safetensors").is_file() else [])
+    if not files:
+        return None
+    total = 0
+    for name in files:
+        with safe_open(str(path / name), framework="pt") as handle:
+            for key in handle.keys():
+                numel = 1
+                for size in handle.get_slice(key).get_shape():
+                    numel *= size
+                total += numel
+    return total
+
+
+def _count(number: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if number >= scale:
+            return f"{number / scale:.2f} {unit} ({number:,})"
+    return f"{number:,}"
+
+
+def dataset_description(run: RunDirectory) -> dict[str, Any]:
+    """Name, licence, citation and sizes of the training data; several corpora (a list ``--dataset``) are joined,
+    each with its own licence."""
+    section = run.data_section()
+    source = next((section[key] for key in DATASET_KEYS if section.get(key)), None)
+    if isinstance(source, list) and len(source) > 1:
+        return _several_datasets(source, section)
+    source = source[0] if isinstance(source, list) and source else source
+    facts = _known_dataset(source)
+    train_split = section.get("train_split", "train")
+    size = facts.split_sizes.get(train_split) if facts else None
+    limit = section.get("max_train_examples")
+    if size is not None and limit:
+        size = min(size, int(limit))
+    return {
+        "source": source or "not recorded",
+        "name": facts.name if facts else (str(source) if source else "not recorded"),
+        "licence": facts.licence if facts else UNKNOWN_LICENCE,
+        "citation": facts.citation if facts else None,
+        "hub_id": facts.hub_id if facts else None,
+        "train_split": train_split,
+        "eval_split": section.get("eval_split"),
+        "train_size": f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "all"),
+        "eval_size": _eval_size(facts, section),
+    }
+
+
+UNKNOWN_LICENCE = "unknown: check the data set's own terms before publishing"
+
+
+def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
+    parts = [(str(source), _known_dataset(source)) for source in sources]
+    # a file inside a known folder is only that file (snli_devtest/snli_validation.tsv: not the test split)
+    names = [(f"{facts.name}, only `{Path(source).name}`" if Path(source).suffix else f"{facts.name} (`{source}`)")
+             if facts else f"`{source}`" for source, facts in parts]
+    licences = [f"{facts.name}: {facts.licence}" if facts else f"`{source}`: {UNKNOWN_LICENCE}"
+                for source, facts in parts]
+    citations = [facts.citation for _, facts in parts if facts and facts.citation]
+    return {
+        "source": ", ".join(source for source, _ in parts),
+        "name": " + ".join(names),
+        # any unknown licence keeps the card's warning (limitations() looks for the "unknown" prefix)
+        "licence": ("unknown for some sources: " if any(facts is None for _, facts in parts) else "")
+        + "; ".join(licences),
+        "citation": "; ".join(dict.fromkeys(citations)) or None,
+        "hub_id": None,
+        "train_split": section.get("train_split", "train"),
+        "eval_split": section.get("eval_split"),
+        "train_size": "all" if not section.get("max_train_examples") else f"at most {int(section['max_train_examples']):,}",
+        "eval_size": None,
+    }
+
+
+def _known_dataset(source) -> DatasetFacts | None:
+    """The facts of ``--dataset`` given as a name (``embedded``) or a path to a known folder or a file in it."""
+    if source is None:
+        return None
+    if str(source) in KNOWN_DATASETS:
+        return KNOWN_DATASETS[str(source)]
+    return next((KNOWN_DATASETS[part] for part in reversed(Path(str(source)).parts) if part in KNOWN_DATASETS), None)
+
+
+def _eval_size(facts: DatasetFacts | None, section: dict[str, Any]) -> str | None:
+    split = section.get("eval_split")
+    if not split:
+        return None
+    size = facts.split_sizes.get(split) if facts else None
+    limit = section.get("max_eval_examples")
+    if size is not None and limit:
+        size = min(size, int(limit))
+    return f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "all")
+
+
+def training_rows(run: RunDirectory) -> list[tuple[str, str]]:
+    training = run.record.get("training", {})
+    rows = [(key, _format(training[key])) for key in TRAINING_KEYS if key in training]
+    per_device = training.get("per_device_train_batch_size")
+    if per_device is not None:
+        world = run.record.get("world_size", 1) or 1
+        accumulation = training.get("gradient_accumulation_steps", 1) or 1
+        rows.insert(0, ("global batch (per device x processes x accumulation)",
+                        f"{per_device * world * accumulation} = {per_device} x {world} x {accumulation}"))
+    return rows
+
+
+def probe_table(probes: dict[str, Any]) -> str | None:
+    """A markdown table for ``{row: {metric: number}}`` probes (pretrained vs baselines); JSON for other shapes."""
+    if not probes:
+        return None
+    if all(isinstance(row, dict) and all(isinstance(v, (int, float)) for v in row.values()) for row in probes.values()):
+        metrics = list(dict.fromkeys(metric for row in probes.values() for metric in row))
+        lines = ["| encoder | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name, row in probes.items():
+            cells = [f"{row[m]:.4f}" if isinstance(row.get(m), float) else str(row.get(m, "")) for m in metrics]
+            lines.append(f"| {'**' + name + '**' if name == 'pretrained' else name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+    return "```json\n" + json.dumps(probes, indent=2) + "\n```"
+
+
+def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
+    """``{"vanilla": three lines of plain transformers (or sentence-transformers), "hf_ssl": ...}``."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    files = {p.name for p in run.path.iterdir()}
+    config = run.config
+    model_type = config.get("model_type", "")
+    encoder_class = MODEL_MAPPING_NAMES.get(model_type, "the encoder")
+    repo = json.dumps(location)
+    if "modules.json" in files:
+        vanilla = (f"from sentence_transformers import SentenceTransformer\n"
+                   f"model = SentenceTransformer({repo})\n"
+                   f"embeddings = model.encode([\"A first sentence.\", \"A second one.\"])  # (2, dim)")
+    elif model_type in ("clip", "vision-text-dual-encoder", "siglip"):
+        vanilla = (f"from transformers import AutoModel, AutoProcessor\n"
+                   f"model, processor = AutoModel.from_pretrained({repo}), AutoProcessor.from_pretrained({repo})\n"
+                   f"logits = model(**processor(text=captions, images=images, return_tensors=\"pt\", padding=True))"
+                   f".logits_per_image  # ({encoder_class}; get_image_features / get_text_features for embeddings)")
+        if "preprocessor_config.json" not in files:
+            vanilla = vanilla.replace("AutoProcessor.from_pretrained", "None  # no processor saved; ")
+    elif files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
+        vanilla = (f"from transformers import AutoModel, AutoTokenizer\n"
+                   f"tokenizer, encoder = AutoTokenizer.from_pretrained({repo}), AutoModel.from_pretrained({repo})\n"
+                   f"hidden = encoder(**tokenizer([\"A sentence.\"], return_tensors=\"pt\")).last_hidden_state"
+                   f"  # ({encoder_class})")
+        if _has_masked_lm_head(run.path):
+            vanilla += (f"\n# the masked-LM head too:\nfrom transformers import pipeline\n"
+                        f"fill_mask = pipeline(\"fill-mask\", model={repo})")
+    elif _is_audio(run.path, config):
+        rate = _feature_extractor(run.path).get("sampling_rate", 16000)
+        if "preprocessor_config.json" in files:
+            vanilla = (f"from transformers import AutoFeatureExtractor, AutoModel\n"
+                       f"extractor, encoder = AutoFeatureExtractor.from_pretrained({repo}), "
+                       f"AutoModel.from_pretrained({repo})\n"
+                       f"hidden = encoder(**extractor(waveforms, sampling_rate={rate}, return_tensors=\"pt\", "
+                       f"padding=True)).last_hidden_state  # ({encoder_class}); waveforms: 1-D arrays at {rate} Hz")
+        else:
+            vanilla = (f"from transformers import AutoModel\n"
+                       f"encoder = AutoModel.from_pretrained({repo})  # {encoder_class}\n"
+                       f"hidden = encoder(input_values=waveforms).last_hidden_state  # waveforms: (batch, samples), "
+                       f"{rate} Hz")
+    else:
+        views = run.record.get("views", {})
+        size = config.get("image_size") or views.get("global_crop_size") or 224  # the encoder's native resolution
+        pooled = ("last_hidden_state[:, 0]  # CLS token"
+                  if "num_attention_heads" in config and model_type != "timm_wrapper" else "pooler_output")
+        normalise = (f", normalised with mean {views['mean']} / std {views['std']}" if "mean" in views else "")
+        vanilla = (f"from transformers import AutoModel, AutoModelForImageClassification\n"
+                   f"encoder = AutoModel.from_pretrained({repo})  # {encoder_class}\n"
+                   f"features = encoder(pixel_values=images).{pooled}; images: (batch, {config.get('num_channels', 3)}"
+                   f", {size}, {size}){normalise}")
+        vanilla += (f"\n# to fine-tune: AutoModelForImageClassification.from_pretrained({repo}, num_labels=...)")
+    full = (f"import hf_ssl\n"
+            f"model = hf_ssl.AutoSSLModel.from_pretrained({repo})  # {run.config.get('architectures', [''])[0]}")
+    return {"vanilla": vanilla, "hf_ssl": full}
+
+
+def _has_masked_lm_head(path: Path) -> bool:
+    from safetensors import safe_open
+
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        return False
+    with safe_open(str(weights), framework="pt") as handle:
+        return any(key.startswith(("cls.predictions", "lm_head", "predictions.")) for key in handle.keys())
+
+
+def _feature_extractor(path: Path) -> dict[str, Any]:
+    processor = path / "preprocessor_config.json"
+    return json.loads(processor.read_text()) if processor.is_file() else {}
+
+
+def _is_audio(path: Path, config: dict[str, Any]) -> bool:
+    """Audio encoders: a feature extractor with a sampling rate, or a convolutional waveform front end (wav2vec2)."""
+    return "sampling_rate" in _feature_extractor(path) or "conv_dim" in config
+
+
+def pipeline_tag(run: RunDirectory) -> str:
+    files = {p.name for p in run.path.iterdir()}
+    if "modules.json" in files:
+        return "sentence-similarity"
+    if files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
+        return "fill-mask" if _has_masked_lm_head(run.path) else "feature-extraction"
+    if _is_audio(run.path, run.config):
+        return "feature-extraction"
+    return "image-feature-extraction"
+
+
+def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
+    """Run-specific caveats: baselines that beat the pretrained encoder, small budgets, subsets, licences."""
+    notes: list[str] = []
+    probes = run.evaluation.get("probes", {})
+    pretrained = probes.get("pretrained")
+    if isinstance(pretrained, dict):
+        for baseline, row in probes.items():
+            if baseline == "pretrained" or not isinstance(row, dict):
+                continue
+            for metric, value in row.items():
+                mine = pretrained.get(metric)
+                if not (isinstance(mine, (int, float)) and isinstance(value, (int, float))):
+                    continue
+                lower_is_better = lower_is_better_metric(metric)
+                if (value <= mine) if lower_is_better else (value >= mine):
+                    notes.append(f"`{baseline}` scores {value:.4f} on `{metric}`, as good as or better than the "
+                                 f"pretrained encoder ({mine:.4f}{', lower is better' if lower_is_better else ''}): "
+                                 "at this budget pretraining has not beaten that baseline.")
+    if run.steps is not None and run.steps < 10_000:
+        notes.append(f"Pretrained for {run.steps:,} optimizer steps only, far below the method's paper: expect these "
+                     "numbers, not the paper's.")
+    section = run.data_section()
+    for key in ("max_train_examples", "max_eval_examples", "knn_max_train_examples"):
+        if section.get(key):
+            notes.append(f"`--{key} {section[key]}`: part of the data only.")
+    if not run.evaluation:
+        notes.append("No final evaluation was recorded for this run (no eval_results.json).")
+    if data["licence"].startswith("unknown"):
+        notes.append("The training data's licence is not known to hf_ssl; check it before redistributing.")
+    return notes
+
+
+def lower_is_better_metric(name: str) -> bool:
+    """Losses, perplexities and error rates improve downwards; accuracies, correlations and recalls upwards."""
+    return any(word in name.lower() for word in ("loss", "perplexity", "error", "distance"))
+
+
+def reproduce_command(record: dict[str, Any]) -> str:
+    """``python recipes/pretrain.py ...``: the recorded argv (publishing flags and tokens removed), or, for records
+    written before the argv was stored, every recorded setting as flags."""
+    argv = record.get("argv")
+    if argv is None:
+        argv = _argv_from_settings(record)
+    argv = _without_publishing_flags([_relative_config_path(argv[0])] + list(argv[1:]) if argv else [])
+    return shlex.join(["python", "recipes/pretrain.py", *argv])
+
+
+def _relative_config_path(argument: str) -> str:
+    if argument.endswith((".yaml", ".yml")) and "recipes/configs/" in argument:
+        return "recipes/configs/" + argument.split("recipes/configs/")[-1]
+    return argument
+
+
+def _without_publishing_flags(argv: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip_value = False
+    for item in argv:
+        if skip_value:
+            skip_value = False
+            if not item.startswith("--"):
+                continue
+        flag = item.split("=", 1)[0]
+        if flag in _UNREPRODUCED_FLAGS:
+            skip_value = "=" not in item
+            continue
+        kept.append(item)
+    return kept
+
+
+def _argv_from_settings(record: dict[str, Any]) -> list[str]:
+    from .run_record import settings_to_argv
+
+    values: dict[str, Any] = {}
+    for section in (*[v for k, v in record.items() if k not in RECORD_META_KEYS and isinstance(v, dict)],
+                    record.get("method", {})):
+        values.update(section)
+    training = record.get("training", {})
+    values.update({key: training[key] for key in ("output_dir", "logging_steps", "save_steps", *TRAINING_KEYS)
+                   if key in training and training[key] is not None})
+    return settings_to_argv({key: value for key, value in values.items() if key != "init_from" or value})
+
+
+def _setting_rows(values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    return [(key, _format(value)) for key, value in values.items() if key not in skip]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format(item) for item in value) if value else "(none)"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if value is None:
+        return "-"
+    return str(value).replace("|", "\\|")
+
+
+def _result_row(result: EvalResult) -> dict[str, Any]:
+    return {"task": result.task_type, "dataset": result.dataset_name, "split": result.dataset_split,
+            "metric": result.metric_name or result.metric_type, "value": result.metric_value}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded"
+    minutes, rest = divmod(float(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)} h {int(minutes)} min {rest:.0f} s" if hours else f"{int(minutes)} min {rest:.0f} s"
+
+
+def _arxiv_url(paper: str) -> str | None:
+    match = re.search(r"arXiv:\s*(\d{4}\.\d{4,5})", paper)
+    return f"https://arxiv.org/abs/{match.group(1)}" if match else None
+
+
+def _place_figures(run: RunDirectory, figures_dir: Path, model_name: str) -> list[dict[str, str]]:
+    """Draw the training curves into ``figures_dir`` and copy the job's figures there; return ``[{file, caption}]``."""
+    from .figures import plot_training_curves
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    curves = plot_training_curves(run.log_history, figures_dir / TRAINING_CURVES, title=f"{model_name}: training")
+    if curves is not None:
+        figures.append({"file": TRAINING_CURVES, "caption": "Training curves: every scalar logged during the run "
+                        "(loss, learning rate, the method's diagnostics and schedules, evaluation metrics) per step."})
+    for figure in run.figures():
+        if figure.parent.resolve() != figures_dir.resolve():
+            shutil.copy2(figure, figures_dir / figure.name)
+        figures.append({"file": figure.name, "caption": figure.stem.replace("_", " ").capitalize() + "."})
+    return figures

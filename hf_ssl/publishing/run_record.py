@@ -1,0 +1,198 @@
+"""The run record: everything a model card needs about a run, written next to the weights, and read back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import EvalResult
+
+RUN_RECORD = "hf_ssl_run.json"
+
+
+EVAL_RESULTS = "eval_results.json"
+
+
+TRAINING_CURVES = "training_curves.png"
+
+
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
+
+
+#: Record keys that are not argument sections.
+RECORD_META_KEYS = frozenset({"job", "method", "training", "world_size", "hardware", "wall_time_seconds", "argv"})
+
+
+DATASET_KEYS = ("dataset", "dataset_name", "data_dir", "train_file", "corpus")
+
+
+@dataclass
+class RunDirectory:
+    """Everything a card reads from one run directory (see the module docstring)."""
+
+    path: Path
+    config: dict[str, Any]
+    record: dict[str, Any]
+    evaluation: dict[str, Any]
+    log_history: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunDirectory:
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} holds no config.json: point at the output_dir of a run (hf-ssl pretrain --output_dir ...), "
+                "where the final model is saved"
+            )
+        config = _read_json(path / "config.json")
+        if not isinstance(config.get("ssl_config"), dict):
+            raise ValueError(f"{path}/config.json has no ssl_config: it is not an hf_ssl pretraining checkpoint")
+        return cls(path, config, _read_json(path / RUN_RECORD, {}), _read_json(path / EVAL_RESULTS, {}),
+                   _log_history(path))
+
+    # ----------------------------------------------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.config["ssl_config"]["method"]
+
+    @property
+    def argument_sections(self) -> dict[str, dict[str, Any]]:
+        """The job's argument sections of the record (``encoder``, ``data``, ``views``, ...), in record order."""
+        return {key: value for key, value in self.record.items()
+                if key not in RECORD_META_KEYS and isinstance(value, dict)}
+
+    @property
+    def eval_results(self) -> list[EvalResult]:
+        from .run_record import eval_results_from_json
+
+        return eval_results_from_json(self.evaluation.get("eval_results", []))
+
+    @property
+    def steps(self) -> int | None:
+        if "pretraining_steps" in self.evaluation:
+            return int(self.evaluation["pretraining_steps"])
+        steps = [entry["step"] for entry in self.log_history if "step" in entry]
+        return max(steps) if steps else None
+
+    @property
+    def epochs(self) -> float | None:
+        epochs = [entry["epoch"] for entry in self.log_history if "epoch" in entry]
+        return max(epochs) if epochs else None
+
+    def data_section(self) -> dict[str, Any]:
+        for section in self.argument_sections.values():
+            if any(key in section for key in DATASET_KEYS):
+                return section
+        return {}
+
+    def figures(self) -> list[Path]:
+        """Figures the job saved at the top of the run directory (the training curves are drawn separately)."""
+        return sorted(p for p in self.path.iterdir()
+                      if p.suffix.lower() in FIGURE_SUFFIXES and p.name != TRAINING_CURVES and p.is_file())
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    if not path.is_file():
+        if default is None:
+            raise FileNotFoundError(path)
+        return default
+    return json.loads(path.read_text())
+
+
+def _log_history(path: Path) -> list[dict[str, Any]]:
+    """``log_history`` of ``trainer_state.json`` at the root (written by run()), else of the last checkpoint."""
+    candidates = [path / "trainer_state.json"]
+    checkpoints = sorted(path.glob("checkpoint-*/trainer_state.json"),
+                         key=lambda p: int(p.parent.name.split("-")[-1]) if p.parent.name.split("-")[-1].isdigit()
+                         else -1)
+    candidates += list(reversed(checkpoints))
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text()).get("log_history", [])
+    return []
+
+
+def settings_to_argv(values: dict) -> list[str]:
+    argv: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, (list, tuple)):
+            argv.extend(str(item) for item in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        elif isinstance(value, bool):
+            argv.append(str(value).lower())
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def write_run_record(output_dir, job, method_config, training_args, seconds, argv=None) -> None:
+    """Everything a model card needs about the run, next to the weights (no tokens: hub_token is dropped, and the
+    value of any ``--*token*`` flag in ``argv`` is replaced by ``<redacted>``)."""
+    if not training_args.should_save:
+        return
+    training = {k: v for k, v in training_args.to_dict().items() if not is_token_name(k)}
+    record = {
+        "job": job.name,
+        "argv": redacted_argv(argv) if argv is not None else None,
+        **job.run_record(),
+        "method": method_config.to_dict(),
+        "training": training,
+        "world_size": training_args.world_size,
+        "hardware": _hardware(training_args),
+        "wall_time_seconds": round(seconds, 1),
+    }
+    with open(os.path.join(output_dir, "hf_ssl_run.json"), "w") as handle:
+        json.dump(record, handle, indent=2, default=str)
+
+
+def is_token_name(name: str) -> bool:
+    """``hub_token``, ``token``: secrets (``tokenizer_name``, ``average_tokens_across_devices`` are not)."""
+    return name == "token" or name.endswith("_token")
+
+
+def redacted_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of token flags (``--hub_token X``, ``--hub_token=X``) replaced by ``<redacted>``."""
+    redacted: list[str] = []
+    hide_next = False
+    for item in argv:
+        if hide_next:
+            redacted.append("<redacted>")
+            hide_next = False
+        elif item.startswith("--") and is_token_name(item.split("=", 1)[0][2:]):
+            if "=" in item:
+                redacted.append(item.split("=", 1)[0] + "=<redacted>")
+            else:
+                redacted.append(item)
+                hide_next = True
+        else:
+            redacted.append(item)
+    return redacted
+
+
+def _hardware(training_args) -> str:
+    device = training_args.device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{training_args.world_size} x {name}"
+
+
+def eval_result_to_dict(result: EvalResult) -> dict[str, Any]:
+    return {key: value for key, value in dataclasses.asdict(result).items() if value is not None}
+
+
+def eval_results_from_json(values: list[dict[str, Any]]) -> list[EvalResult]:
+    """Inverse of the ``eval_results`` list in ``eval_results.json``."""
+    names = {f.name for f in dataclasses.fields(EvalResult) if f.init}
+    return [EvalResult(**{key: value for key, value in item.items() if key in names}) for item in values]

@@ -1,0 +1,14 @@
+"""Training: the method-agnostic ``SSLTrainer``, its arguments, and the callbacks that carry per-step work."""
+
+from .arguments import SSLTrainingArguments
+from .callbacks import EvaluatorCallback, SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
+from .trainer import SSLTrainer
+
+__all__ = [
+    "EvaluatorCallback",
+    "SSLMethodCallback",
+    "SSLTrainer",
+    "SSLTrainingArguments",
+    "TrainingTimeBudget",
+    "ViewEpochCallback",
+]

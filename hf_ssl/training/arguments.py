@@ -1,0 +1,52 @@
+"""``SSLTrainingArguments``: ``TrainingArguments`` with the defaults self-supervised training needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+@dataclass
+class SSLTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the defaults self-supervised pretraining needs.
+
+    ``remove_unused_columns=False``: on-the-fly view transforms need the raw image column, which the model's forward
+    does not name. ``dataloader_drop_last=True``: losses with batch statistics (DINO's centre, BatchNorm) and
+    multi-process runs want equal, full batches. ``prediction_loss_only=True`` and ``label_names=[]``: there are no
+    labels; ``eval_loss`` is reported because SSL models accept ``return_loss``. ``ddp_find_unused_parameters=False``:
+    every trainable parameter gets a gradient (the teacher has none), so DDP's extra graph traversal is wasted.
+    """
+
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch."})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "Evaluation reports the loss only."})
+    label_names: list[str] | None = field(default_factory=list, metadata={"help": "No labels in pretraining."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "SSL models use every trainable parameter (frozen teachers have no gradients): skip DDP's "
+                  "unused-parameter search. Set True for an encoder with unused parameters."},
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pin host memory for the dataloader (default: only when CUDA is used)."}
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop after this many minutes of training steps (evaluation excluded) and save; the "
+                  "schedules still follow max_steps. For budget-matched comparisons."},
+    )
+
+    def __getstate__(self):
+        # Trainer pickles the arguments into every checkpoint (training_args.bin), and checkpoint pushes upload it:
+        # a token given as --hub_token must not travel with them.
+        state = self.__dict__.copy()
+        if state.get("hub_token"):
+            state["hub_token"] = None
+        return state
+
+    def __post_init__(self):
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
+        super().__post_init__()

@@ -1,0 +1,271 @@
+"""``SSLTrainer``: a method-agnostic ``transformers.Trainer`` for self-supervised pretraining.
+
+What it adds to ``Trainer``:
+- SSL defaults in :class:`SSLTrainingArguments` (keep every column, drop the last incomplete batch, loss-only eval);
+- the per-step method interface (schedules, EMA teacher, ...) through :class:`hf_ssl.training.callbacks.SSLMethodCallback`;
+- logging of every scalar diagnostic the model returns (teacher entropy, KL, ...) and of its schedule values,
+  averaged over the logging interval and over processes;
+- label-free evaluators (kNN, linear probe) run at each evaluation next to ``eval_loss``;
+- one start line ``world size: N, per-device batch: B, global batch: G``.
+It never asks which method it trains.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import Sampler
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
+
+from ..data.collators import stack_views
+from ..distributed import has_batch_norm
+from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
+
+logger = logging.get_logger(__name__)
+
+
+def _constant_factor(step: int) -> float:
+    """The ``LambdaLR`` factor of a fixed-learning-rate group (a named function: schedulers are pickled)."""
+    return 1.0
+
+
+class SSLTrainer(Trainer):
+    """Trainer for any :class:`hf_ssl.methods.base.SSLPreTrainedModel`.
+
+    Args (beyond ``Trainer``'s):
+        evaluators: callables ``model -> dict[str, float]`` run at every evaluation (e.g.
+            :class:`hf_ssl.evaluation.knn.KNNEvaluator`); their metrics are logged with the ``eval_`` prefix.
+        train_sampler: optional order of the training examples (e.g. :class:`hf_ssl.data.samplers.NoDuplicatesSampler`),
+            used instead of the shuffled default; its batches are sharded over processes by accelerate.
+        data_collator defaults to :func:`hf_ssl.data.collators.stack_views`.
+    """
+
+    def __init__(
+        self, *args, evaluators: Sequence[Callable] | None = None, train_sampler: Sampler | None = None, **kwargs
+    ):
+        kwargs.setdefault("data_collator", stack_views)
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is None:
+            raise ValueError("SSLTrainer needs `args=SSLTrainingArguments(output_dir=...)`")
+        # Trainer refuses an eval strategy without eval_dataset; label-free probes (evaluators) are evaluation too.
+        strategy = training_args.eval_strategy
+        probe_only = bool(evaluators) and kwargs.get("eval_dataset") is None and strategy != "no"
+        if probe_only:
+            training_args.eval_strategy = "no"
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            training_args.eval_strategy = strategy
+        self.evaluators = list(evaluators or [])
+        self.train_sampler = train_sampler
+        if hasattr(train_sampler, "set_epoch"):
+            self.add_callback(ViewEpochCallback(train_sampler))
+        _synchronise_batch_norm(self.model, self.args)
+        self.add_callback(SSLMethodCallback())
+        if self.args.max_train_minutes is not None:
+            self.add_callback(TrainingTimeBudget(self.args.max_train_minutes))
+        transform = _view_transform(self.train_dataset)
+        if transform is not None and hasattr(transform, "set_epoch"):
+            transform.seed = self.args.seed
+            self.add_callback(ViewEpochCallback(transform))
+        self._diagnostic_sums: dict[str, torch.Tensor] = {}
+        self._diagnostic_count = 0
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def train(self, *args, **kwargs):
+        world = self.args.world_size
+        per_device = self.args.per_device_train_batch_size
+        global_batch = per_device * world * self.args.gradient_accumulation_steps
+        line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch}"
+        if self.args.gradient_accumulation_steps > 1:
+            line += f" ({self.args.gradient_accumulation_steps} accumulation steps)"
+        if self.is_world_process_zero():
+            print(line, flush=True)
+        logger.info(line)
+        return super().train(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
+        # A job's own order (duplicate-free batches for in-batch negatives); accelerate shards its batches by rank.
+        if self.train_sampler is not None:
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
+
+    def create_optimizer(self, model=None):
+        """``Trainer``'s optimizer, with the model's :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.learning_rate_scales`
+        applied: each (weight-decay / no-decay) group is split by factor, and a scaled part's ``lr`` is multiplied by
+        its factor. The learning-rate scheduler, created next, scales every group's initial ``lr`` by the same
+        schedule, so the ratio holds throughout, except for the groups of the model's
+        :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.fixed_learning_rate_modules` (tagged ``fixed_lr``), which
+        :meth:`create_scheduler` keeps constant. A model without either keeps Trainer's groups untouched."""
+        optimizer = super().create_optimizer(model)
+        target = self.accelerator.unwrap_model(self.model if model is None else model)
+        scales = getattr(target, "learning_rate_scales", dict)()
+        factor_of = {
+            id(parameter): float(factor)
+            for name, factor in scales.items() if float(factor) != 1.0
+            for parameter in target.get_submodule(name).parameters()
+        }
+        fixed = {
+            id(parameter)
+            for name in getattr(target, "fixed_learning_rate_modules", list)()
+            for parameter in target.get_submodule(name).parameters()
+        }
+        if not factor_of and not fixed:
+            return optimizer
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+        split_groups = []
+        for group in inner.param_groups:
+            by_kind: dict[tuple[float, bool], list] = {}
+            for parameter in group["params"]:
+                kind = (factor_of.get(id(parameter), 1.0), id(parameter) in fixed)
+                by_kind.setdefault(kind, []).append(parameter)
+            options = {key: value for key, value in group.items() if key != "params"}
+            split_groups += [
+                {**options, "params": params, "lr": group["lr"] * factor, "fixed_lr": is_fixed}
+                for (factor, is_fixed), params in by_kind.items()
+            ]
+        inner.param_groups.clear()  # no step taken yet: no optimizer state to carry over
+        for group in split_groups:
+            inner.add_param_group(group)
+        logger.info("learning-rate scales: %s", ", ".join(f"{name} x{factor:g}" for name, factor in scales.items()))
+        return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """``Trainer``'s scheduler, with the optimizer groups tagged ``fixed_lr`` (see :meth:`create_optimizer`) held
+        at their initial ``lr`` for the whole run. Written here because transformers' schedulers apply one lambda
+        to every group; ``LambdaLR`` takes one per group, so those groups get a constant one."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's AcceleratedScheduler wraps the torch one
+        if not isinstance(inner, torch.optim.lr_scheduler.LambdaLR):
+            if any(group.get("fixed_lr") for group in inner.optimizer.param_groups):
+                raise ValueError(
+                    f"a fixed predictor learning rate needs a LambdaLR schedule (lr_scheduler_type cosine, linear, "
+                    f"constant_with_warmup, ...), got {type(inner).__name__}; pick one of those or set "
+                    "predictor_fixed_learning_rate false"
+                )
+            return scheduler
+        for index, group in enumerate(inner.optimizer.param_groups):
+            if group.get("fixed_lr"):
+                inner.lr_lambdas[index] = _constant_factor
+                group["lr"] = group["initial_lr"]
+        inner._last_lr = [group["lr"] for group in inner.optimizer.param_groups]
+        return scheduler
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs) -> None:
+        """Write hf_ssl's card (:mod:`hf_ssl.publishing.model_card`) into ``output_dir``, as ``Trainer.push_to_hub`` expects.
+
+        The stock draft calls a run from scratch a "fine-tuned version of [](...)" and knows nothing of the method,
+        its paper or its probes. ``language``, ``license`` and ``tags`` go into the card's metadata. A model that is
+        not an hf_ssl pretraining model (no ``ssl_config``) gets the stock draft.
+        """
+        if not self.is_world_process_zero():
+            return
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        if not isinstance(getattr(config, "ssl_config", None), dict):
+            super().create_model_card(language=language, license=license, tags=tags, model_name=model_name,
+                                      finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
+                                      dataset=dataset, dataset_args=dataset_args, **kwargs)
+            return
+        from ..publishing.hub import write_trainer_model_card
+
+        write_trainer_model_card(self, language=language, license=license, tags=tags, model_name=model_name)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # transformers 5.x's Trainer restores checkpoint weights with a bare `load_state_dict(strict=False)`, but
+        # `save_pretrained` writes the legacy key names of converted architectures (ViT: `encoder.layer.N.attention.
+        # attention.query`, vs `layers.N.attention.q_proj` in memory): the encoder weights would be skipped silently
+        # on resume (seen with 5.24). `from_pretrained` applies the key mapping; the strict copy fails loudly.
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        weights = [os.path.join(resume_from_checkpoint, name) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)]
+        if isinstance(target, PreTrainedModel) and any(os.path.isfile(path) for path in weights):
+            restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
+            target.load_state_dict(restored.state_dict(), strict=True)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Token-level losses (masked-LM) normalise by the count over the whole accumulated, global batch: models that
+        # declare `accepts_loss_kwargs = True` receive it (Trainer then skips its division by accumulation steps).
+        if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        outputs = model(**inputs)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # As Trainer.compute_loss: the loss is a sum over this process's items divided by the GLOBAL count, and
+            # DDP averages gradients over processes, so scale back up by the number of data-parallel processes.
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
+        if model.training:
+            with torch.no_grad():
+                for key, value in outputs.items():
+                    if key != "loss" and isinstance(value, torch.Tensor) and value.dim() == 0:
+                        total = self._diagnostic_sums.get(key)
+                        value = value.detach().float()
+                        self._diagnostic_sums[key] = value if total is None else total + value
+                self._diagnostic_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._diagnostic_count:
+            names = sorted(self._diagnostic_sums)
+            if names:  # a model may return nothing but its loss
+                stacked = torch.stack([self._diagnostic_sums[name] for name in names]) / self._diagnostic_count
+                stacked = self.accelerator.reduce(stacked, reduction="mean")
+                logs.update({name: round(value, 4) for name, value in zip(names, stacked.tolist())})
+            self._diagnostic_sums, self._diagnostic_count = {}, 0
+            schedule_values = getattr(self.accelerator.unwrap_model(self.model), "schedule_values", None)
+            if schedule_values is not None:
+                logs.update({name: round(value, 6) for name, value in schedule_values().items()})
+        super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.evaluators:
+            model = self.accelerator.unwrap_model(self.model)
+            extra: dict[str, float] = {}
+            # Probes run on the main process (features of a held-out split); others wait for the result.
+            if self.is_world_process_zero():
+                for evaluator in self.evaluators:
+                    extra.update(evaluator(model))
+            extra = _broadcast_object(extra)
+            extra = {f"{metric_key_prefix}_{name}": value for name, value in extra.items()}
+            self.log(dict(extra))
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, extra)
+            metrics.update(extra)
+        return metrics
+
+
+def _synchronise_batch_norm(model: torch.nn.Module, args: TrainingArguments) -> None:
+    """BatchNorm in heads (DINO's ResNet setting, SimCLR, BYOL) must see the global batch, as in the papers: convert it
+    to SyncBatchNorm (in place) when several CUDA processes train. SyncBatchNorm has no CPU kernel, so CPU runs keep
+    per-process statistics and say so."""
+    if args.world_size <= 1 or not has_batch_norm(model):
+        return
+    if args.device.type == "cuda":
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        logger.info("BatchNorm layers converted to SyncBatchNorm for %d processes", args.world_size)
+    else:
+        logger.warning(
+            "BatchNorm statistics are computed per process on CPU (SyncBatchNorm needs CUDA): with %d processes the "
+            "run is not identical to one process with the %d-times batch.", args.world_size, args.world_size
+        )
+
+
+def _view_transform(dataset):
+    format_ = getattr(dataset, "format", None) or {}
+    return (format_.get("format_kwargs") or {}).get("transform")
+
+
+def _broadcast_object(value):
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+    return value

@@ -1,0 +1,44 @@
+"""Reproducible per-example randomness for every view: each example's augmentation is seeded by ``(seed, epoch,
+index)``, so views do not depend on processes, dataloader workers or a resume mid-epoch."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+INDEX_COLUMN = "ssl_index"
+
+
+def seeded_map(function, items, indices, seed: int, epoch: int) -> list:
+    """``[function(item) for item in items]``, each call on one thread with torch's global random stream seeded by
+    ``(seed, epoch, index)`` when ``indices`` is given (so an example's views depend on nothing else); the caller's
+    random state is restored afterwards. One ``fork_rng`` for the whole batch, not one per example: a fork saves and
+    restores the generator state, about 1.3 ms per example on a loaded core here, where a two-view 16 px example
+    took 20 ms."""
+    with single_thread():
+        if indices is None:
+            return [function(item) for item in items]
+        results = []
+        with torch.random.fork_rng(devices=[]):
+            for item, index in zip(items, indices):
+                torch.manual_seed(example_seed(seed, epoch, int(index)))
+                results.append(function(item))
+        return results
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the per-image kernels on one thread: on 32 px images torch's intra-op threads cost 50x more than they
+    save (measured here: 185 ms vs 3.3 ms per 6-crop example on 2 cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def example_seed(seed: int, epoch: int, index: int) -> int:
+    # A simple, well-spread mix of three integers (64-bit LCG constants); any injective-enough mix would do.
+    return (seed * 6364136223846793005 + epoch * 1442695040888963407 + index * 2862933555777620809) % (2**63)
