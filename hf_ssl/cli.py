@@ -30,6 +30,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.images import load_image_dataset
+from .data.pairs import HELD_OUT_TEMPLATES, load_sts_benchmark
+from .evaluation.comparison import (
+    compare_with_random_init,
+    evaluate_checkpoint,
+    format_comparison,
+)
+from .evaluation.features import default_eval_transform
+from .evaluation.sts import sts_spearman
+from .evaluation.zero_shot import zero_shot_accuracy
+from .jobs.runner import run
+from .jobs.sentence_pairs import resolve_text_checkpoint
+from .methods import METHOD_REGISTRY, AutoSSLModel, SentenceBertForPreTraining
+from .publishing.hub import push_run_directory
+from .publishing.model_card import write_model_card
+
 RECIPE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 
 
@@ -50,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------------------------------------------------
 def _pretrain(argv: list[str]) -> int:
-    from .jobs.runner import run
-
     if argv and argv[0] in ("-h", "--help"):
         print("usage: hf-ssl pretrain [CONFIG.yaml] [--flag value ...]\n\n"
               "Pretrain with a recipe config (recipes/configs/<method>-<backbone>-<dataset>.yaml); flags after the file\n"
@@ -99,14 +113,6 @@ def _probe_arguments(group) -> None:
 def _run_probes(args: argparse.Namespace) -> dict | str:
     from transformers import AutoModel
 
-    from .data.images import load_image_dataset
-    from .evaluation.comparison import (
-        compare_with_random_init,
-        evaluate_checkpoint,
-        format_comparison,
-    )
-    from .evaluation.features import default_eval_transform
-
     train = load_image_dataset(args.dataset, args.train_split)
     test = load_image_dataset(args.dataset, args.test_split)
     encoder = AutoModel.from_pretrained(args.checkpoint)
@@ -129,9 +135,6 @@ def _text_embedding_model(checkpoint: str, pooling: str):
     a Hub id, or 'minilm') as a Sentence-BERT bi-encoder over it with ``pooling``. Returns (model, tokenizer)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from .jobs.sentence_pairs import resolve_text_checkpoint
-    from .methods import AutoSSLModel, SentenceBertForPreTraining
-
     path = resolve_text_checkpoint(checkpoint)
     if (getattr(AutoConfig.from_pretrained(path), "ssl_config", None) or {}).get("method") in ("sbert", "clip"):
         model = AutoSSLModel.from_pretrained(path)
@@ -151,9 +154,6 @@ def _sts_arguments(group) -> None:
 
 
 def _run_sts(args: argparse.Namespace) -> dict:
-    from .data.pairs import load_sts_benchmark
-    from .evaluation.sts import sts_spearman
-
     model, tokenizer = _text_embedding_model(args.checkpoint, args.pooling)
     results = {}
     for split in args.sts_splits:
@@ -172,12 +172,6 @@ def _zero_shot_arguments(group) -> None:
 
 def _run_zero_shot(args: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer
-
-    from .data.images import load_image_dataset
-    from .data.pairs import HELD_OUT_TEMPLATES
-    from .evaluation.features import default_eval_transform
-    from .evaluation.zero_shot import zero_shot_accuracy
-    from .methods import AutoSSLModel
 
     model = AutoSSLModel.from_pretrained(args.checkpoint).eval()
     if not hasattr(model, "embed_image"):
@@ -257,7 +251,6 @@ def _card(argv: list[str]) -> int:
                         help="the Hub id the card's loading code names (default: the run's output_dir)")
     _card_metadata_arguments(parser)
     args = parser.parse_args(argv)
-    from .publishing.model_card import write_model_card
 
     path = write_model_card(args.run_dir, output=args.output, repo_id=args.repo_id, template_path=args.template,
                             **_card_overrides(args))
@@ -282,10 +275,8 @@ def _push(argv: list[str]) -> int:
     parser.add_argument("--token", default=None, help="a write token; prefer HF_TOKEN or `hf auth login`")
     _card_metadata_arguments(parser)
     args = parser.parse_args(argv)
-    from .publishing.hub import push_run_directory
 
     if args.template is not None and not args.keep_card:
-        from .publishing.model_card import write_model_card
 
         write_model_card(args.run_dir, repo_id=args.hub_model_id, template_path=args.template,
                          **_card_overrides(args))
@@ -309,7 +300,6 @@ def _list(argv: list[str]) -> int:
     parser.add_argument("method", nargs="?", default=None, help="show one method only")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    from .methods import METHOD_REGISTRY
 
     if args.method is not None and args.method not in METHOD_REGISTRY:
         print(f"unknown method {args.method!r}; available: {', '.join(sorted(METHOD_REGISTRY))}", file=sys.stderr)

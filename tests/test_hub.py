@@ -1,6 +1,6 @@
 """Publishing round trips against a local STAND-IN for the Hub HTTP API (tests/hub_stand_in.py), never a real hub.
 
-Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, model.push_to_hub, hf-ssl push) each give a
+Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, hf_ssl.publishing.push_model, hf-ssl push) each give a
 repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel loads as the
 whole pretraining model with the same encoder weights, and whose README.md is hf_ssl's card (model-index equal to the
 run's metrics), never the stock Trainer / PreTrainedModel text. The write token never reaches a file or the output.
@@ -35,7 +35,8 @@ PUSH_SCRIPT = textwrap.dedent(
     from transformers import ViTConfig
     from hf_ssl import DINOForPreTraining
     from hf_ssl.cli import main
-    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.data import load_image_dataset
+    from hf_ssl.publishing import push_model
     from hf_ssl.training import SSLTrainer, SSLTrainingArguments
     from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 
@@ -54,7 +55,7 @@ PUSH_SCRIPT = textwrap.dedent(
     trainer = SSLTrainer(model=model, args=args, train_dataset=apply_views(images, views))
     trainer.train()
     trainer.push_to_hub()
-    model.push_to_hub("org/model", run_directory=recipe_run)
+    push_model(model, "org/model", run_directory=recipe_run)
     assert main(["push", recipe_run, "--hub_model_id", "org/cli-push", "--private"]) == 0
     # hf_ssl loads every published repository as the whole pretraining model
     from hf_ssl import AutoSSLModel
@@ -145,7 +146,7 @@ def test_every_way_of_publishing_carries_the_generated_card(published):
     assert values == {item["metric_name"]: item["metric_value"] for item in evaluation["eval_results"]}
     assert card.data.model_name == "recipe" and "training_curves.png" in hub.files("org/recipe")
     assert "hf_ssl_run.json" in hub.files("org/cli-push") and hub.repositories["org/cli-push"].private
-    # model.push_to_hub(run_directory=...) carries the run's results too; the trainer's card has its log history
+    # push_model(run_directory=...) carries the run's results too; the trainer's card has its log history
     assert _card(hub, "org/model").data.eval_results
     assert "training_curves.png" in hub.files("org/trainer")
     # the card's command reproduces the run without publishing it again

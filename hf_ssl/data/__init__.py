@@ -6,7 +6,13 @@
 """
 
 from .audio import load_audio_dataset
-from .collators import AudioCollator, ImageCaptionCollator, MaskedLMCollator, SentenceTupleCollator, stack_views
+from .collators import (
+    AudioCollator,
+    ImageCaptionCollator,
+    MaskedLMCollator,
+    SentenceTupleCollator,
+    stack_views,
+)
 from .images import load_image_dataset
 from .pairs import load_pairs, load_sts_benchmark
 from .samplers import NoDuplicatesSampler

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..views.audio import VIEW_SEED
+#: Per-example seed that an augmentation (:class:`hf_ssl.views.audio.AudioCropTransform`) emits next to its view,
+#: from which :class:`AudioCollator` seeds a method's random choices for the batch (wav2vec 2.0's masks).
+VIEW_SEED = "view_seed"
 
 
 def stack_views(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -19,7 +19,11 @@ callable ``model -> {metric: value}``) that ``SSLTrainer(evaluators=[...])`` run
 from .audio_probe import AudioLinearProbeEvaluator, mfcc_features
 from .comparison import compare_with_random_init, evaluate_checkpoint, format_comparison
 from .features import default_eval_transform, extract_features, raw_pixel_features
-from .finetune import FineTuneProbeArguments, compare_finetuning_with_random_init, finetune_accuracy
+from .finetune import (
+    FineTuneProbeArguments,
+    compare_finetuning_with_random_init,
+    finetune_accuracy,
+)
 from .knn import KNNEvaluator, knn_accuracy, knn_predict
 from .linear_probe import LinearProbeEvaluator, linear_probe_accuracy
 from .masked_lm import MaskedLMEvaluator

@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .features import (
+    as_pil_image,
+    check_image_dataset,
+    default_eval_transform,
+    fixed_subset,
+)
+from .metrics import accuracy
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,9 +83,6 @@ def finetune_accuracy(
     """
     from torchvision.transforms import v2
     from transformers import Trainer, TrainingArguments
-
-    from .features import as_pil_image, check_image_dataset, default_eval_transform
-    from .metrics import accuracy
 
     if arguments.finetune_steps < 1:
         raise ValueError("finetune_steps must be >= 1 to fine-tune; set --finetune_steps N")
@@ -140,8 +145,6 @@ def compare_finetuning_with_random_init(
     ``checkpoint_dir`` (loaded with vanilla ``AutoModelForImageClassification.from_pretrained``) and of the same
     config at random init (``from_config`` under ``torch.manual_seed(seed)``)."""
     from transformers import AutoConfig, AutoModelForImageClassification
-
-    from .features import fixed_subset
 
     train_dataset = fixed_subset(train_dataset, arguments.finetune_train_examples, seed, "finetune_train_examples")
     test_dataset = fixed_subset(test_dataset, arguments.finetune_eval_examples, seed, "finetune_eval_examples")

@@ -20,6 +20,7 @@ import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..losses.masked_pixels import normalized_patch_targets, patchify, unpatchify
+from .features import as_pil_image, check_image_dataset
 
 DEFAULT_FIGURE_NAME = "reconstructions.png"
 
@@ -124,8 +125,6 @@ class ReconstructionFigure:
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
         image_column: str = "image",
     ):
-        from .features import as_pil_image, check_image_dataset
-
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         check_image_dataset(dataset, image_column, "dataset")

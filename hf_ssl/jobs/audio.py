@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult
 
+from ..data.audio import label_columns, load_audio_dataset, load_waveform
+from ..data.collators import AudioCollator
+from ..evaluation.audio_probe import AudioLinearProbeEvaluator
+from ..evaluation.comparison import format_comparison
 from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..modules.audio_encoder import audio_encoder_config
+from ..views import apply_views
+from ..views.audio import AudioCropTransform
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
 
@@ -82,7 +89,6 @@ class AudioDataArguments:
 
 def build_audio_model(encoder_args: AudioEncoderArguments, method_config):
     """A new pretraining model for the chosen encoder and method, or the one stored at ``init_from``."""
-    from ..modules.audio_encoder import audio_encoder_config
 
     if encoder_args.init_from:
         return AutoSSLModel.from_pretrained(encoder_args.init_from)
@@ -109,12 +115,6 @@ class AudioPretrainingJob(PretrainingJob):
     argument_classes = (AudioEncoderArguments, AudioDataArguments)
 
     def prepare(self) -> JobParts:
-        from ..data.audio import label_columns, load_audio_dataset, load_waveform
-        from ..data.collators import AudioCollator
-        from ..evaluation.audio_probe import AudioLinearProbeEvaluator
-        from ..views import apply_views
-        from ..views.audio import AudioCropTransform
-
         encoder_args, data_args = self.arguments
         seed = self.training_args.seed
         model = build_audio_model(encoder_args, self.method_config)
@@ -162,8 +162,6 @@ class AudioPretrainingJob(PretrainingJob):
         self.feature_extractor.save_pretrained(output_dir)
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
-        from ..evaluation.comparison import format_comparison
-
         _, data_args = self.arguments
         if self.evaluator is None or not data_args.final_comparison:
             return None

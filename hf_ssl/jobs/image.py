@@ -13,6 +13,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from ..data.images import load_image_dataset
+from ..evaluation.comparison import compare_with_random_init, format_comparison
+from ..evaluation.features import default_eval_transform
+from ..evaluation.knn import KNNEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import check_patch_size, encoder_config
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
@@ -150,10 +154,6 @@ class ImagePretrainingJob(PretrainingJob):
     embedded_defaults = EMBEDDED_DEFAULTS
 
     def prepare(self) -> JobParts:
-        from ..data.images import load_image_dataset
-        from ..evaluation.features import default_eval_transform
-        from ..evaluation.knn import KNNEvaluator
-
         encoder_args, data_args, views = self.arguments
         seed = self.training_args.seed
 
@@ -192,8 +192,6 @@ class ImagePretrainingJob(PretrainingJob):
         return []
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
-        from ..evaluation.comparison import compare_with_random_init, format_comparison
-
         encoder_args, data_args, views = self.arguments
         if not (self.has_labels and data_args.final_comparison):
             return None

@@ -22,8 +22,21 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from ..data.pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
+from ..data.collators import ImageCaptionCollator
+from ..data.images import load_image_dataset
+from ..data.pairs import (
+    HELD_OUT_TEMPLATES,
+    TRAIN_TEMPLATES,
+    caption_with_templates,
+    load_emoji_captions,
+    text_keys,
+)
+from ..data.samplers import NoDuplicatesSampler
+from ..evaluation.features import default_eval_transform
+from ..evaluation.retrieval import RetrievalEvaluator
+from ..evaluation.zero_shot import ZeroShotEvaluator, zero_shot_accuracy
 from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..modules.backbones import encoder_config
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 from .sentence_pairs import PACKAGED_MINILM, json_overrides, resolve_text_checkpoint
 
@@ -89,12 +102,6 @@ class ImageTextJob(PretrainingJob):
     def prepare(self) -> JobParts:
         from transformers import AutoTokenizer
 
-        from ..data.collators import ImageCaptionCollator
-        from ..data.pairs import text_keys
-        from ..data.samplers import NoDuplicatesSampler
-        from ..evaluation.retrieval import RetrievalEvaluator
-        from ..evaluation.zero_shot import ZeroShotEvaluator
-
         encoder_args, data_args = self.arguments
         seed = self.training_args.seed
         self.train_pairs, self.eval_pairs = self.load_data()
@@ -121,8 +128,6 @@ class ImageTextJob(PretrainingJob):
 
     def load_data(self):
         """(train pairs, held-out pairs); sets ``templated`` and ``class_names``."""
-        from ..data.images import load_image_dataset
-        from ..data.pairs import caption_with_templates, load_emoji_captions
 
         _, data_args = self.arguments
         seed = self.training_args.seed
@@ -159,7 +164,6 @@ class ImageTextJob(PretrainingJob):
     def build_model(self):
         """The model at its starting point (pretrained text encoder + random vision encoder and projections, unless
         configured otherwise); called again after training, with the same seed, for the final comparison."""
-        from ..modules.backbones import encoder_config
 
         encoder_args, data_args = self.arguments
         if encoder_args.init_from:
@@ -205,9 +209,6 @@ class ImageTextJob(PretrainingJob):
                                table=self._table(probes))
 
     def scores(self, model) -> dict[str, float]:
-        from ..evaluation.retrieval import RetrievalEvaluator
-        from ..evaluation.zero_shot import zero_shot_accuracy
-
         if self.templated:
             return {
                 "zero_shot_top1_held_out_templates": zero_shot_accuracy(
@@ -262,8 +263,6 @@ def _image_transform(size: int, min_crop_scale: float):
     direction)."""
     import torch
     from torchvision.transforms import v2
-
-    from ..evaluation.features import default_eval_transform
 
     if min_crop_scale >= 1.0:
         return default_eval_transform(size, IMAGE_MEAN, IMAGE_STD)

@@ -22,8 +22,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from ..evaluation.finetune import FineTuneProbeArguments
-from ..evaluation.reconstruction import DEFAULT_FIGURE_NAME
+from ..evaluation.finetune import (
+    FineTuneProbeArguments,
+    compare_finetuning_with_random_init,
+)
+from ..evaluation.reconstruction import DEFAULT_FIGURE_NAME, ReconstructionFigure
 from ..views.single_view import SingleViewConfig, SingleViewTransform
 from .base import FinalEvaluation, dataclass_values
 from .image import DataArguments, EncoderArguments, ImagePretrainingJob
@@ -55,8 +58,6 @@ class MaskedImagePretrainingJob(ImagePretrainingJob):
         self.figure = None
 
     def extra_evaluators(self) -> list:
-        from ..evaluation.reconstruction import ReconstructionFigure
-
         if self.reconstruction_args.reconstruction_images <= 0:
             return []
         views = self.arguments[2]
@@ -75,7 +76,6 @@ class MaskedImagePretrainingJob(ImagePretrainingJob):
     def final_evaluation(self, model) -> FinalEvaluation | None:
         """The image job's frozen-feature comparison (features of whole, unmasked images: the published encoder is a
         plain ``ViTModel``), the reconstruction figure, and the fine-tuning probe when ``finetune_steps > 0``."""
-        from ..evaluation.finetune import compare_finetuning_with_random_init
 
         evaluation = super().final_evaluation(model) or FinalEvaluation()
         probes = evaluation.probes

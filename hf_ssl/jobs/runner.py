@@ -21,6 +21,8 @@ from transformers import HfArgumentParser, set_seed
 from transformers.utils import logging
 
 from ..methods.base import METHOD_REGISTRY
+from ..publishing.hub import push_run_directory
+from ..publishing.model_card import write_model_card
 from ..publishing.run_record import settings_to_argv, write_run_record
 from ..training.arguments import SSLTrainingArguments
 from ..training.trainer import SSLTrainer
@@ -111,8 +113,6 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
 
 def _publish(trainer: SSLTrainer, training_args) -> None:
     """Write the model card (README.md + figures) into output_dir; push the run when ``--push_to_hub`` is set."""
-    from ..publishing.hub import push_run_directory
-    from ..publishing.model_card import write_model_card
 
     output_dir = training_args.output_dir
     trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))  # log_history for the curves

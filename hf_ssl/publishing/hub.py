@@ -1,13 +1,14 @@
 """Publishing to the Hugging Face Hub with hf_ssl's generated model card (never the stock Trainer draft).
 
-Three ways in, one result (a repository that vanilla transformers loads as the encoder, ``hf_ssl.AutoSSLModel`` loads
+Four ways in, one result (a repository that vanilla transformers loads as the encoder, ``hf_ssl.AutoSSLModel`` loads
 as the whole pretraining model, and whose README.md is the card of :mod:`hf_ssl.publishing.model_card`):
 
 - ``hf-ssl pretrain ... --push_to_hub --hub_model_id org/name``: :func:`hf_ssl.jobs.runner.run` writes the card after
   the final evaluation and calls :func:`push_run_directory`;
 - ``hf-ssl push RUN_DIR --hub_model_id org/name`` / :func:`push_run_directory`: (re)generate the card, upload the run;
-- ``trainer.push_to_hub()`` (``SSLTrainer.create_model_card`` calls :func:`write_trainer_model_card`) and
-  ``model.push_to_hub(repo_id)`` (:class:`ModelCardPushMixin`).
+- ``trainer.push_to_hub()`` (``SSLTrainer.create_model_card`` calls :func:`write_trainer_model_card`);
+- ``push_model(model, repo_id)``: a model in memory, with the card written from the model (and ``run_directory=``).
+  Models never publish themselves: ``model.push_to_hub`` is transformers' own, with its placeholder card.
 
 What is uploaded: the model (config, weights), the run record and evaluation, ``trainer_state.json``, the card and its
 figures, and whatever the job saved beside the weights (tokenizer, processor, sentence-transformers modules).
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitInfo, HfApi
+
+from .model_card import write_model_card
+from .run_record import RunDirectory
 
 #: Never uploaded from a run directory (see the module docstring).
 IGNORED_IN_UPLOADS = ["checkpoint-*", "_*", "training_args.bin", ".ipynb_checkpoints*"]
@@ -54,9 +58,6 @@ def push_run_directory(
         refresh_card: regenerate README.md and figures from the run first (False: upload the folder's README as is).
         card_data: extra ``ModelCardData`` fields for the card (``license``, ``language``, ``tags``).
     """
-    from .model_card import write_model_card
-    from .run_record import RunDirectory
-
     run_dir = Path(run_dir)
     RunDirectory.load(run_dir)  # refuse a folder that is not a run before creating anything remotely
     api = HfApi()
@@ -72,8 +73,6 @@ def push_run_directory(
 def write_trainer_model_card(trainer, language=None, license=None, tags=None, model_name=None, **unused) -> Path:
     """The card for ``Trainer.push_to_hub``: written into ``trainer.args.output_dir`` after Trainer saved the model
     there, with the live ``log_history`` (saved as ``trainer_state.json``) for the training curves."""
-    from .model_card import write_model_card
-
     output_dir = Path(trainer.args.output_dir)
     trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
     repo_id = getattr(trainer, "hub_model_id", None) or trainer.args.hub_model_id
@@ -88,46 +87,41 @@ def _as_list(tags) -> list[str] | None:
     return [tags] if isinstance(tags, str) else list(tags)
 
 
-class ModelCardPushMixin:
-    """``push_to_hub`` for hf_ssl pretraining models: the model, plus the generated card instead of transformers'
-    "This is the model card of a 🤗 transformers model" placeholder.
+def push_model(
+    model,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str | None = "50GB",
+    tags: list[str] | None = None,
+    run_directory: str | Path | None = None,
+) -> CommitInfo:
+    """Push an hf_ssl pretraining model with the generated card (not transformers' placeholder card).
 
-    ``model.push_to_hub("org/name")`` saves the model, writes the card from the model alone (method, paper, backbone,
-    sizes, settings, loading code); ``run_directory=`` adds the run's record, evaluation and training curves to it.
+    The model is saved into a temporary folder, the card is written from the model alone (method, paper, backbone,
+    sizes, settings, loading code) and, with ``run_directory=``, from the run's record, evaluation and training curves
+    too; then the folder is uploaded. The arguments are ``PreTrainedModel.push_to_hub``'s, plus ``run_directory``.
     """
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str | None = "50GB",
-        tags: list[str] | None = None,
-        run_directory: str | Path | None = None,
-    ) -> CommitInfo:
-        from .model_card import write_model_card
-        from .run_record import RunDirectory
-
-        api = HfApi()
-        repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, max_shard_size=max_shard_size)
-            if run_directory is not None:  # the run's record, evaluation, log history and figures
-                source = Path(run_directory)
-                for name in RUN_FILES:
-                    if (source / name).is_file():
-                        shutil.copy2(source / name, Path(folder) / name)
-                for figure in RunDirectory.load(source).figures():
-                    shutil.copy2(figure, Path(folder) / figure.name)
-            card_tags = list(dict.fromkeys([*(getattr(self, "model_tags", None) or []), *(tags or [])]))
-            write_model_card(folder, repo_id=repo_id, **({"tags": card_tags} if card_tags else {}))
-            return api.upload_folder(
-                repo_id=repo_id, folder_path=folder, commit_message=commit_message or f"Upload {type(self).__name__}",
-                commit_description=commit_description, token=token, revision=revision, create_pr=create_pr,
-                ignore_patterns=IGNORED_IN_UPLOADS,
-            )
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        if run_directory is not None:  # the run's record, evaluation, log history and figures
+            source = Path(run_directory)
+            for name in RUN_FILES:
+                if (source / name).is_file():
+                    shutil.copy2(source / name, Path(folder) / name)
+            for figure in RunDirectory.load(source).figures():
+                shutil.copy2(figure, Path(folder) / figure.name)
+        card_tags = list(dict.fromkeys([*(getattr(model, "model_tags", None) or []), *(tags or [])]))
+        write_model_card(folder, repo_id=repo_id, **({"tags": card_tags} if card_tags else {}))
+        return api.upload_folder(
+            repo_id=repo_id, folder_path=folder, commit_message=commit_message or f"Upload {type(model).__name__}",
+            commit_description=commit_description, token=token, revision=revision, create_pr=create_pr,
+            ignore_patterns=IGNORED_IN_UPLOADS,
+        )

@@ -28,8 +28,16 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..methods.base import METHOD_REGISTRY
 from .datasets import KNOWN_DATASETS, DatasetFacts
-from .run_record import DATASET_KEYS, RECORD_META_KEYS, TRAINING_CURVES, RunDirectory
+from .figures import plot_training_curves
+from .run_record import (
+    DATASET_KEYS,
+    RECORD_META_KEYS,
+    TRAINING_CURVES,
+    RunDirectory,
+    settings_to_argv,
+)
 
 #: The card templates, shipped as package data (a wheel install writes cards too); ``template_path=`` picks another.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -95,7 +103,6 @@ def write_model_card(run_dir: str | Path, output: str | Path | None = None, repo
 
 def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> dict[str, Any]:
     """The template's variables (all plain strings, numbers, lists and dicts)."""
-    from ..methods.base import METHOD_REGISTRY
 
     method_class = METHOD_REGISTRY.get(run.method)
     record = run.record
@@ -453,8 +460,6 @@ def _without_publishing_flags(argv: list[str]) -> list[str]:
 
 
 def _argv_from_settings(record: dict[str, Any]) -> list[str]:
-    from .run_record import settings_to_argv
-
     values: dict[str, Any] = {}
     for section in (*[v for k, v in record.items() if k not in RECORD_META_KEYS and isinstance(v, dict)],
                     record.get("method", {})):
@@ -499,7 +504,6 @@ def _arxiv_url(paper: str) -> str | None:
 
 def _place_figures(run: RunDirectory, figures_dir: Path, model_name: str) -> list[dict[str, str]]:
     """Draw the training curves into ``figures_dir`` and copy the job's figures there; return ``[{file, caption}]``."""
-    from .figures import plot_training_curves
 
     figures_dir.mkdir(parents=True, exist_ok=True)
     figures = []

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult
 
+
 RUN_RECORD = "hf_ssl_run.json"
 
 
@@ -69,8 +70,6 @@ class RunDirectory:
 
     @property
     def eval_results(self) -> list[EvalResult]:
-        from .run_record import eval_results_from_json
-
         return eval_results_from_json(self.evaluation.get("eval_results", []))
 
     @property

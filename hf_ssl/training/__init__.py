@@ -1,7 +1,12 @@
 """Training: the method-agnostic ``SSLTrainer``, its arguments, and the callbacks that carry per-step work."""
 
 from .arguments import SSLTrainingArguments
-from .callbacks import EvaluatorCallback, SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
+from .callbacks import (
+    EvaluatorCallback,
+    SSLMethodCallback,
+    TrainingTimeBudget,
+    ViewEpochCallback,
+)
 from .trainer import SSLTrainer
 
 __all__ = [

@@ -22,6 +22,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, loggi
 
 from ..data.collators import stack_views
 from ..distributed import has_batch_norm
+from ..publishing.hub import write_trainer_model_card
 from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
 
 logger = logging.get_logger(__name__)
@@ -170,7 +171,6 @@ class SSLTrainer(Trainer):
                                       finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
                                       dataset=dataset, dataset_args=dataset_args, **kwargs)
             return
-        from ..publishing.hub import write_trainer_model_card
 
         write_trainer_model_card(self, language=language, license=license, tags=tags, model_name=model_name)
 

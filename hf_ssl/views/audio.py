@@ -7,10 +7,8 @@ import math
 import numpy as np
 
 from ..data.audio import load_waveform
+from ..data.collators import VIEW_SEED
 from .seeding import INDEX_COLUMN, example_seed
-
-VIEW_SEED = "view_seed"
-"""Per-example seed that :class:`AudioCropTransform` emits next to the crop, for the collator's random choices."""
 
 
 class AudioCropTransform:
