@@ -11,33 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..losses.negative_cosine import NegativeCosineSimilarity
-from ..modules.backbones import feature_dim, image_features
-from ..modules.heads import ProjectionHead
-from ..modules.predictors import DirectPredictor, check_predictor_type
+from ..modules.backbones import image_features
+from ..modules.heads import mlp_head
+from ..modules.predictors import PredictorSettings, build_predictor
 from .base import SSLMethodConfig, cross_view_loss
 from .teacher import MomentumTeacherModel
 
 
 @dataclass
-class BYOLConfig(SSLMethodConfig):
+class BYOLConfig(PredictorSettings, SSLMethodConfig):
     """BYOL hyperparameters (defaults: the paper's, Grill et al. 2020 §3.3 and Appendix J).
 
     projection_hidden_dim / projection_dim: projector g (Linear-BN-ReLU-Linear), 4096 -> 256.
     prediction_hidden_dim: predictor q (Linear-BN-ReLU-Linear), 256 -> 4096 -> 256.
     momentum_teacher: EMA momentum tau of the target network at step 0, cosine-scheduled to momentum_teacher_end
     (tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2).
-    predictor_learning_rate_scale: the predictor trains at this multiple of the learning rate (paper: 1; a faster
-    predictor speeds up short runs, Grill et al. 2020 Appendix I / Tian et al. 2021).
-    predictor_fixed_learning_rate: train the predictor at a constant (scaled) learning rate, outside the warm-up and
-    decay of the schedule (Chen & He 2021 §4.4: better than decaying it; paper default: False).
-    predictor_type: "mlp" (the paper's learned Linear-BN-ReLU-Linear) or "direct" (DirectPred, Tian et al. 2021: a
-    linear predictor set each step from the running correlation of the projections, no parameters; see
-    :mod:`hf_ssl.modules.predictors`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
+    The predictor settings (``predictor_type``, DirectPred's, the predictor's learning rate) are
+    :class:`hf_ssl.modules.predictors.PredictorSettings`.
     """
 
     method = "byol"
@@ -47,18 +41,12 @@ class BYOLConfig(SSLMethodConfig):
     prediction_hidden_dim: int = 4096
     momentum_teacher: float = 0.996
     momentum_teacher_end: float = 1.0
-    predictor_learning_rate_scale: float = 1.0
-    predictor_fixed_learning_rate: bool = False
-    predictor_type: str = "mlp"
-    direct_predictor_decay: float = 0.3
-    direct_predictor_eps: float = 0.01
 
     def __post_init__(self):
-        check_predictor_type(self.predictor_type)
+        super().__post_init__()
         self.check_ranges(
             at_least_one=("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"),
-            positive=("predictor_learning_rate_scale",),
-            unit_interval=("momentum_teacher", "momentum_teacher_end", "direct_predictor_decay"),
+            unit_interval=("momentum_teacher", "momentum_teacher_end"),
         )
 
 
@@ -80,11 +68,6 @@ class BYOLOutput(ModelOutput):
     targets: torch.Tensor | None = None
 
 
-def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
-    """BYOL's projector / predictor: Linear-BN-ReLU-Linear (Grill et al. 2020 §3.3)."""
-    return ProjectionHead([(in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU()), (hidden_dim, out_dim, None, None)])
-
-
 class BYOLForPreTraining(MomentumTeacherModel):
     """BYOL online/target pair over any transformers vision encoder.
 
@@ -101,20 +84,14 @@ class BYOLForPreTraining(MomentumTeacherModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: BYOLConfig = self.method_config
-        self.student_encoder = self.build_encoder()
-        in_dim = feature_dim(self.student_encoder)
-        self.projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
-        if settings.predictor_type == "direct":
-            self.predictor = DirectPredictor(
-                settings.projection_dim, settings.direct_predictor_decay, settings.direct_predictor_eps
-            )
-        else:
-            self.predictor = mlp_head(settings.projection_dim, settings.prediction_hidden_dim, settings.projection_dim)
-        self.register_published_encoder(self.build_encoder())
-        self.teacher_projector = mlp_head(in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        dim = settings.projection_dim
+        self.build_student_and_teacher(
+            lambda in_dim: mlp_head([in_dim, settings.projection_hidden_dim, dim]), "projector", "teacher_projector",
+            student_only=lambda in_dim: {"predictor": build_predictor(settings, dim, settings.prediction_hidden_dim)},
+        )
         self.loss_fn = NegativeCosineSimilarity(form="byol")
         self.post_init()
-        self.init_teachers(("encoder", "student_encoder"), ("teacher_projector", "projector"))
+        self.init_teachers()
 
     def forward(
         self,

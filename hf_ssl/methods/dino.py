@@ -15,7 +15,7 @@ from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..losses.dino import DINOLoss
-from ..modules.backbones import feature_dim, image_features
+from ..modules.backbones import image_features
 from ..modules.heads import DINOHead
 from ..schedules import linear_warmup
 from .base import SSLMethodConfig, TrainingProgress, view_major
@@ -97,10 +97,7 @@ class DINOForPreTraining(MomentumTeacherModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: DINOConfig = self.method_config
-        self.student_encoder = self.build_encoder()
-        in_dim = feature_dim(self.student_encoder)
-        head_kwargs = dict(
-            in_dim=in_dim,
+        head_settings = dict(
             out_dim=settings.out_dim,
             hidden_dim=settings.hidden_dim,
             bottleneck_dim=settings.bottleneck_dim,
@@ -108,12 +105,10 @@ class DINOForPreTraining(MomentumTeacherModel):
             use_batch_norm=settings.use_batch_norm_in_head,
             norm_last_layer=settings.norm_last_layer,
         )
-        self.student_head = DINOHead(**head_kwargs)
-        self.register_published_encoder(self.build_encoder())
-        self.teacher_head = DINOHead(**head_kwargs)
+        self.build_student_and_teacher(lambda in_dim: DINOHead(in_dim, **head_settings), "student_head", "teacher_head")
         self.loss_fn = DINOLoss(settings.out_dim, settings.student_temperature, settings.center_momentum)
         self.post_init()
-        self.init_teachers(("encoder", "student_encoder"), ("teacher_head", "student_head"))
+        self.init_teachers()
         self._teacher_temperature = settings.warmup_teacher_temperature
         self._freeze_last_layer = True
 

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..distributed import all_gather_no_grad, has_batch_norm, is_distributed, rank
 from ..losses.moco import MoCoQueueLoss
-from ..modules.backbones import feature_dim, image_features
-from ..modules.heads import ProjectionHead
+from ..modules.backbones import image_features
+from ..modules.heads import mlp_head
 from .base import SSLMethodConfig, cross_view_loss
 from .teacher import MomentumTeacherModel
 
@@ -78,11 +77,6 @@ class MoCoV2Output(ModelOutput):
     keys: torch.Tensor | None = None
 
 
-def moco_v2_projector(in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
-    """MoCo v2's MLP head: Linear-ReLU-Linear (no BatchNorm)."""
-    return ProjectionHead([(in_dim, hidden_dim, None, nn.ReLU()), (hidden_dim, out_dim, None, None)])
-
-
 class MoCoV2ForPreTraining(MomentumTeacherModel):
     """MoCo v2 over any transformers vision encoder.
 
@@ -100,14 +94,13 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: MoCoV2Config = self.method_config
-        self.student_encoder = self.build_encoder()
-        in_dim = feature_dim(self.student_encoder)
-        self.projector = moco_v2_projector(in_dim, settings.projection_hidden_dim, settings.projection_dim)
-        self.register_published_encoder(self.build_encoder())
-        self.key_projector = moco_v2_projector(in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        self.build_student_and_teacher(
+            lambda in_dim: mlp_head([in_dim, settings.projection_hidden_dim, settings.projection_dim], batch_norm=False),
+            "projector", "key_projector",
+        )
         self.loss_fn = MoCoQueueLoss(settings.projection_dim, settings.queue_size, settings.temperature)
         self.post_init()
-        self.init_teachers(("encoder", "student_encoder"), ("key_projector", "projector"))
+        self.init_teachers()
 
     def forward(
         self,

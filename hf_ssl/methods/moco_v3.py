@@ -11,16 +11,14 @@ teacher; the trained query encoder is ``student_encoder``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..losses.moco import MoCoV3Loss
-from ..modules.backbones import feature_dim, image_features
-from ..modules.heads import ProjectionHead
+from ..modules.backbones import image_features
+from ..modules.heads import mlp_head
 from .base import SSLMethodConfig, cross_view_loss
 from .teacher import MomentumTeacherModel
 
@@ -70,17 +68,6 @@ class MoCoV3Output(ModelOutput):
     keys: torch.Tensor | None = None
 
 
-def _mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int) -> ProjectionHead:
-    """MoCo v3's ``_build_mlp``: Linear-BN-ReLU blocks, the last Linear followed by BatchNorm without affine."""
-    dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-    blocks = []
-    for index, (d_in, d_out) in enumerate(pairwise(dims)):
-        last = index == num_layers - 1
-        norm = nn.BatchNorm1d(d_out, affine=not last)
-        blocks.append((d_in, d_out, norm, None if last else nn.ReLU()))
-    return ProjectionHead(blocks)
-
-
 class MoCoV3ForPreTraining(MomentumTeacherModel):
     """MoCo v3 over any transformers vision encoder.
 
@@ -98,15 +85,16 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: MoCoV3Config = self.method_config
-        self.student_encoder = self.build_encoder()
-        in_dim = feature_dim(self.student_encoder)
-        self.projector = _mlp(3, in_dim, settings.projection_hidden_dim, settings.projection_dim)
-        self.predictor = _mlp(2, settings.projection_dim, settings.prediction_hidden_dim, settings.projection_dim)
-        self.register_published_encoder(self.build_encoder())
-        self.key_projector = _mlp(3, in_dim, settings.projection_hidden_dim, settings.projection_dim)
+        hidden, dim = settings.projection_hidden_dim, settings.projection_dim
+        self.build_student_and_teacher(
+            lambda in_dim: mlp_head([in_dim, hidden, hidden, dim], output_norm=True), "projector", "key_projector",
+            student_only=lambda in_dim: {
+                "predictor": mlp_head([dim, settings.prediction_hidden_dim, dim], output_norm=True)
+            },
+        )
         self.loss_fn = MoCoV3Loss(settings.temperature)
         self.post_init()
-        self.init_teachers(("encoder", "student_encoder"), ("key_projector", "projector"))
+        self.init_teachers()
 
     def forward(
         self,

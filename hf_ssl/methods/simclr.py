@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..losses.ntxent import NTXentLoss
 from ..modules.backbones import feature_dim, image_features
-from ..modules.heads import ProjectionHead
+from ..modules.heads import mlp_head
 from .base import SSLMethodConfig, SSLPreTrainedModel
 
 
@@ -75,13 +74,7 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
         settings: SimCLRConfig = self.method_config
         self.register_published_encoder(self.build_encoder())
         in_dim = feature_dim(self.encoder)
-        hidden = settings.projection_hidden_dim
-        self.projection_head = ProjectionHead(
-            [
-                (in_dim, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
-                (hidden, settings.projection_dim, None, None),
-            ]
-        )
+        self.projection_head = mlp_head([in_dim, settings.projection_hidden_dim, settings.projection_dim])
         self.loss_fn = NTXentLoss(settings.temperature)
         self.post_init()
 

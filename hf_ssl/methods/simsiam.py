@@ -15,14 +15,13 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from ..losses.negative_cosine import NegativeCosineSimilarity
 from ..modules.backbones import feature_dim, image_features
-from ..modules.heads import ProjectionHead
-from ..modules.predictors import DirectPredictor, check_predictor_type
+from ..modules.heads import mlp_head
+from ..modules.predictors import PredictorSettings, build_predictor
 from .base import SSLMethodConfig, SSLPreTrainedModel, cross_view_loss
 
 logger = logging.getLogger(__name__)
@@ -32,21 +31,16 @@ COLLAPSE_FRACTION = 0.1
 
 
 @dataclass
-class SimSiamConfig(SSLMethodConfig):
+class SimSiamConfig(PredictorSettings, SSLMethodConfig):
     """SimSiam hyperparameters (defaults: the paper's ImageNet setting, Chen & He 2021 §3).
 
     projection_hidden_dim / projection_dim: projector, ``num_projection_layers`` Linear layers each followed by BN,
     ReLU on all but the last (2048 -> 2048 -> 2048). num_projection_layers: 3 on ImageNet, 2 in the paper's CIFAR
     experiments (Appendix D). prediction_hidden_dim: predictor bottleneck, Linear-BN-ReLU-Linear 2048 -> 512 -> 2048.
-    predictor_learning_rate_scale: the predictor trains at this multiple of the (scheduled) learning rate (paper: 1
-    with the schedule, or a fixed lr, §4.4 "Predictor"; a faster predictor speeds up short runs).
-    predictor_fixed_learning_rate: train the predictor at a constant (scaled) learning rate, outside the warm-up and
-    decay of the schedule (Chen & He 2021 §4.4: better than decaying it; paper default: False).
     projector_output_batch_norm: end the projector with a BN without affine parameters, as the reference code does
     (paper default: True; Chen & He 2021 Table 2c: +0.7 % on ImageNet). False ends it with a bare Linear like BYOL's.
-    predictor_type: "mlp" (the paper's learned bottleneck) or "direct" (DirectPred, Tian et al. 2021: a linear
-    predictor set each step from the running correlation of the projections, no parameters; see
-    :mod:`hf_ssl.modules.predictors`). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01).
+    The predictor settings (``predictor_type``, DirectPred's, the predictor's learning rate) are
+    :class:`hf_ssl.modules.predictors.PredictorSettings`.
     """
 
     method = "simsiam"
@@ -56,18 +50,11 @@ class SimSiamConfig(SSLMethodConfig):
     num_projection_layers: int = 3
     projector_output_batch_norm: bool = True
     prediction_hidden_dim: int = 512
-    predictor_learning_rate_scale: float = 1.0
-    predictor_fixed_learning_rate: bool = False
-    predictor_type: str = "mlp"
-    direct_predictor_decay: float = 0.3
-    direct_predictor_eps: float = 0.01
 
     def __post_init__(self):
-        check_predictor_type(self.predictor_type)
+        super().__post_init__()
         self.check_ranges(
             at_least_one=("projection_hidden_dim", "projection_dim", "num_projection_layers", "prediction_hidden_dim"),
-            positive=("predictor_learning_rate_scale",),
-            unit_interval=("direct_predictor_decay",),
         )
 
 
@@ -111,18 +98,10 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
         settings: SimSiamConfig = self.method_config
         self.register_published_encoder(self.build_encoder())
         in_dim = feature_dim(self.encoder)
-        hidden, dim = settings.projection_hidden_dim, settings.projection_dim
-        widths = [in_dim] + [hidden] * (settings.num_projection_layers - 1)
-        hidden_blocks = [(d_in, d_out, nn.BatchNorm1d(d_out), nn.ReLU()) for d_in, d_out in zip(widths, widths[1:])]
-        output_norm = nn.BatchNorm1d(dim, affine=False) if settings.projector_output_batch_norm else None
-        self.projector = ProjectionHead(hidden_blocks + [(widths[-1], dim, output_norm, None)])
-        bottleneck = settings.prediction_hidden_dim
-        if settings.predictor_type == "direct":
-            self.predictor = DirectPredictor(dim, settings.direct_predictor_decay, settings.direct_predictor_eps)
-        else:
-            self.predictor = ProjectionHead(
-                [(dim, bottleneck, nn.BatchNorm1d(bottleneck), nn.ReLU()), (bottleneck, dim, None, None)]
-            )
+        dim = settings.projection_dim
+        widths = [in_dim] + [settings.projection_hidden_dim] * (settings.num_projection_layers - 1) + [dim]
+        self.projector = mlp_head(widths, output_norm=settings.projector_output_batch_norm)
+        self.predictor = build_predictor(settings, dim, settings.prediction_hidden_dim)
         self.loss_fn = NegativeCosineSimilarity(form="negative_cosine")
         self.post_init()
         self._collapse_warned = False

@@ -1,7 +1,8 @@
-"""Projection, prediction and DINO heads, all built from one block-spec base.
+"""Projection, prediction and DINO heads, all built from one block-spec base, and the methods' named head recipes.
 
 A head is a stack of blocks ``(in_dim, out_dim, norm, activation)``: Linear -> optional norm -> optional activation.
-SimCLR/MoCo projection heads, BYOL/SimSiam predictors and the DINO MLP are the same class with different specs.
+SimCLR/MoCo projection heads, BYOL/SimSiam predictors and the DINO MLP are the same class with different specs;
+:func:`mlp_head` writes the specs of every method's projector and predictor once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,29 @@ class ProjectionHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
+
+
+def mlp_head(dims: Sequence[int], *, batch_norm: bool = True, output_norm: bool = False) -> ProjectionHead:
+    """Linear layers between consecutive ``dims``; each hidden one followed by BatchNorm (``batch_norm``) and ReLU,
+    the last one by BatchNorm without affine parameters when ``output_norm``.
+
+    Shapes: ``(batch, dims[0]) -> (batch, dims[-1])``. The methods' heads:
+
+    - SimCLR's projector (Chen et al. 2020, §2.1), BYOL's projector and predictor (Grill et al. 2020, §3.3) and
+      SimSiam's predictor (Chen & He 2021, §3): ``mlp_head([in, hidden, out])``, Linear-BN-ReLU-Linear;
+    - SimSiam's projector (its reference code) and MoCo v3's projector and predictor (Chen, Xie & He 2021,
+      ``_build_mlp``): ``mlp_head([in, hidden, ..., out], output_norm=True)``;
+    - MoCo v2's projector (Chen et al. 2020b): ``mlp_head([in, hidden, out], batch_norm=False)``, Linear-ReLU-Linear.
+    """
+    if len(dims) < 2:
+        raise ValueError(f"an MLP head needs at least an input and an output width, got {list(dims)}")
+    blocks: list[BlockSpec] = []
+    for index, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        if index < len(dims) - 2:
+            blocks.append((d_in, d_out, nn.BatchNorm1d(d_out) if batch_norm else None, nn.ReLU()))
+        else:
+            blocks.append((d_in, d_out, nn.BatchNorm1d(d_out, affine=False) if output_norm else None, None))
+    return ProjectionHead(blocks)
 
 
 class DINOHead(nn.Module):

@@ -19,10 +19,13 @@ Written here rather than taken from a library: none of transformers, timm, light
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..distributed import all_reduce_sum, world_size
+from .heads import mlp_head
 
 
 class DirectPredictor(nn.Module):
@@ -83,10 +86,40 @@ class DirectPredictor(nn.Module):
 PREDICTOR_TYPES = ("mlp", "direct")
 
 
-def check_predictor_type(predictor_type: str) -> None:
-    """Refuse an unknown ``predictor_type``, naming the choices."""
-    if predictor_type not in PREDICTOR_TYPES:
-        raise ValueError(
-            f"predictor_type must be one of {PREDICTOR_TYPES} ('mlp': learned, the paper's; 'direct': DirectPred, "
-            f"Tian et al. 2021), got {predictor_type!r}"
-        )
+@dataclass
+class PredictorSettings:
+    """The predictor settings BYOL and SimSiam share (their configs inherit these fields).
+
+    predictor_type: "mlp" (the papers' learned Linear-BN-ReLU-Linear, width ``prediction_hidden_dim``) or "direct"
+    (DirectPred, Tian et al. 2021: a linear predictor set each step from the running correlation of the projections,
+    no parameters). direct_predictor_decay / direct_predictor_eps: its rho and eps (0.3 / 0.01, the authors' code).
+    predictor_learning_rate_scale: the predictor trains at this multiple of the (scheduled) learning rate (papers: 1;
+    a faster predictor speeds up short runs, Grill et al. 2020 Appendix I, Tian et al. 2021).
+    predictor_fixed_learning_rate: train the predictor at a constant (scaled) learning rate, outside the warm-up and
+    decay of the schedule (Chen & He 2021 §4.4: better than decaying it; papers' default: False).
+    """
+
+    predictor_type: str = "mlp"
+    direct_predictor_decay: float = 0.3
+    direct_predictor_eps: float = 0.01
+    predictor_learning_rate_scale: float = 1.0
+    predictor_fixed_learning_rate: bool = False
+
+    def __post_init__(self):
+        if self.predictor_type not in PREDICTOR_TYPES:
+            raise ValueError(
+                f"predictor_type must be one of {PREDICTOR_TYPES} ('mlp': learned, the paper's; 'direct': DirectPred, "
+                f"Tian et al. 2021), got {self.predictor_type!r}"
+            )
+        if not 0.0 <= self.direct_predictor_decay <= 1.0:
+            raise ValueError(f"direct_predictor_decay must be in [0, 1], got {self.direct_predictor_decay}")
+        if self.predictor_learning_rate_scale <= 0:
+            raise ValueError(f"predictor_learning_rate_scale must be > 0, got {self.predictor_learning_rate_scale}")
+
+
+def build_predictor(settings: PredictorSettings, dim: int, hidden_dim: int) -> nn.Module:
+    """The predictor ``settings`` ask for, ``(batch, dim) -> (batch, dim)``: :class:`DirectPredictor`, or the learned
+    Linear-BN-ReLU-Linear bottleneck ``dim -> hidden_dim -> dim``."""
+    if settings.predictor_type == "direct":
+        return DirectPredictor(dim, settings.direct_predictor_decay, settings.direct_predictor_eps)
+    return mlp_head([dim, hidden_dim, dim])

@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .seeding import INDEX_COLUMN, seeded_map
+from .base import ImageViewTransform
 
 
 @dataclass
@@ -64,7 +64,7 @@ class MultiCropConfig:
             raise ValueError("crop sizes must be positive")
 
 
-class MultiCropTransform:
+class MultiCropTransform(ImageViewTransform):
     """Turns a batch ``{"image": [PIL, ...], ...}`` into ``{"global_crops": [(G, C, H, W), ...],
     "local_crops": [(L, C, h, w), ...]}`` (one tensor per example; :func:`hf_ssl.data.collators.stack_views` batches them).
 
@@ -72,10 +72,7 @@ class MultiCropTransform:
     """
 
     def __init__(self, config: MultiCropConfig | None = None, *, image_column: str = "image", seed: int = 0):
-        self.config = config or MultiCropConfig()
-        self.image_column = image_column
-        self.seed = seed
-        self.epoch = 0
+        super().__init__(config or MultiCropConfig(), image_column=image_column, seed=seed)
         cfg = self.config
         blur_global_1, blur_global_2, blur_local = cfg.blur_probabilities
         self.global_transforms = [
@@ -107,24 +104,8 @@ class MultiCropTransform:
         steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
         return v2.Compose(steps)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def check_image(self, image: Image.Image) -> None:
-        """Fail fast on images smaller than the global crop (they would be upsampled silently)."""
-        width, height = image.size
-        size = self.config.global_crop_size
-        if min(width, height) < size:
-            raise ValueError(
-                f"images are {width}x{height} but global_crop_size is {size}: set global_crop_size (and "
-                f"local_crop_size) to at most {min(width, height)}, e.g. `--global_crop_size {min(width, height)}`, "
-                "or resize the dataset's images first"
-            )
-
     def views(self, image: Image.Image) -> dict[str, torch.Tensor]:
         """All crops of one image: ``global_crops (G, C, H, W)``, ``local_crops (L, C, h, w)``."""
-        self.check_image(image)
-        image = image.convert("RGB")
         cfg = self.config
         global_crops = [self.global_transforms[i % 2](image) for i in range(cfg.num_global_crops)]
         local_crops = [self.local_transform(image) for _ in range(cfg.num_local_crops)]
@@ -132,17 +113,3 @@ class MultiCropTransform:
         if local_crops:
             views["local_crops"] = torch.stack(local_crops)
         return views
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
-        if self.image_column not in batch:
-            raise ValueError(
-                f"the dataset has no {self.image_column!r} column (columns: {sorted(batch)}); pass the image column "
-                "with `image_column=` / `--image_column`, or load the data with hf_ssl.data.images.load_image_dataset"
-            )
-        output: dict[str, list[torch.Tensor]] = {}
-        for views in seeded_map(self.views, batch[self.image_column], batch.get(INDEX_COLUMN), self.seed, self.epoch):
-            for key, value in views.items():
-                output.setdefault(key, []).append(value)
-        return output
-
-

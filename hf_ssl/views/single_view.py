@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .seeding import INDEX_COLUMN, seeded_map
+from .base import ImageViewTransform
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SingleViewConfig:
         return self.global_crop_size
 
 
-class SingleViewTransform:
+class SingleViewTransform(ImageViewTransform):
     """``{"image": [PIL, ...]}`` -> ``{"pixel_values": [(C, H, W), ...]}``, one random view per image.
 
     Reproducible as :class:`hf_ssl.views.MultiCropTransform`: with the ``ssl_index`` column (added by
@@ -49,10 +49,7 @@ class SingleViewTransform:
     """
 
     def __init__(self, config: SingleViewConfig | None = None, *, image_column: str = "image", seed: int = 0):
-        self.config = config or SingleViewConfig()
-        self.image_column = image_column
-        self.seed = seed
-        self.epoch = 0
+        super().__init__(config or SingleViewConfig(), image_column=image_column, seed=seed)
         cfg = self.config
         self.pipeline = v2.Compose(
             [
@@ -64,27 +61,5 @@ class SingleViewTransform:
             ]
         )
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def check_image(self, image: Image.Image) -> None:
-        """Fail fast on images smaller than the view (they would be upsampled silently)."""
-        width, height = image.size
-        size = self.config.global_crop_size
-        if min(width, height) < size:
-            raise ValueError(
-                f"images are {width}x{height} but global_crop_size is {size}: set `--global_crop_size` to at most "
-                f"{min(width, height)} (a multiple of the patch size), or resize the dataset's images first"
-            )
-
-    def view(self, image: Image.Image) -> torch.Tensor:
-        self.check_image(image)
-        return self.pipeline(image.convert("RGB"))
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
-        if self.image_column not in batch:
-            raise ValueError(
-                f"the dataset has no {self.image_column!r} column (columns: {sorted(batch)}); pass `--image_column`"
-            )
-        views = seeded_map(self.view, batch[self.image_column], batch.get(INDEX_COLUMN), self.seed, self.epoch)
-        return {"pixel_values": views}
+    def views(self, image: Image.Image) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.pipeline(image)}
