@@ -12,7 +12,7 @@ Run ``hf-ssl COMMAND --help`` for the arguments of one command. Examples:
     hf-ssl pretrain                                                       # 4 minutes on CPU, embedded data
     hf-ssl pretrain recipes/configs/dino-vit-tiny-cifar10.yaml --max_steps 2000 --output_dir runs/dino
     hf-ssl pretrain recipes/configs/dino-vit-tiny-cifar10.yaml --push_to_hub --hub_model_id me/dino-cifar10
-    hf-ssl evaluate runs/dino --dataset ../shared/data/cifar10_jpg --compare_random_init
+    hf-ssl evaluate runs/dino --dataset uoft-cs/cifar10 --compare_random_init
     hf-ssl card runs/dino --output model_cards/dino-vit-tiny-cifar10/README.md
     hf-ssl push runs/dino --hub_model_id me/dino-cifar10 --private
 
@@ -27,22 +27,11 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .data.images import load_image_dataset
-from .data.pairs import HELD_OUT_TEMPLATES, load_sts_benchmark
-from .evaluation.comparison import (
-    compare_with_random_init,
-    evaluate_checkpoint,
-    format_comparison,
-)
-from .evaluation.features import default_eval_transform
-from .evaluation.sts import sts_spearman
-from .evaluation.zero_shot import zero_shot_accuracy
+from .jobs import JOB_REGISTRY, evaluate
 from .jobs.runner import run
-from .jobs.sentence_pairs import resolve_text_checkpoint
-from .methods import METHOD_REGISTRY, AutoSSLModel, SentenceBertForPreTraining
+from .methods import METHOD_REGISTRY
 from .publishing.hub import push_run_directory
 from .publishing.model_card import write_model_card
 
@@ -52,7 +41,7 @@ RECIPE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     commands: dict[str, Callable[[list[str]], int | None]] = {
-        "pretrain": _pretrain, "evaluate": _evaluate, "card": _card, "push": _push, "list": _list,
+        "pretrain": _pretrain, "evaluate": evaluate.main, "card": _card, "push": _push, "list": _list,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -73,154 +62,6 @@ def _pretrain(argv: list[str]) -> int:
               "the job and its flags: `hf-ssl pretrain --method simclr --help` lists SimCLR's. Every flag follows:\n")
     run(argv)  # `--help` is answered by HfArgumentParser with every flag of the job, the method and the trainer
     return 0
-
-
-# --------------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EvaluationTask:
-    """One ``hf-ssl evaluate --task NAME``: its help line, its arguments (added to an argument group) and the function
-    that runs it (``args -> dict`` of results, printed as JSON, or a string printed as is)."""
-
-    help: str
-    add_arguments: Callable[[argparse._ArgumentGroup], None]
-    run: Callable[[argparse.Namespace], dict | str]
-
-
-#: Evaluation tasks by name; other modules add theirs with :func:`register_evaluation_task`.
-EVALUATION_TASKS: dict[str, EvaluationTask] = {}
-
-
-def register_evaluation_task(name: str, help: str, add_arguments: Callable, run: Callable) -> None:
-    """Make ``hf-ssl evaluate --task NAME`` available (e.g. STS, zero-shot classification)."""
-    EVALUATION_TASKS[name] = EvaluationTask(help, add_arguments, run)
-
-
-def _probe_arguments(group) -> None:
-    group.add_argument("--dataset", default="embedded",
-                       help="'embedded', a data folder (CIFAR-10 zips, Fashion-MNIST IDX, imagefolder) or a Hub dataset "
-                       "(default: embedded)")
-    group.add_argument("--train_split", default="train", help="kNN memory / probe training split (default: train)")
-    group.add_argument("--test_split", default="test", help="split the accuracy is measured on (default: test)")
-    group.add_argument("--probes", nargs="+", default=["knn", "linear"], choices=["knn", "linear"])
-    group.add_argument("--k", type=int, default=200, help="kNN neighbours (Wu et al. 2018: 200)")
-    group.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature (default 0.1)")
-    group.add_argument("--image_size", type=int, default=None, help="default: the encoder config's image_size")
-    group.add_argument("--max_train_examples", type=int, default=None, help="cap the train split (default: all)")
-    group.add_argument("--compare_random_init", action="store_true",
-                       help="also probe the same encoder at random init, and raw pixels")
-
-
-def _run_probes(args: argparse.Namespace) -> dict | str:
-    from transformers import AutoModel
-
-    train = load_image_dataset(args.dataset, args.train_split)
-    test = load_image_dataset(args.dataset, args.test_split)
-    encoder = AutoModel.from_pretrained(args.checkpoint)
-    size = args.image_size or getattr(encoder.config, "image_size", 224)
-    transform = default_eval_transform(size, *_normalisation(args.checkpoint))
-    common = dict(probes=tuple(args.probes), k=args.k, temperature=args.temperature, transform=transform,
-                  max_train_examples=args.max_train_examples)
-    if args.compare_random_init:
-        return format_comparison(compare_with_random_init(encoder, train, test, **common))
-    return evaluate_checkpoint(encoder, train, test, **common)
-
-
-register_evaluation_task(
-    "probe", "frozen-feature kNN and linear-probe accuracy on a labelled image dataset", _probe_arguments, _run_probes
-)
-
-
-def _text_embedding_model(checkpoint: str, pooling: str):
-    """An hf_ssl checkpoint with ``embed_text`` (Sentence-BERT, CLIP-style) as is; any other text encoder (a folder,
-    a Hub id, or 'minilm') as a Sentence-BERT bi-encoder over it with ``pooling``. Returns (model, tokenizer)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    path = resolve_text_checkpoint(checkpoint)
-    if (getattr(AutoConfig.from_pretrained(path), "ssl_config", None) or {}).get("method") in ("sbert", "clip"):
-        model = AutoSSLModel.from_pretrained(path)
-    else:
-        model = SentenceBertForPreTraining.from_text_encoder(path, pooling=pooling)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
-
-
-def _sts_arguments(group) -> None:
-    group.add_argument("--sts_folder", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
-                                                   "stsbenchmark"),
-                       help="STS-benchmark folder with sts-{train,dev,test}.csv (default: ../shared/data/stsbenchmark)")
-    group.add_argument("--sts_splits", nargs="+", default=["dev", "test"], help="splits to score (default: dev test)")
-    group.add_argument("--sts_max_pairs", type=int, default=None, help="score the first N pairs of each split only")
-    group.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"],
-                       help="pooling for a plain text encoder (hf_ssl Sentence-BERT runs keep their own)")
-
-
-def _run_sts(args: argparse.Namespace) -> dict:
-    model, tokenizer = _text_embedding_model(args.checkpoint, args.pooling)
-    results = {}
-    for split in args.sts_splits:
-        pairs = load_sts_benchmark(args.sts_folder, split)
-        if args.sts_max_pairs:
-            pairs = pairs.select(range(min(args.sts_max_pairs, len(pairs))))
-        results[f"sts_{split}_spearman"] = sts_spearman(model, tokenizer, pairs)
-    return results
-
-
-def _zero_shot_arguments(group) -> None:
-    group.add_argument("--zero_shot_templates", nargs="+", default=None,
-                       help="prompt templates with one {} for the class name (default: the templates hf_ssl's CLIP "
-                       "recipes hold out from training)")
-
-
-def _run_zero_shot(args: argparse.Namespace) -> dict:
-    from transformers import AutoTokenizer
-
-    model = AutoSSLModel.from_pretrained(args.checkpoint).eval()
-    if not hasattr(model, "embed_image"):
-        raise ValueError(f"{args.checkpoint} is not an image-text (CLIP-style) checkpoint; zero-shot needs one")
-    test = load_image_dataset(args.dataset, args.test_split)
-    size = args.image_size or model.config.vision_config.image_size
-    transform = default_eval_transform(size, *_normalisation(args.checkpoint))
-    templates = args.zero_shot_templates or list(HELD_OUT_TEMPLATES)
-    names = test.features["label"].names
-    accuracy = zero_shot_accuracy(model, AutoTokenizer.from_pretrained(args.checkpoint), test, names, templates,
-                                  transform)
-    return {"zero_shot_top1": accuracy, "templates": templates}
-
-
-register_evaluation_task(
-    "sts", "Spearman of cosine similarity on STS-benchmark (sentence embeddings)", _sts_arguments, _run_sts
-)
-register_evaluation_task(
-    "zero-shot", "zero-shot top-1 of an image-text checkpoint on a labelled image dataset (--dataset, --test_split)",
-    _zero_shot_arguments, _run_zero_shot,
-)
-
-
-def _evaluate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hf-ssl evaluate",
-        description="Evaluate the encoder of a checkpoint (loaded with plain transformers.AutoModel) on one task. "
-        "Tasks: " + "; ".join(f"{name}: {task.help}" for name, task in EVALUATION_TASKS.items()) + ".",
-    )
-    parser.add_argument("checkpoint", help="folder or Hub id of a checkpoint (an hf_ssl run's output_dir)")
-    parser.add_argument("--task", default="probe", choices=sorted(EVALUATION_TASKS),
-                        help="what to measure (default: probe)")
-    for name, task in EVALUATION_TASKS.items():
-        task.add_arguments(parser.add_argument_group(f"--task {name}", task.help))
-    args = parser.parse_args(argv)
-    result = EVALUATION_TASKS[args.task].run(args)
-    print(result if isinstance(result, str) else json.dumps(result, indent=2))
-    return 0
-
-
-def _normalisation(checkpoint: str) -> tuple[list[float], list[float]]:
-    """The mean/std the run trained with (from hf_ssl_run.json), else ImageNet's."""
-    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    record = Path(checkpoint) / "hf_ssl_run.json"
-    if record.is_file():
-        views = json.loads(record.read_text()).get("views", {})
-        return views.get("mean", IMAGENET_DEFAULT_MEAN), views.get("std", IMAGENET_DEFAULT_STD)
-    return list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -277,7 +118,6 @@ def _push(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.template is not None and not args.keep_card:
-
         write_model_card(args.run_dir, repo_id=args.hub_model_id, template_path=args.template,
                          **_card_overrides(args))
         args.keep_card = True
@@ -313,6 +153,7 @@ def _list(argv: list[str]) -> int:
         listing[name] = {
             "class": f"{model_class.__module__}.{model_class.__name__}",
             "job": model_class.pretraining_job,
+            "default_encoder": JOB_REGISTRY[model_class.pretraining_job].default_encoder,
             "paper": model_class.paper,
             "defaults": {field.name: getattr(defaults, field.name) for field in dataclasses.fields(defaults)},
             "configs": [path.name for path in configs if path.name.split("-")[0] == name],
@@ -321,7 +162,7 @@ def _list(argv: list[str]) -> int:
         print(json.dumps(listing, indent=2, default=str))
         return 0
     for name, entry in listing.items():
-        print(f"{name}: {entry['class']}  (job: {entry['job']})")
+        print(f"{name}: {entry['class']}  (job: {entry['job']}, default encoder: {entry['default_encoder']})")
         if entry["paper"]:
             print(f"    paper: {entry['paper']}")
         for key, value in entry["defaults"].items():

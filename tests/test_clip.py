@@ -162,7 +162,7 @@ def test_emoji_split_by_code_point_and_job_end_to_end(tmp_path):
     assert set(TRAIN_TEMPLATES).isdisjoint(HELD_OUT_TEMPLATES)
     probes = run([
         "recipes/configs/clip-vit-tiny-minilm-emoji.yaml", "--output_dir", str(tmp_path / "out"),
-        "--dataset", str(EMOJI), "--image_size", "16", "--vision_config_overrides",
+        "--dataset", str(EMOJI), "--image_size", "16", "--encoder_config_overrides",
         '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
         "--projection_dim", "16", "--max_steps", "2", "--per_device_train_batch_size", "8",
         "--max_eval_examples", "40", "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true",
@@ -233,5 +233,5 @@ def test_recipe_configs_parse(config):
                                                                              "--output_dir", "x"])
     assert isinstance(encoder_args, DualEncoderArguments) and isinstance(data_args, ImageTextDataArguments)
     assert isinstance(method_config, CLIPStyleConfig) and method_config.freeze_text_model
-    assert json.loads(encoder_args.vision_config_overrides) == {"num_hidden_layers": 4}
+    assert json.loads(encoder_args.encoder_config_overrides) == {"num_hidden_layers": 4}
     assert training_args.output_dir == "x"

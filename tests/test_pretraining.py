@@ -117,7 +117,7 @@ def test_pretraining_continues_from_a_saved_model_and_the_cli_evaluates_it(tmp_p
         torch.testing.assert_close(after.student_encoder.state_dict()[key], value, msg=key)
     assert not torch.equal(before.loss_fn.center, after.loss_fn.center)  # the centre kept moving
     capsys.readouterr()
-    assert cli_main(["evaluate", str(second), "--dataset", "embedded", "--probes", "knn", "--k", "10",
+    assert cli_main(["evaluate", str(second), "--dataset", "embedded", "--probes", "knn", "--knn_k", "10",
                      "--max_train_examples", "100"]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["knn_top1"] <= 1
 

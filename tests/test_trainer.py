@@ -204,3 +204,48 @@ def test_a_non_positive_predictor_learning_rate_scale_is_refused(method):
     config_class = METHOD_REGISTRY[method].method_config_class
     with pytest.raises(ValueError, match="predictor_learning_rate_scale must be > 0"):
         config_class(predictor_learning_rate_scale=0.0)
+
+
+def test_labels_flow_to_a_model_that_takes_them_and_compute_metrics_sees_them(tmp_path, embedded_images):
+    """Views keep the labels when asked (label_column), stack_views batches them, SSLTrainer hands them to a model
+    whose forward names `labels` (a transformers classifier here) and to no other (DINO trains on the same batches),
+    and compute_metrics receives predictions with their label ids."""
+    from transformers import ViTForImageClassification
+
+    from hf_ssl.data import stack_views
+    from hf_ssl.views import SingleViewConfig, SingleViewTransform
+
+    images = embedded_images["train"].select(range(32))
+    labelled = apply_views(images, SingleViewTransform(SingleViewConfig(global_crop_size=16), label_column="label"))
+    batch = stack_views([labelled[i] for i in range(4)])
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == images["label"][:4]
+    assert batch["pixel_values"].shape == (4, 3, 16, 16)
+
+    from conftest import tiny_vit_config
+
+    config = tiny_vit_config(image_size=16)
+    config.num_labels = 10
+    seen = {}
+
+    def compute_metrics(prediction):
+        seen["label_ids"] = prediction.label_ids
+        return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+    args = SSLTrainingArguments(
+        output_dir=str(tmp_path / "classifier"), per_device_train_batch_size=8, per_device_eval_batch_size=8,
+        max_steps=2, use_cpu=True, report_to="none", disable_tqdm=True, prediction_loss_only=False,
+    )
+    trainer = SSLTrainer(model=ViTForImageClassification(config), args=args, train_dataset=labelled,
+                         eval_dataset=labelled, compute_metrics=compute_metrics)
+    assert trainer.label_names == ["labels"]
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and "eval_loss" in metrics
+    assert sorted(seen["label_ids"].tolist()) == sorted(images["label"][:32])
+
+    multicrop = MultiCropConfig(global_crop_size=16, local_crop_size=8, num_local_crops=2)
+    dino_data = apply_views(images, MultiCropTransform(multicrop, label_column="label"))
+    assert "labels" in stack_views([dino_data[0], dino_data[1]])
+    dino = make_trainer(tmp_path / "dino", dino_data, max_steps=1)
+    dino.train()  # DINO's forward takes no labels: they are not passed to it
+    assert dino.state.global_step == 1

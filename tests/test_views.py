@@ -21,7 +21,9 @@ def test_shapes_and_collation(embedded_images):
     batch = stack_views([dataset[i] for i in range(4)])
     assert batch["global_crops"].shape == (4, 2, 3, 16, 16)
     assert batch["local_crops"].shape == (4, 3, 3, 8, 8)
-    assert set(batch) == {"global_crops", "local_crops"}  # labels and indices are not model inputs
+    assert set(batch) == {"global_crops", "local_crops"}  # label-free views by default; indices are not model inputs
+    with pytest.raises(ValueError, match="label column 'class'"):
+        apply_views(embedded_images["train"].select(range(2)), MultiCropTransform(small_config(), label_column="class"))
 
 
 def test_views_depend_only_on_seed_epoch_and_index(embedded_images):

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sources import is_hub_mirror, load_hub_dataset, resolve_dataset
+
 FSDD_FILE_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
 FSDD_TEST_INDICES = range(5)
 """Official FSDD split (its README): recordings 0-4 of every digit and speaker are the test set, 5-49 train."""
@@ -122,24 +124,31 @@ def load_audio_dataset(
 
     ``source``:
 
-    - a folder holding the Free Spoken Digit Dataset (``recordings/{digit}_{speaker}_{index}.wav``, e.g.
-      ``../shared/data/fsdd``): splits ``train`` (index 5-49, 2,700 clips) and ``test`` (index 0-4, 300 clips), label
-      columns ``digit`` (0-9) and ``speaker`` (6 speakers, ``ClassLabel``);
+    - a Hub dataset id with an ``Audio`` column (e.g. ``silky1708/Free-Spoken-Digit-Dataset``), looked up first as a
+      local copy through ``HF_SSL_DATA_DIR`` (:func:`hf_ssl.data.sources.resolve_dataset`); read as published (its
+      splits and label columns), the audio column renamed ``audio`` and left undecoded;
+    - a folder holding the Free Spoken Digit Dataset's recordings (``recordings/{digit}_{speaker}_{index}.wav``: the
+      offline copy of the FSDD Hub id): the official split, ``train`` (index 5-49, 2,700 clips) and ``test`` (index
+      0-4, 300 clips), label columns ``digit`` (0-9) and ``speaker`` (6 speakers, ``ClassLabel``), which the file
+      names carry;
+    - a folder holding a copy of a Hub dataset repository (Parquet / Arrow files), read as the Hub dataset;
     - another folder, in the ``audiofolder`` layout (``[split/]label/clip.wav``; labels from the sub-folder names).
-      Read here rather than with ``load_dataset("audiofolder")``, which needs torchcodec even to build the dataset;
-    - a Hub dataset id with an ``Audio`` column.
+      Read here rather than with ``load_dataset("audiofolder")``, which needs torchcodec even to build the dataset.
 
     ``max_examples``: a seeded random subset of that size.
+
+    Raises:
+        hf_ssl.data.sources.DatasetNotAvailableError: a Hub id found neither locally nor on the Hub (one line).
     """
     import datasets
 
-    path = Path(source)
+    path = Path(resolve_dataset(source)).expanduser()
     if path.is_dir() and _fsdd_files(path):
         dataset = _load_fsdd(path, split)
-    elif path.is_dir():
+    elif path.is_dir() and not is_hub_mirror(path):
         dataset = _load_audio_folder(path, split)
     else:
-        loaded = datasets.load_dataset(source)
+        loaded = load_hub_dataset(str(path) if path.is_dir() else source)
         if split is None or split not in loaded:
             raise ValueError(f"{source} has splits {list(loaded)}; choose one with --train_split / --eval_split")
         dataset = loaded[split]

@@ -22,10 +22,11 @@ VIEW_SEED = "view_seed"
 
 
 def stack_views(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack every tensor field of the examples along a new batch dimension.
+    """Stack every tensor field of the examples along a new batch dimension, and keep their labels.
 
-    ``[{"global_crops": (G, C, H, W), "local_crops": (L, C, h, w)}, ...]`` -> ``{"global_crops": (B, G, C, H, W),
-    "local_crops": (B, L, C, h, w)}``. Non-tensor fields (labels, indices) are dropped: pretraining is label-free.
+    ``[{"global_crops": (G, C, H, W), "local_crops": (L, C, h, w), "labels": 3}, ...]`` -> ``{"global_crops":
+    (B, G, C, H, W), "local_crops": (B, L, C, h, w), "labels": (B,)}`` (int64 class ids, or float32 for soft or
+    regression targets; ``-1`` conventionally marks an unlabelled example). Other non-tensor fields are dropped.
     """
     if not examples:
         raise ValueError("cannot collate an empty batch")
@@ -35,7 +36,12 @@ def stack_views(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
             f"examples carry no tensors (fields: {sorted(examples[0])}); attach a view transform with "
             "hf_ssl.views.apply_views before training"
         )
-    return {key: torch.stack([example[key] for example in examples]) for key in keys}
+    batch = {key: torch.stack([example[key] for example in examples]) for key in keys}
+    if "labels" in examples[0] and not isinstance(examples[0]["labels"], torch.Tensor):
+        labels = [example["labels"] for example in examples]
+        floating = any(isinstance(label, float) for label in labels)
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if floating else torch.long)
+    return batch
 
 
 @dataclass
@@ -144,6 +150,27 @@ class ImageCaptionCollator:
         return {"pixel_values": pixels, **tokens}
 
 
+#: BERT's masking (Devlin et al. 2019, §3.1): 15 % of the tokens are chosen; of those, 80 % become the mask token,
+#: 10 % a random token and 10 % stay. The defaults of both the collator and ``hf_ssl.MaskedLMConfig``.
+MLM_PROBABILITY = 0.15
+MASK_REPLACE_PROB = 0.8
+RANDOM_REPLACE_PROB = 0.1
+
+
+def check_masking(mlm_probability: float, mask_replace_prob: float, random_replace_prob: float) -> None:
+    """Refuse masking settings that cannot work, naming the setting and its range."""
+    if not 0 < mlm_probability <= 1:
+        raise ValueError(f"mlm_probability must be in (0, 1] (with 0 no token is ever predicted), got {mlm_probability}")
+    for name, value in (("mask_replace_prob", mask_replace_prob), ("random_replace_prob", random_replace_prob)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if mask_replace_prob + random_replace_prob > 1:
+        raise ValueError(
+            f"mask_replace_prob + random_replace_prob must be <= 1 (the rest is kept unchanged); got "
+            f"{mask_replace_prob} + {random_replace_prob}"
+        )
+
+
 #: Columns the collator pads (other columns are dropped, except ``pair_label``).
 SEQUENCE_COLUMNS = ("input_ids", "token_type_ids", "continues_word")
 
@@ -186,21 +213,15 @@ class MaskedLMCollator:
     def __init__(
         self,
         tokenizer,
-        mlm_probability: float = 0.15,
-        mask_replace_prob: float = 0.8,
-        random_replace_prob: float = 0.1,
+        mlm_probability: float = MLM_PROBABILITY,
+        mask_replace_prob: float = MASK_REPLACE_PROB,
+        random_replace_prob: float = RANDOM_REPLACE_PROB,
         whole_word_mask: bool = False,
         pad_to_multiple_of: int | None = None,
         seed: int | None = None,
     ):
         check_masking_tokenizer(tokenizer)
-        if not 0 < mlm_probability <= 1:
-            raise ValueError(f"mlm_probability must be in (0, 1], got {mlm_probability}")
-        if mask_replace_prob < 0 or random_replace_prob < 0 or mask_replace_prob + random_replace_prob > 1:
-            raise ValueError(
-                "mask_replace_prob and random_replace_prob must be >= 0 with a sum <= 1, got "
-                f"{mask_replace_prob} and {random_replace_prob}"
-            )
+        check_masking(mlm_probability, mask_replace_prob, random_replace_prob)
         self.tokenizer = tokenizer
         self.mlm_probability = mlm_probability
         self.mask_replace_prob = mask_replace_prob

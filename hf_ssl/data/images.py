@@ -13,12 +13,22 @@ Every loader here returns a ``datasets.Dataset`` (one split) or a ``datasets.Dat
 Sources accepted by :func:`load_image_dataset`
 ----------------------------------------------
 - ``"embedded"``: a 12,000-image Fashion-MNIST subset shipped inside the package (``hf_ssl/assets``), so examples and
-  tests run on a fresh machine without any download or shared data folder.
-- a folder in the CIFAR-10 zip layout: ``train.zip`` (plus ``test.zip``, ...), members ``<split>/<class>/<file>.jpg``.
-  The encoded JPEG bytes are read with :mod:`zipfile` and stored as they are.
-- a folder in the Fashion-MNIST IDX layout: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``.
+  tests run on a fresh machine without any download or data folder.
+- a Hugging Face Hub dataset id (``uoft-cs/cifar10``, ``zalando-datasets/fashion_mnist``, or any other), looked up
+  first as a local copy through ``HF_SSL_DATA_DIR`` (:func:`hf_ssl.data.sources.resolve_dataset`), else downloaded
+  with ``load_dataset(name, split=split)``. Offline or unreachable, it fails with one line naming both fixes.
+- a folder in the CIFAR-10 zip layout (hf_ssl's offline copy of ``uoft-cs/cifar10``): ``train.zip`` (plus
+  ``test.zip``, ...), members ``<split>/<class>/<file>.jpg``. The encoded JPEG bytes are read with :mod:`zipfile` and
+  stored as they are. Splits and class names are the Hub dataset's (``train`` / ``test``; airplane ... truck); the
+  pixels are JPEG (quality about 75), not the Hub's lossless PNG.
+- a folder in the Fashion-MNIST IDX layout (the offline copy of ``zalando-datasets/fashion_mnist``):
+  ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``: the Hub's splits and pixels (its class names are written
+  ``T-shirt/top`` here, ``T - shirt / top`` there).
+- a folder holding a copy of a Hub dataset repository (Parquet / Arrow files): ``load_dataset(folder)``.
 - any other local folder: ``load_dataset("imagefolder", data_dir=folder)``.
-- anything else: a Hugging Face Hub dataset name, ``load_dataset(name, split=split)``.
+
+Column names of Hub datasets differ (CIFAR-10 on the Hub: ``img`` and ``label``): :func:`standardize_image_dataset`
+brings every source to the standard form above.
 
 How grayscale arrays are stored: Fashion-MNIST arrives as raw uint8 pixels. Each image is wrapped as a binary PGM
 (netpbm ``P5``: a 13-byte header followed by the 784 raw pixels), which Pillow decodes losslessly to mode ``L``.
@@ -55,6 +65,13 @@ from datasets import (
 )
 from PIL import Image as PILImage
 
+from .sources import (
+    DatasetNotAvailableError,
+    is_hub_mirror,
+    load_hub_dataset,
+    resolve_dataset,
+)
+
 logger = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -88,8 +105,8 @@ IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "coarse_label")
 
 _ACCEPTED_SOURCES_HINT = (
-    "Pass 'embedded', a folder (CIFAR-10 zips train.zip/test.zip, Fashion-MNIST IDX files, or an image folder), "
-    "or a Hugging Face Hub dataset name."
+    "Pass 'embedded', a Hugging Face Hub dataset id (a local copy is found through HF_SSL_DATA_DIR), or a folder "
+    "(CIFAR-10 zips train.zip/test.zip, Fashion-MNIST IDX files, or an image folder)."
 )
 
 
@@ -110,8 +127,9 @@ def load_image_dataset(
     """Load an image dataset in the standard form (columns ``image`` and, when labelled, ``label``).
 
     Args:
-        source: ``"embedded"``, a local folder (CIFAR-10 zip layout, Fashion-MNIST IDX layout or any image folder),
-            or a Hugging Face Hub dataset name. See the module docstring.
+        source: ``"embedded"``, a Hugging Face Hub dataset id (a local copy under ``HF_SSL_DATA_DIR`` is used when
+            there is one), or a local folder (CIFAR-10 zip layout, Fashion-MNIST IDX layout, a copy of a Hub
+            dataset repository, or any image folder). See the module docstring.
         split: a split name (``"train"``, ``"test"``, ...) to get that ``Dataset``; ``None`` gives a ``DatasetDict``
             of every split the source has.
         image_column: the column holding images, when automatic detection (first ``Image`` feature, then the names
@@ -123,7 +141,8 @@ def load_image_dataset(
 
     Raises:
         ValueError: with the fix in the message, for a missing path, an unknown split, an empty split, a dataset
-            without an image column, or a Hub dataset that cannot be loaded.
+            without an image column, or a Hub dataset that cannot be loaded
+            (:class:`hf_ssl.data.sources.DatasetNotAvailableError` when it is neither local nor reachable).
     """
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"source must be a non-empty string, got {source!r}. {_ACCEPTED_SOURCES_HINT}")
@@ -134,7 +153,7 @@ def load_image_dataset(
     if source.lower() == EMBEDDED_SOURCE_NAME:
         return _load_local_splits(_EmbeddedSubsetReader(EMBEDDED_SUBSET_PATH), split, max_examples, seed)
 
-    path = Path(source).expanduser()
+    path = Path(resolve_dataset(source)).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ValueError(
@@ -144,6 +163,8 @@ def load_image_dataset(
             return _load_local_splits(_ZipFolderReader(path), split, max_examples, seed)
         if _find_idx_file(path, "train", "images") is not None:
             return _load_local_splits(_FashionMnistIdxReader(path), split, max_examples, seed)
+        if is_hub_mirror(path):
+            return _load_hub_dataset(str(path), split, image_column, label_column, max_examples, seed)
         return _load_image_folder(path, split, image_column, label_column, max_examples, seed)
 
     if _looks_like_local_path(source):
@@ -516,7 +537,9 @@ def _load_hub_dataset(
     seed: int,
 ) -> Dataset | DatasetDict:
     try:
-        loaded = load_dataset(name, split=split)
+        loaded = load_hub_dataset(name, split=split)
+    except DatasetNotAvailableError:
+        raise
     except Exception as error:  # noqa: BLE001 - re-raised with the name and the options
         raise ValueError(
             f"Could not load {name!r}: it is not a local path, and loading it as a Hugging Face Hub dataset "

@@ -6,8 +6,10 @@ Standard form (``datasets.Dataset`` columns):
   negative string) and optional ``label`` (an NLI class id, or a similarity score in [0, 1]);
 - image-caption pairs (CLIP-style): ``image`` (``datasets.Image``), ``text`` (a caption) and optional ``label``.
 
-Loaders for the offline copies in ``../shared/data`` (see its INDEX.md): STS-B (:func:`load_sts_benchmark`), SNLI
-(:func:`load_snli`, :func:`nli_triplets`), the emoji captions (:func:`load_emoji_captions`, split by code point) and
+Datasets are named by their Hub ids (``sentence-transformers/stsb``, ``stanfordnlp/snli``); a local copy is found
+through ``HF_SSL_DATA_DIR`` (:mod:`hf_ssl.data.sources`) and read in its own format, else the Hub copy is downloaded;
+both give the same standard form. Loaders: STS-B (:func:`load_sts_benchmark`), SNLI (:func:`load_snli`,
+:func:`nli_triplets`), the emoji captions (:func:`load_emoji_captions`, a local folder only, split by code point) and
 CIFAR-10 with captions from class names and prompt templates (:func:`caption_with_templates`).
 """
 
@@ -22,7 +24,22 @@ from pathlib import Path
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
+from .sources import (
+    EMOJI_CAPTIONS,
+    LOCAL_ONLY_DATASETS,
+    SNLI,
+    STSB,
+    DatasetNotAvailableError,
+    dataset_not_available,
+    hub_id_for,
+    is_hub_mirror,
+    load_hub_dataset,
+    resolve_dataset,
+)
+
 NLI_LABELS = ("entailment", "neutral", "contradiction")
+#: STS-B split names: the Hub's ``validation`` is the local copy's ``dev`` (both names are accepted).
+STS_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
 
 # Prompt templates for CIFAR-10 captions (the style of Radford et al. 2021's CIFAR-10 prompt ensemble, written here).
 # The first TRAIN_TEMPLATES caption training images; HELD_OUT_TEMPLATES are only used for zero-shot evaluation.
@@ -46,13 +63,28 @@ HELD_OUT_TEMPLATES = (
 
 # --------------------------------------------------------------------------------------------------------------------
 # Sentence pairs
-def load_sts_benchmark(folder: str | Path, split: str) -> Dataset:
-    """STS-B ``split`` (``train``, ``dev``, ``test``) as ``anchor``, ``positive`` and ``label`` = gold score / 5.
+def load_sts_benchmark(source: str | Path = STSB, split: str = "validation", *, flag: str = "--dataset") -> Dataset:
+    """STS-B ``split`` (``train``, ``validation``, ``test``; ``dev`` is another name for ``validation``) as
+    ``anchor``, ``positive`` and ``label`` = gold score / 5, in [0, 1].
 
-    The files are tab-separated without quoting (``csv.QUOTE_NONE``); 503 rows carry 2 extra trailing fields (the
-    sentences' sources), so only the first 7 columns are kept: genre, file, year, id, score, sentence 1, sentence 2.
+    ``source``: the Hub id ``sentence-transformers/stsb`` (its local copy is used when ``HF_SSL_DATA_DIR`` holds one),
+    a folder with ``sts-{train,dev,test}.csv`` (the original files), or another Hub id / mirror folder with the
+    columns ``sentence1``, ``sentence2`` and ``score`` (in [0, 1] as on ``sentence-transformers/stsb``, or 0-5 as on
+    ``mteb/stsbenchmark-sts``, then divided by 5).
+
+    The original files are tab-separated without quoting (``csv.QUOTE_NONE``); 503 rows carry 2 extra trailing fields
+    (the sentences' sources), so only the first 7 columns are kept: genre, file, year, id, score, sentence 1,
+    sentence 2. Both copies hold the same 5,749 / 1,500 / 1,379 pairs. ``flag``: the option that names the source,
+    for the error when neither copy is there (``--sts_dataset`` for the evaluation set).
     """
-    path = Path(folder) / f"sts-{split}.csv"
+    if split not in STS_SPLITS:
+        raise ValueError(f"STS-B has the splits 'train', 'validation' (alias 'dev') and 'test', not {split!r}")
+    folder = Path(resolve_dataset(str(source))).expanduser()
+    if not (folder / "sts-train.csv").is_file() and not (folder / f"sts-{STS_SPLITS[split]}.csv").is_file():
+        if folder.is_dir() and not is_hub_mirror(folder):
+            raise ValueError(f"no STS-B split {split!r} in {folder}; expected sts-train.csv / sts-dev.csv / sts-test.csv")
+        return _hub_sts_pairs(str(folder) if folder.is_dir() else str(source), split, flag)
+    path = folder / f"sts-{STS_SPLITS[split]}.csv"
     if not path.is_file():
         raise ValueError(f"no STS-B split {split!r} at {path}; expected sts-train.csv / sts-dev.csv / sts-test.csv")
     anchors, positives, scores = [], [], []
@@ -63,16 +95,43 @@ def load_sts_benchmark(folder: str | Path, split: str) -> Dataset:
             scores.append(float(row[4]) / 5.0)
             anchors.append(row[5])
             positives.append(row[6])
-    features = Features({"anchor": Value("string"), "positive": Value("string"), "label": Value("float32")})
-    return Dataset.from_dict({"anchor": anchors, "positive": positives, "label": scores}, features=features)
+    return Dataset.from_dict({"anchor": anchors, "positive": positives, "label": scores}, features=STS_FEATURES)
 
 
-def load_snli(folder: str | Path, split: str) -> Dataset:
-    """SNLI ``split`` (``validation`` or ``test``) as ``anchor`` (premise), ``positive`` (hypothesis) and ``label``
-    (0 entailment, 1 neutral, 2 contradiction); rows without a gold label are dropped."""
-    path = Path(folder) / f"snli_{split}.tsv"
+STS_FEATURES = Features({"anchor": Value("string"), "positive": Value("string"), "label": Value("float32")})
+
+
+def _hub_sts_pairs(name: str, split: str, flag: str) -> Dataset:
+    """STS-B from the Hub layout: ``sentence1``, ``sentence2``, ``score`` -> the standard form (score in [0, 1])."""
+    hub_split = "validation" if split in ("dev", "validation") else split
+    dataset = load_hub_dataset(name, split=hub_split, flag=flag)
+    missing = [column for column in ("sentence1", "sentence2", "score") if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} has no column(s) {missing} of STS-B's Hub layout; its columns are "
+                         f"{dataset.column_names}")
+    scores = [float(score) for score in dataset["score"]]
+    scale = 5.0 if scores and max(scores) > 1.0 else 1.0  # mteb/stsbenchmark-sts scores 0-5
+    return Dataset.from_dict({"anchor": dataset["sentence1"], "positive": dataset["sentence2"],
+                              "label": [score / scale for score in scores]}, features=STS_FEATURES)
+
+
+def load_snli(source: str | Path = SNLI, split: str = "validation") -> Dataset:
+    """SNLI ``split`` as ``anchor`` (premise), ``positive`` (hypothesis) and ``label`` (0 entailment, 1 neutral,
+    2 contradiction); rows without a gold label are dropped (the Hub marks them ``-1``, the original files ``-``).
+
+    ``source``: the Hub id ``stanfordnlp/snli`` (splits train / validation / test, columns premise, hypothesis,
+    label), whose local copy (used when ``HF_SSL_DATA_DIR`` holds one) is a folder of ``snli_validation.tsv`` /
+    ``snli_test.tsv``: it has no train split.
+    """
+    folder = Path(resolve_dataset(str(source))).expanduser()
+    if not any(folder.glob("snli_*.tsv")):
+        if folder.is_dir() and not is_hub_mirror(folder):
+            raise ValueError(f"no SNLI split {split!r} in {folder}; expected snli_validation.tsv / snli_test.tsv")
+        return _hub_snli_pairs(str(folder) if folder.is_dir() else str(source), split)
+    path = folder / f"snli_{split}.tsv"
     if not path.is_file():
-        raise ValueError(f"no SNLI split {split!r} at {path}; expected snli_validation.tsv / snli_test.tsv")
+        raise ValueError(f"no SNLI split {split!r} at {path}; expected snli_validation.tsv / snli_test.tsv (this "
+                         "copy has no other split)")
     anchors, positives, labels = [], [], []
     with path.open(encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -84,10 +143,26 @@ def load_snli(folder: str | Path, split: str) -> Dataset:
                 anchors.append(premise)
                 positives.append(hypothesis)
                 labels.append(int(label))
-    features = Features(
-        {"anchor": Value("string"), "positive": Value("string"), "label": ClassLabel(names=list(NLI_LABELS))}
-    )
-    return Dataset.from_dict({"anchor": anchors, "positive": positives, "label": labels}, features=features)
+    return Dataset.from_dict({"anchor": anchors, "positive": positives, "label": labels}, features=NLI_FEATURES)
+
+
+NLI_FEATURES = Features(
+    {"anchor": Value("string"), "positive": Value("string"), "label": ClassLabel(names=list(NLI_LABELS))}
+)
+
+
+def _hub_snli_pairs(name: str, split: str) -> Dataset:
+    """SNLI from the Hub layout: ``premise``, ``hypothesis``, ``label`` (-1: no gold label) -> the standard form."""
+    dataset = load_hub_dataset(name, split=split)
+    missing = [column for column in ("premise", "hypothesis", "label") if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} has no column(s) {missing} of SNLI's Hub layout; its columns are "
+                         f"{dataset.column_names}")
+    rows = [(premise, hypothesis, int(label))
+            for premise, hypothesis, label in zip(dataset["premise"], dataset["hypothesis"], dataset["label"])
+            if label is not None and 0 <= int(label) < len(NLI_LABELS)]
+    return Dataset.from_dict({"anchor": [row[0] for row in rows], "positive": [row[1] for row in rows],
+                              "label": [row[2] for row in rows]}, features=NLI_FEATURES)
 
 
 def nli_triplets(nli: Dataset) -> Dataset:
@@ -116,26 +191,36 @@ def nli_triplets(nli: Dataset) -> Dataset:
 
 
 def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = None, label_column: str | None = None):
-    """Sentence pairs in the standard form from STS-B or SNLI folders (recognised by their files), a local
-    ``.csv`` / ``.tsv`` / ``.json`` / ``.jsonl`` / ``.parquet`` file, or a Hub dataset.
+    """Sentence pairs in the standard form from STS-B or SNLI (the Hub ids ``sentence-transformers/stsb`` and
+    ``stanfordnlp/snli``, or their local copies, recognised by their files), a local ``.csv`` / ``.tsv`` / ``.json``
+    / ``.jsonl`` / ``.parquet`` file, or another Hub dataset. Hub ids are looked up through ``HF_SSL_DATA_DIR`` first
+    (:func:`hf_ssl.data.sources.resolve_dataset`).
 
     text_columns: the source's columns that become ``anchor``, ``positive`` (and ``negative``), in that order;
-    label_column: the one that becomes ``label``. Without them the source must already use the standard names.
+    label_column: the one that becomes ``label``. Without them the source must already use the standard names (STS-B
+    and SNLI are brought to them whichever copy is read).
     """
-    folder = Path(source)
-    if (folder / f"sts-{split}.csv").is_file() or (folder / "sts-train.csv").is_file():
+    folder = Path(resolve_dataset(source)).expanduser()
+    if (folder / f"sts-{STS_SPLITS.get(split, split)}.csv").is_file() or (folder / "sts-train.csv").is_file():
         return load_sts_benchmark(folder, split)
     if any(folder.glob("snli_*.tsv")):
         return load_snli(folder, split)
-    from datasets import load_dataset
-
+    known = hub_id_for(source) if not text_columns and not label_column else None
+    if known == STSB:
+        return load_sts_benchmark(source, split)
+    if known == SNLI:
+        return load_snli(source, split)
     kinds = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
     if folder.is_file() and folder.suffix in kinds:
+        from datasets import load_dataset
+
         extra = {"delimiter": "\t"} if folder.suffix == ".tsv" else {}
         dataset = load_dataset(kinds[folder.suffix], data_files={split: str(folder)}, split=split, **extra)
     else:
         try:
-            dataset = load_dataset(source, split=split)
+            dataset = load_hub_dataset(str(folder) if folder.exists() else source, split=split)
+        except DatasetNotAvailableError:
+            raise
         except Exception as error:  # noqa: BLE001 (datasets raises many kinds)
             raise ValueError(
                 f"cannot load sentence pairs from {source!r} (split {split!r}): pass the STS-B or SNLI folder, a "
@@ -195,18 +280,26 @@ def text_keys(dataset: Dataset) -> list[tuple[str, ...]]:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Image-caption pairs
-def load_emoji_captions(folder: str | Path, split: str, held_out_fraction: float = 0.2) -> Dataset:
+def load_emoji_captions(folder: str | Path = EMOJI_CAPTIONS, split: str = "train",
+                        held_out_fraction: float = 0.2) -> Dataset:
     """The emoji glyphs with their Unicode names, split by code point (``train`` / ``test``).
 
-    A code point is held out when the first 8 hex digits of ``sha256(codepoint)``, read as a fraction of 2^32, fall
-    below ``held_out_fraction``: a fixed split that does not depend on file order and never shares a glyph or a
-    caption between train and test. Columns: ``image``, ``text``, ``codepoint``.
+    ``folder``: the ``emoji_captions`` folder (``images/`` + ``metadata.jsonl``), as a path or by its name under
+    ``HF_SSL_DATA_DIR``; it has no Hub copy. A code point is held out when the first 8 hex digits of
+    ``sha256(codepoint)``, read as a fraction of 2^32, fall below ``held_out_fraction``: a fixed split that does not
+    depend on file order and never shares a glyph or a caption between train and test. Columns: ``image``, ``text``,
+    ``codepoint``.
     """
     from datasets import load_dataset
 
     if split not in ("train", "test"):
         raise ValueError(f"emoji captions have the splits 'train' and 'test' (held out by code point), not {split!r}")
-    if not (Path(folder) / "metadata.jsonl").is_file():
+    name, folder = str(folder), Path(resolve_dataset(str(folder))).expanduser()
+    if not folder.exists():
+        if name in LOCAL_ONLY_DATASETS or "/" not in name:
+            raise dataset_not_available(name)
+        raise ValueError(f"{folder} does not exist; expected the emoji_captions folder (images/ + metadata.jsonl)")
+    if not (folder / "metadata.jsonl").is_file():
         raise ValueError(f"{folder} has no metadata.jsonl; expected the emoji_captions folder (images/ + metadata.jsonl)")
     dataset = load_dataset("imagefolder", data_dir=str(folder), split="train")
     held_out = [_hashed_fraction(codepoint) < held_out_fraction for codepoint in dataset["codepoint"]]

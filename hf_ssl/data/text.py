@@ -4,10 +4,11 @@ The unit is the *document*: one row of a ``datasets.Dataset`` with a ``text`` co
 take both segments from the same document, and held-out evaluation splits by document, so no text is shared between
 training and evaluation.
 
-- :func:`load_text_documents`: one or several sources as documents: a ``datasets`` name, a ``.txt`` file, a folder of
-  ``.txt`` files, the WikiText-2 / Tiny Shakespeare folders of ``../shared/data``, or the text columns of a ``.tsv`` /
-  ``.csv`` table such as SNLI's (:mod:`hf_ssl.data.tables`: one document per premise with its hypotheses, labels
-  never read).
+- :func:`load_text_documents`: one or several sources as documents: a Hub dataset id (a local copy is found through
+  ``HF_SSL_DATA_DIR``, :mod:`hf_ssl.data.sources`), a ``.txt`` file, a folder of ``.txt`` files (the offline
+  WikiText-2 and Tiny Shakespeare layouts included), or the text columns of a ``.tsv`` / ``.csv`` table such as
+  SNLI's (:mod:`hf_ssl.data.tables`: one document per premise with its hypotheses, labels never read). Each source
+  may carry its own split, config and text columns (:func:`text_sources`).
 - :func:`split_sentences`: a document -> its sentences (paragraph lines, then a punctuation rule).
 - :func:`train_wordpiece_tokenizer`: a BERT-style uncased/cased WordPiece tokenizer trained with ``tokenizers``.
 - :func:`tokenize_documents`: a batched, ``num_proc``-safe ``datasets.map`` function: documents -> tokenized
@@ -19,10 +20,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
+from .sources import (
+    DatasetNotAvailableError,
+    hub_id_for,
+    is_hub_mirror,
+    load_hub_dataset,
+    resolve_dataset,
+    split_source_options,
+)
 from .tables import (
     comma_separated,
     is_table,
@@ -36,6 +46,8 @@ WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
 #: End of a sentence: ., ! or ? (optionally followed by closing quotes/brackets), then whitespace.
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 DOCUMENT_BOUNDARIES = ("auto", "wikitext_title", "blank_line", "row", "file")
+#: Files of a text folder that describe the data rather than hold it (SOURCE.txt, README, licences): never read.
+_NOT_TEXT_STEMS = ("source", "readme", "license", "licence")
 
 
 def load_text_documents(
@@ -50,10 +62,26 @@ def load_text_documents(
     """Documents of one corpus or several, one per row of a ``text`` column.
 
     dataset: a source, or several (a list, or one string with comma-separated sources), whose documents are
-        concatenated in that order. A source is a ``.txt`` file, a folder (WikiText-2 ``raw/``/``tokens/`` layout or
-        any ``*.txt`` files), a ``.tsv`` / ``.csv`` table with a header, or a ``datasets`` name (with
-        ``dataset_config`` and ``split``). ``split`` selects a split of a ``datasets`` name and the files of a folder
+        concatenated in that order. A source is a Hub dataset id (with ``dataset_config`` and ``split``; a local
+        copy is used when ``HF_SSL_DATA_DIR`` holds one, :func:`hf_ssl.data.sources.resolve_dataset`), a ``.txt``
+        file, a folder (WikiText-2 ``raw/``/``tokens/`` layout, a folder of tables named by split such as
+        ``snli_validation.tsv``, or any ``*.txt`` files), or a ``.tsv`` / ``.csv`` table with a header. ``split``
+        selects a split of a Hub dataset, the table of a folder named ``*_<split>`` and the text files of a folder
         whose name contains it; a ``.txt`` or table file is read whole whatever the split.
+        **Per-source options**: a source may end in ``?key=value&key=value`` with the keys ``split``, ``config`` and
+        ``columns`` (several joined by ``+``, as commas separate sources); they replace ``split``,
+        ``dataset_config`` and ``text_column`` for that source only, whatever the caller asks for. E.g. WikiText-2
+        plus the premise/hypothesis text of SNLI's validation split, never its test split::
+
+            Salesforce/wikitext?config=wikitext-2-raw-v1,stanfordnlp/snli?split=validation&columns=premise+hypothesis
+
+        (:func:`text_sources` gives the split, config and columns each source is read with.)
+        The offline copies of known Hub ids (see :mod:`hf_ssl.data.sources`) keep their local formats, and differ
+        from the Hub where the copy holds less: ``Salesforce/wikitext`` (``wikitext2/``) has the raw *test* split
+        only, which is read whatever split is asked for (the text job then holds documents out of it);
+        ``karpathy/tiny_shakespeare`` (``tinyshakespeare/input.txt``) is the whole text, not the Hub's
+        train/validation/test parts; ``stanfordnlp/snli`` (``snli_devtest/``) has the validation and test splits
+        only. The Hub's columns are the local ones (``text``; ``premise``, ``hypothesis``).
     text_column: the column(s) holding text in tables and ``datasets`` datasets (a list or ``"premise,hypothesis"``);
         ``.txt`` sources ignore it. With several columns, rows become documents grouped by the first column
         (:func:`hf_ssl.data.tables.rows_to_documents`); other columns (labels) are never read.
@@ -61,24 +89,21 @@ def load_text_documents(
         line), ``"blank_line"`` (paragraphs separated by empty lines), ``"row"`` (each row / line is a document),
         ``"file"`` (each file is a document); ``"auto"``, per source: WikiText titles when the text has them, blank
         lines for plain text files, rows for one-column ``datasets`` datasets, the first column's groups for tables.
+        Line-based boundaries split the rows of a Hub dataset at their newlines first (a row may hold a whole text).
     max_documents: keep the first ``max_documents`` of the concatenation.
+
+    Raises:
+        hf_ssl.data.sources.DatasetNotAvailableError: a Hub id found neither locally nor on the Hub (one line).
     """
     if document_boundary not in DOCUMENT_BOUNDARIES:
         raise ValueError(f"document_boundary must be one of {DOCUMENT_BOUNDARIES}, got {document_boundary!r}")
-    sources = parse_sources(dataset)
-    columns = parse_columns(text_column)
     documents = []
-    for source in sources:
-        path = Path(source)
-        if is_table(path):
-            found = rows_to_documents(read_table_columns(path, columns), document_boundary)
-        elif path.exists():
-            found = _documents_from_files(_text_files(path, split), document_boundary)
-        else:
-            found = _documents_from_hub(source, dataset_config, split, columns, document_boundary)
-        found = [document for document in found if document.strip()]
+    for source in text_sources(dataset, split, text_column=text_column, dataset_config=dataset_config):
+        found = [document for document in _source_documents(source, document_boundary) if document.strip()]
         if not found:
-            raise ValueError(f"no document with any text in {source!r} (split {split!r}): check the path and the split")
+            raise ValueError(
+                f"no document with any text in {source.name!r} (split {source.split!r}): check the path and the split"
+            )
         documents.extend(found)
     if max_documents is not None:
         documents = documents[:max_documents]
@@ -89,11 +114,76 @@ def parse_sources(dataset: str | Sequence[str]) -> list[str]:
     """``"a,b"``, ``["a", "b"]`` or ``["a,b"]`` -> ``["a", "b"]`` (the corpora of ``--dataset``, in order)."""
     sources = comma_separated(dataset)
     if not sources:
-        raise ValueError("no corpus given: --dataset takes a file, a folder, a datasets name, or several of them")
+        raise ValueError("no corpus given: --dataset takes a file, a folder, a Hub dataset id, or several of them")
     return sources
 
 
-def _text_files(path: Path, split: str | None) -> list[Path]:
+@dataclass(frozen=True)
+class TextSource:
+    """One corpus of ``--dataset`` and how it is read: ``name`` (a path or a Hub id, options removed), ``split``,
+    ``config`` and the text ``columns`` (its own ``?split=...&config=...&columns=a+b`` options, else the caller's)."""
+
+    name: str
+    split: str | None
+    config: str | None
+    columns: tuple[str, ...]
+
+    @property
+    def hub_id(self) -> str | None:
+        """The Hub id of the corpus when hf_ssl knows it (a local copy maps back to it), else ``None``."""
+        return hub_id_for(self.name)
+
+    @property
+    def read_split(self) -> str | None:
+        """The split the corpus reads: the file's stem for a single file (``snli_validation``), else ``split``."""
+        path = Path(self.name).expanduser()
+        return path.stem if path.is_file() else self.split
+
+
+def text_sources(
+    dataset: str | Sequence[str],
+    split: str | None = "train",
+    *,
+    text_column: str | Sequence[str] = "text",
+    dataset_config: str | None = None,
+) -> list[TextSource]:
+    """The corpora of ``dataset`` (see :func:`load_text_documents`), each with the split, config and text columns it
+    is read with: its own options (``stanfordnlp/snli?split=validation&columns=premise+hypothesis``) win over
+    ``split``, ``dataset_config`` and ``text_column``."""
+    columns = tuple(parse_columns(text_column))
+    found = []
+    for source in parse_sources(dataset):
+        name, options = split_source_options(source)
+        own_columns = tuple(parse_columns(options["columns"].split("+"))) if options.get("columns") else columns
+        found.append(TextSource(name, options.get("split") or split, options.get("config") or dataset_config,
+                                own_columns))
+    return found
+
+
+def _source_documents(source: TextSource, boundary: str) -> list[str]:
+    columns = list(source.columns)
+    path = Path(resolve_dataset(source.name, source.config)).expanduser()
+    if is_table(path):
+        return rows_to_documents(read_table_columns(path, columns), boundary)
+    if path.is_dir() and is_hub_mirror(path):
+        return _documents_from_hub(str(path), source.config, source.split, columns, boundary)
+    if path.is_dir() and (table := _split_table(path, source.split)) is not None:
+        return rows_to_documents(read_table_columns(table, columns), boundary)
+    if path.exists():
+        return _documents_from_files(_text_files(path, source.split, source.name), boundary)
+    return _documents_from_hub(source.name, source.config, source.split, columns, boundary)
+
+
+def _split_table(folder: Path, split: str | None) -> Path | None:
+    """The one table of ``folder`` named for ``split`` (``snli_validation.tsv``, ``validation.csv``), if any."""
+    if not split:
+        return None
+    named = re.compile(rf"(^|[_\-.]){re.escape(split)}$")
+    tables = [p for p in sorted(folder.glob("*")) if is_table(p) and named.search(p.stem)]
+    return tables[0] if len(tables) == 1 else None
+
+
+def _text_files(path: Path, split: str | None, name: str | None = None) -> list[Path]:
     if path.is_file():
         return [path]
     wikitext_raw = path / "raw" / "wiki.test.raw"
@@ -101,16 +191,21 @@ def _text_files(path: Path, split: str | None) -> list[Path]:
         # The offline WikiText-2 copy has the raw *test* split only (no training split: see its SOURCE.txt); the
         # text job holds out documents from it for evaluation.
         return [wikitext_raw]
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".raw") and p.is_file())
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.suffix in (".txt", ".raw") and p.is_file() and not p.stem.lower().startswith(_NOT_TEXT_STEMS)
+    )
     if split:
         matching = [p for p in files if split in p.stem]
         files = matching or files
     if not files:
         tables = sorted(p.name for p in path.glob("*") if is_table(p))
-        hint = f" (its tables {tables} are read only when named one by one: pass the file itself)" if tables else ""
+        example = f"{name or path}?split=<split>"
+        hint = (f" and no table for split {split!r} (its tables: {tables}; name a split it has, e.g. {example}, or "
+                "pass the file itself)" if tables else "")
         raise ValueError(
             f"{path} has no .txt or .raw files{hint}; pass a text file, a folder of them, a .tsv/.csv table or a "
-            "datasets name"
+            "Hub dataset id"
         )
     return files
 
@@ -128,11 +223,14 @@ def _documents_from_files(files: list[Path], boundary: str) -> list[str]:
 
 def _documents_from_hub(dataset, config, split, columns, boundary) -> list[str]:
     try:
-        loaded = datasets.load_dataset(dataset, config, split=split)
+        loaded = load_hub_dataset(dataset, config, split=split)
+    except DatasetNotAvailableError:
+        raise
     except Exception as error:
         raise ValueError(
             f"could not load {dataset!r} as a file, folder or datasets dataset ({type(error).__name__}: {error}); "
-            "pass a .txt file, a folder of .txt files, a .tsv/.csv table, or a datasets name available offline"
+            "pass a .txt file, a folder of .txt files, a .tsv/.csv table, or a Hub dataset id (with its split and "
+            "config)"
         ) from error
     missing = [name for name in columns if name not in loaded.column_names]
     if missing:
@@ -145,7 +243,8 @@ def _documents_from_hub(dataset, config, split, columns, boundary) -> list[str]:
     rows = loaded[columns[0]]
     if boundary in ("auto", "row") and not (boundary == "auto" and any(WIKITEXT_TITLE.match(r or "") for r in rows)):
         return [row for row in rows if row]
-    return group_lines([row or "" for row in rows], "wikitext_title" if boundary == "auto" else boundary)
+    lines = [line for row in rows for line in (row or "").split("\n")]  # a row may hold a whole text
+    return group_lines(lines, "wikitext_title" if boundary == "auto" else boundary)
 
 
 def group_lines(lines: list[str], boundary: str) -> list[str]:

@@ -24,7 +24,7 @@ from .features import (
     published_encoder,
     raw_pixel_features,
 )
-from .knn import knn_accuracy
+from .knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_accuracy
 from .linear_probe import linear_probe_accuracy
 
 _PROBES = ("knn", "linear")
@@ -66,8 +66,8 @@ def evaluate_checkpoint(
     test_dataset,
     *,
     probes: Sequence[str] = _PROBES,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
     linear_probe_kwargs: dict[str, Any] | None = None,
     transform: Callable[[Any], torch.Tensor] | None = None,
     batch_size: int = 256,
@@ -121,8 +121,8 @@ def compare_with_random_init(
     test_dataset,
     *,
     probes: Sequence[str] = _PROBES,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
     linear_probe_kwargs: dict[str, Any] | None = None,
     include_raw_pixels: bool = True,
     seed: int = 0,

@@ -1,11 +1,12 @@
 """Pretraining jobs, one per kind of data. Importing this package registers every job in ``JOB_REGISTRY``."""
 
 from ..publishing.run_record import eval_results_from_json
+from .arguments import KNNArguments, ModelArguments, VisionEncoderArguments
 from .base import JOB_REGISTRY, FinalEvaluation, JobParts, PretrainingJob
 from .image import (
     EMBEDDED_DEFAULTS,
     DataArguments,
-    EncoderArguments,
+    ImageEncoderArguments,
     ImagePretrainingJob,
     build_image_model,
 )
@@ -13,8 +14,11 @@ from .image import (
 __all__ = [
     "EMBEDDED_DEFAULTS",
     "JOB_REGISTRY",
+    "KNNArguments",
+    "ModelArguments",
+    "VisionEncoderArguments",
     "DataArguments",
-    "EncoderArguments",
+    "ImageEncoderArguments",
     "FinalEvaluation",
     "ImagePretrainingJob",
     "JobParts",
@@ -32,9 +36,9 @@ from .text import TextDataArguments, TextEncoderArguments, TextPretrainingJob
 
 __all__ += ["TextDataArguments", "TextEncoderArguments", "TextPretrainingJob"]
 
-from .audio import AudioDataArguments, AudioEncoderArguments, AudioPretrainingJob
+from .audio import AudioDataArguments, AudioPretrainingJob
 
-__all__ += ["AudioDataArguments", "AudioEncoderArguments", "AudioPretrainingJob"]
+__all__ += ["AudioDataArguments", "AudioPretrainingJob"]
 
 from .image_text import DualEncoderArguments, ImageTextDataArguments, ImageTextJob
 from .sentence_pairs import (

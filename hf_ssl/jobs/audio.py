@@ -1,6 +1,6 @@
 """The audio job: raw-waveform pretraining (CPC, wav2vec 2.0) on any audio dataset, probed on labelled clips.
 
-Arguments: :class:`AudioEncoderArguments` (which encoder, which method) and :class:`AudioDataArguments` (which clips,
+Arguments: :class:`~hf_ssl.jobs.arguments.ModelArguments` (which method, which encoder) and :class:`AudioDataArguments` (which clips,
 crops, probes); the method's config and ``SSLTrainingArguments`` come on top. The view of a clip is a random crop
 (:class:`hf_ssl.views.audio.AudioCropTransform`), batches are padded with attention masks by a
 ``Wav2Vec2FeatureExtractor`` (:class:`hf_ssl.data.collators.AudioCollator`), and after training the final comparison
@@ -10,9 +10,7 @@ encoder, the same architecture at random init, and MFCCs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from huggingface_hub import EvalResult
@@ -25,31 +23,8 @@ from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.audio_encoder import audio_encoder_config
 from ..views import apply_views
 from ..views.audio import AudioCropTransform
+from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
-
-
-@dataclass
-class AudioEncoderArguments:
-    """Which raw-waveform encoder to pretrain."""
-
-    method: str = field(default="cpc", metadata={"help": "Pretraining method: cpc or wav2vec2."})
-    encoder: str = field(
-        default="cpc-tiny",
-        metadata={
-            "help": "Preset (cpc-tiny, cpc-base, wav2vec2-tiny, wav2vec2-base) or a folder/Hub id with a "
-            "Wav2Vec2Config."
-        },
-    )
-    encoder_config_overrides: str | None = field(
-        default=None,
-        metadata={
-            "help": 'JSON dict of Wav2Vec2Config fields, e.g. \'{"num_hidden_layers": 4, "mask_time_prob": 0.5}\''
-        },
-    )
-    init_from: str | None = field(
-        default=None,
-        metadata={"help": "An hf_ssl output folder to continue pretraining from (weights and method settings)."},
-    )
 
 
 @dataclass
@@ -87,15 +62,12 @@ class AudioDataArguments:
     )
 
 
-def build_audio_model(encoder_args: AudioEncoderArguments, method_config):
+def build_audio_model(encoder_args: ModelArguments, method_config):
     """A new pretraining model for the chosen encoder and method, or the one stored at ``init_from``."""
 
     if encoder_args.init_from:
         return AutoSSLModel.from_pretrained(encoder_args.init_from)
-    overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
-    if not isinstance(overrides, dict):
-        raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 4}'")
-    config = audio_encoder_config(encoder_args.encoder, overrides)
+    config = audio_encoder_config(encoder_args.encoder, encoder_args.config_overrides())
     return METHOD_REGISTRY[encoder_args.method].from_encoder_config(config, **dataclass_values(method_config))
 
 
@@ -112,7 +84,8 @@ class AudioPretrainingJob(PretrainingJob):
     """Random crops of raw audio, padded batches with attention masks, linear probes per label column."""
 
     name = "audio"
-    argument_classes = (AudioEncoderArguments, AudioDataArguments)
+    default_encoder = "cpc-tiny"
+    argument_classes = (ModelArguments, AudioDataArguments)
 
     def prepare(self) -> JobParts:
         encoder_args, data_args = self.arguments
@@ -203,7 +176,3 @@ class AudioPretrainingJob(PretrainingJob):
                 )
             )
         return results
-
-    def run_record(self) -> dict[str, Any]:
-        encoder_args, data_args = self.arguments
-        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}

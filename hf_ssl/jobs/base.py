@@ -5,7 +5,9 @@ and evaluators, trains with :class:`hf_ssl.training.trainer.SSLTrainer`, saves, 
 evaluation. A job supplies everything that depends on the kind of data:
 
 - ``argument_classes``: the dataclasses parsed from the YAML config and flags besides the method's config and
-  :class:`~hf_ssl.training.arguments.SSLTrainingArguments`. Exactly one of them has the fields ``method`` and ``init_from``.
+  :class:`~hf_ssl.training.arguments.SSLTrainingArguments`; the first is :class:`~hf_ssl.jobs.arguments.ModelArguments`
+  or a subclass of it (method, encoder, its overrides, ``init_from``);
+- ``default_encoder``: the encoder used when ``--encoder`` is not given;
 - :meth:`prepare`: model, train dataset, collator, evaluators (and optionally an eval dataset for ``eval_loss``);
 - :meth:`save_extras`: files beside the weights (tokenizer, image processor, sentence-transformers modules, figures);
 - :meth:`final_evaluation`: after training, the probes against baselines, as :class:`FinalEvaluation`.
@@ -81,8 +83,9 @@ class PretrainingJob(abc.ABC):
 
     name: ClassVar[str] = ""
     argument_classes: ClassVar[tuple[type, ...]] = ()
-    #: Values used when no YAML config is given (only the job of the embedded default needs them).
-    embedded_defaults: ClassVar[dict[str, Any]] = {}
+    default_encoder: ClassVar[str] = ""
+    #: The names of the ``argument_classes`` in ``hf_ssl_run.json``, in order; model cards render them as they are.
+    record_sections: ClassVar[tuple[str, ...]] = ("encoder", "data")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -93,14 +96,6 @@ class PretrainingJob(abc.ABC):
         self.arguments = tuple(arguments)
         self.method_config = method_config
         self.training_args = training_args
-
-    @property
-    def method_arguments(self):
-        """The argument dataclass that carries ``method`` and ``init_from``."""
-        for arguments in self.arguments:
-            if hasattr(arguments, "method") and hasattr(arguments, "init_from"):
-                return arguments
-        raise TypeError(f"{type(self).__name__}.argument_classes needs one dataclass with `method` and `init_from`")
 
     @abc.abstractmethod
     def prepare(self) -> JobParts:
@@ -114,14 +109,10 @@ class PretrainingJob(abc.ABC):
         return None
 
     def run_record(self) -> dict[str, Any]:
-        """The job's arguments for ``hf_ssl_run.json``: ``{section: {field: value}}``; override to rename sections."""
-        return {_section_name(type(arguments)): dataclass_values(arguments) for arguments in self.arguments}
+        """The job's arguments for ``hf_ssl_run.json``: ``{section: {field: value}}``, sections named by
+        :attr:`record_sections` (override to add what the arguments do not say, e.g. the resolved vocabulary)."""
+        return {section: dataclass_values(arguments) for section, arguments in zip(self.record_sections, self.arguments)}
 
 
 def dataclass_values(instance) -> dict[str, Any]:
     return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
-
-
-def _section_name(cls: type) -> str:
-    name = cls.__name__
-    return name[: -len("Arguments")].lower() if name.endswith("Arguments") else name

@@ -1,15 +1,13 @@
 """The image job: multi-view pretraining (DINO, SimCLR, BYOL, SimSiam, MoCo v2/v3) on any image dataset.
 
-Arguments: :class:`EncoderArguments` (which encoder, which method), :class:`DataArguments` (which images, which
+Arguments: :class:`ImageEncoderArguments` (which method, which encoder), :class:`DataArguments` (which images, which
 probes) and :class:`hf_ssl.views.MultiCropConfig` (the views). With no config file, ``hf-ssl pretrain`` runs
 :data:`EMBEDDED_DEFAULTS`: a short DINO run on the Fashion-MNIST subset shipped inside the package.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from huggingface_hub import EvalResult
 
@@ -20,6 +18,7 @@ from ..evaluation.knn import KNNEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import check_patch_size, encoder_config
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
+from .arguments import KNNArguments, VisionEncoderArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
 EMBEDDED_DEFAULTS: dict = {
@@ -59,15 +58,9 @@ EMBEDDED_DEFAULTS: dict = {
 
 
 @dataclass
-class EncoderArguments:
-    """Which encoder to pretrain."""
+class ImageEncoderArguments(VisionEncoderArguments):
+    """:class:`~hf_ssl.jobs.arguments.ModelArguments` of an image encoder: its patch size and its resolution."""
 
-    method: str = field(default="dino", metadata={"help": "Pretraining method (hf-ssl list shows them all)."})
-    encoder: str = field(
-        default="vit-tiny",
-        metadata={"help": "Preset (vit-tiny, vit-small, vit-base), 'timm:<arch>', or a folder/Hub id with a config."},
-    )
-    patch_size: int = field(default=4, metadata={"help": "Patch size for the ViT presets."})
     image_size: int | None = field(
         default=None,
         metadata={
@@ -77,21 +70,10 @@ class EncoderArguments:
             "FixRes, arXiv:1906.06423: train at a lower resolution than you test)."
         },
     )
-    encoder_config_overrides: str | None = field(
-        default=None, metadata={"help": 'JSON dict of encoder config fields, e.g. \'{"num_hidden_layers": 6}\'.'}
-    )
-    init_from: str | None = field(
-        default=None,
-        metadata={
-            "help": "An hf_ssl output folder to continue pretraining from: weights, centre/queues and the method "
-            "settings stored in it (method flags are then ignored). Optimizer and schedules start anew; to resume a "
-            "run exactly, use --resume_from_checkpoint <output_dir>/checkpoint-N."
-        },
-    )
 
 
 @dataclass
-class DataArguments:
+class DataArguments(KNNArguments):
     """Which images to pretrain on and how to monitor the encoder."""
 
     dataset: str = field(
@@ -104,8 +86,6 @@ class DataArguments:
     label_column: str | None = field(default=None)
     max_train_examples: int | None = field(default=None)
     max_eval_examples: int | None = field(default=None)
-    knn_k: int = field(default=200, metadata={"help": "Neighbours of the kNN monitor (Wu et al. 2018; 200)."})
-    knn_temperature: float = field(default=0.1)
     knn_max_train_examples: int | None = field(
         default=None, metadata={"help": "Size of the kNN memory bank (default: the whole train split)."}
     )
@@ -117,7 +97,7 @@ class DataArguments:
     )
 
 
-def native_image_size(encoder_args: EncoderArguments, views: MultiCropConfig) -> int:
+def native_image_size(encoder_args: ImageEncoderArguments, views: MultiCropConfig) -> int:
     """The encoder's native (evaluation) resolution: ``image_size``, or the global crop size when it is not set."""
     size = encoder_args.image_size or views.global_crop_size
     if size < views.global_crop_size:
@@ -129,17 +109,14 @@ def native_image_size(encoder_args: EncoderArguments, views: MultiCropConfig) ->
     return size
 
 
-def build_image_model(encoder_args: EncoderArguments, views: MultiCropConfig, method_config):
+def build_image_model(encoder_args: ImageEncoderArguments, views: MultiCropConfig, method_config):
     """A new pretraining model for the chosen encoder and method, or the one stored at ``init_from``."""
     if encoder_args.init_from:
         model = AutoSSLModel.from_pretrained(encoder_args.init_from)
         check_patch_size(model.config, views.global_crop_size, views.local_crop_size)
         return model
-    overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
-    if not isinstance(overrides, dict):
-        raise ValueError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 6}'")
     image_size = native_image_size(encoder_args, views)
-    config = encoder_config(encoder_args.encoder, image_size, encoder_args.patch_size, overrides)
+    config = encoder_config(encoder_args.encoder, image_size, encoder_args.patch_size, encoder_args.config_overrides())
     check_patch_size(config, views.global_crop_size, views.local_crop_size)
     model_class = METHOD_REGISTRY[encoder_args.method]
     return model_class.from_encoder_config(config, **dataclass_values(method_config))
@@ -150,8 +127,9 @@ class ImagePretrainingJob(PretrainingJob):
     comparison against the same encoder at random init and against raw pixels."""
 
     name = "image"
-    argument_classes = (EncoderArguments, DataArguments, MultiCropConfig)
-    embedded_defaults = EMBEDDED_DEFAULTS
+    default_encoder = "vit-tiny"
+    record_sections = ("encoder", "data", "views")
+    argument_classes = (ImageEncoderArguments, DataArguments, MultiCropConfig)
 
     def prepare(self) -> JobParts:
         encoder_args, data_args, views = self.arguments
@@ -222,8 +200,3 @@ class ImagePretrainingJob(PretrainingJob):
             for name, value in pretrained.items()
             if name in protocols
         ]
-
-    def run_record(self) -> dict[str, Any]:
-        encoder_args, data_args, views = self.arguments
-        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args),
-                "views": dataclass_values(views)}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import EvalResult
 
@@ -37,8 +36,10 @@ from ..evaluation.retrieval import RetrievalEvaluator
 from ..evaluation.zero_shot import ZeroShotEvaluator, zero_shot_accuracy
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import encoder_config
+from ..modules.text_encoder import PACKAGED_MINILM, resolve_text_checkpoint
+from ..training.arguments import batch_size_across_processes
+from .arguments import VisionEncoderArguments, parse_json_object
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
-from .sentence_pairs import PACKAGED_MINILM, json_overrides, resolve_text_checkpoint
 
 #: Pixel normalisation of the image processor (ViTImageProcessor's default), used in training and saved with the model.
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -46,26 +47,18 @@ IMAGE_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass
-class DualEncoderArguments:
-    """Which vision and text encoders."""
+class DualEncoderArguments(VisionEncoderArguments):
+    """:class:`~hf_ssl.jobs.arguments.VisionEncoderArguments` of the vision tower (``encoder``, default ``vit-tiny``;
+    ``encoder_config_overrides``), plus the text tower and the shared embedding width."""
 
-    method: str = field(default="clip", metadata={"help": "Pretraining method (hf-ssl list shows them all)."})
-    vision_encoder: str = field(
-        default="vit-tiny", metadata={"help": "Preset (vit-tiny, vit-small, vit-base), or a folder / Hub id config."}
-    )
-    patch_size: int = field(default=4)
-    vision_config_overrides: str | None = field(default=None, metadata={"help": "JSON dict of vision config fields."})
     text_encoder: str = field(
-        default=PACKAGED_MINILM, metadata={"help": "'minilm' (packaged all-MiniLM-L6-v2) or a folder / Hub id."}
+        default=PACKAGED_MINILM[0], metadata={"help": "'minilm' (packaged all-MiniLM-L6-v2) or a folder / Hub id."}
     )
     text_from_scratch: bool = field(default=False, metadata={"help": "Random-init text encoder (its config only)."})
     text_config_overrides: str | None = field(
         default=None, metadata={"help": "JSON dict of text config fields (text_from_scratch only)."}
     )
-    projection_dim: int = field(default=256)
-    init_from: str | None = field(
-        default=None, metadata={"help": "An hf_ssl clip output folder to continue training (its settings win)."}
-    )
+    projection_dim: int = field(default=256, metadata={"help": "Width of the shared image-text embedding."})
 
 
 @dataclass
@@ -97,6 +90,7 @@ class ImageTextJob(PretrainingJob):
     """CLIP-style image-text training; zero-shot (labelled images) or retrieval (caption folders) evaluation."""
 
     name = "image_text"
+    default_encoder = "vit-tiny"
     argument_classes = (DualEncoderArguments, ImageTextDataArguments)
 
     def prepare(self) -> JobParts:
@@ -116,9 +110,8 @@ class ImageTextJob(PretrainingJob):
             evaluator = RetrievalEvaluator(self.eval_pairs, self.tokenizer, self.eval_transform)
         sampler = None
         if data_args.no_duplicates:
-            global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
             keys = self.train_pairs["label"] if self.templated else text_keys(self.train_pairs)
-            sampler = NoDuplicatesSampler(keys, global_batch, seed=seed)
+            sampler = NoDuplicatesSampler(keys, batch_size_across_processes(self.training_args), seed=seed)
         collator = ImageCaptionCollator(
             self.tokenizer, _image_transform(data_args.image_size, data_args.train_crop_scale),
             data_args.max_caption_length,
@@ -169,14 +162,13 @@ class ImageTextJob(PretrainingJob):
         if encoder_args.init_from:
             return AutoSSLModel.from_pretrained(encoder_args.init_from)
         vision = encoder_config(
-            encoder_args.vision_encoder, data_args.image_size, encoder_args.patch_size,
-            json_overrides(encoder_args.vision_config_overrides, "--vision_config_overrides"),
+            encoder_args.encoder, data_args.image_size, encoder_args.patch_size, encoder_args.config_overrides()
         )
         if getattr(vision, "pooler_output_size", None) is not None:
             # ViTConfig fixes pooler_output_size to the hidden size it was built with, before overrides; the dual
             # encoder projects the pooled output from `hidden_size`, so the two must agree.
             vision.pooler_output_size = vision.hidden_size
-        text_overrides = json_overrides(encoder_args.text_config_overrides, "--text_config_overrides")
+        text_overrides = parse_json_object(encoder_args.text_config_overrides, "--text_config_overrides")
         if text_overrides and not encoder_args.text_from_scratch:
             raise ValueError("--text_config_overrides changes the architecture: use it with --text_from_scratch true")
         model_class = METHOD_REGISTRY[encoder_args.method]
@@ -251,10 +243,6 @@ class ImageTextJob(PretrainingJob):
                        metric_name=protocols[name])
             for name, value in values.items()
         ]
-
-    def run_record(self) -> dict[str, Any]:
-        encoder_args, data_args = self.arguments
-        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
 
 
 def _image_transform(size: int, min_crop_scale: float):

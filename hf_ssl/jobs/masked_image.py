@@ -29,7 +29,7 @@ from ..evaluation.finetune import (
 from ..evaluation.reconstruction import DEFAULT_FIGURE_NAME, ReconstructionFigure
 from ..views.single_view import SingleViewConfig, SingleViewTransform
 from .base import FinalEvaluation, dataclass_values
-from .image import DataArguments, EncoderArguments, ImagePretrainingJob
+from .image import DataArguments, ImageEncoderArguments, ImagePretrainingJob
 
 
 @dataclass
@@ -48,7 +48,7 @@ class MaskedImagePretrainingJob(ImagePretrainingJob):
     """MAE's job: single views, reconstruction figure, linear probe + fine-tune against random init."""
 
     name = "masked_image"
-    argument_classes = (EncoderArguments, DataArguments, SingleViewConfig, ReconstructionArguments,
+    argument_classes = (ImageEncoderArguments, DataArguments, SingleViewConfig, ReconstructionArguments,
                         FineTuneProbeArguments)
 
     def __init__(self, arguments: tuple, method_config, training_args):

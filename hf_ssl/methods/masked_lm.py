@@ -39,7 +39,13 @@ from torch.nn import functional as F
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-from .base import SSLMethodConfig, SSLPreTrainedModel
+from ..data.collators import (
+    MASK_REPLACE_PROB,
+    MLM_PROBABILITY,
+    RANDOM_REPLACE_PROB,
+    check_masking,
+)
+from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
 
 logger = logging.get_logger(__name__)
 
@@ -61,20 +67,13 @@ class MaskedLMConfig(SSLMethodConfig):
 
     method = "mlm"
 
-    mlm_probability: float = 0.15
-    mask_replace_prob: float = 0.8
-    random_replace_prob: float = 0.1
+    mlm_probability: float = MLM_PROBABILITY
+    mask_replace_prob: float = MASK_REPLACE_PROB
+    random_replace_prob: float = RANDOM_REPLACE_PROB
     whole_word_mask: bool = False
 
     def __post_init__(self):
-        self.check_ranges(unit_interval=("mlm_probability", "mask_replace_prob", "random_replace_prob"))
-        if self.mlm_probability == 0:
-            raise ValueError("mlm_probability must be > 0: with 0 no token is ever predicted")
-        if self.mask_replace_prob + self.random_replace_prob > 1:
-            raise ValueError(
-                f"mask_replace_prob + random_replace_prob must be <= 1 (the rest is kept unchanged); got "
-                f"{self.mask_replace_prob} + {self.random_replace_prob}"
-            )
+        check_masking(self.mlm_probability, self.mask_replace_prob, self.random_replace_prob)
 
     @property
     def sentence_pair_task(self) -> str | None:
@@ -245,6 +244,11 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
             output.loss = None
         return output
 
+    def set_progress(self, progress: TrainingProgress) -> None:
+        # One pair per sequence: the pairs of an optimizer step are its examples.
+        if progress.global_batch_size is not None:
+            self.pairs_per_optimizer_step = progress.global_batch_size
+
     def _pair_denominator(self, pair_label: torch.Tensor, num_items_in_batch) -> int:
         """Pairs of the global accumulated batch when training under Trainer (which then skips its division by the
         accumulation steps, because this model accepts loss kwargs); this batch's pairs otherwise (evaluation)."""
@@ -254,7 +258,7 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
             raise ValueError(
                 "the trainer passed num_items_in_batch, so it will not divide the loss by the accumulation steps; the "
                 "pair loss then needs `model.pairs_per_optimizer_step = per_device_batch * accumulation_steps * "
-                "world_size` (the text job sets it)"
+                "world_size` (SSLTrainer sets it at every step through set_progress)"
             )
         return self.pairs_per_optimizer_step
 

@@ -279,12 +279,11 @@ def _eval_size(facts: DatasetFacts | None, section: dict[str, Any]) -> str | Non
 def training_rows(run: RunDirectory) -> list[tuple[str, str]]:
     training = run.record.get("training", {})
     rows = [(key, _format(training[key])) for key in TRAINING_KEYS if key in training]
-    per_device = training.get("per_device_train_batch_size")
-    if per_device is not None:
-        world = run.record.get("world_size", 1) or 1
-        accumulation = training.get("gradient_accumulation_steps", 1) or 1
+    if "global_batch_size" in run.record:
+        factors = (training.get("per_device_train_batch_size"), run.record.get("world_size"),
+                   training.get("gradient_accumulation_steps"))
         rows.insert(0, ("global batch (per device x processes x accumulation)",
-                        f"{per_device * world * accumulation} = {per_device} x {world} x {accumulation}"))
+                        f"{run.record['global_batch_size']} = " + " x ".join(str(factor) for factor in factors)))
     return rows
 
 

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult
 
-
 RUN_RECORD = "hf_ssl_run.json"
 
 
@@ -27,7 +26,9 @@ FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 
 
 #: Record keys that are not argument sections.
-RECORD_META_KEYS = frozenset({"job", "method", "training", "world_size", "hardware", "wall_time_seconds", "argv"})
+RECORD_META_KEYS = frozenset(
+    {"job", "method", "training", "world_size", "global_batch_size", "hardware", "wall_time_seconds", "argv"}
+)
 
 
 DATASET_KEYS = ("dataset", "dataset_name", "data_dir", "train_file", "corpus")
@@ -134,19 +135,31 @@ def settings_to_argv(values: dict) -> list[str]:
     return argv
 
 
-def write_run_record(output_dir, job, method_config, training_args, seconds, argv=None) -> None:
-    """Everything a model card needs about the run, next to the weights (no tokens: hub_token is dropped, and the
-    value of any ``--*token*`` flag in ``argv`` is replaced by ``<redacted>``)."""
+def write_run_record(
+    output_dir,
+    *,
+    job_name: str,
+    sections: dict[str, dict[str, Any]],
+    method_config,
+    training_args,
+    global_batch_size: int,
+    seconds: float,
+    argv: list[str] | None = None,
+) -> None:
+    """Everything a model card needs about the run, next to the weights: the job and its argument ``sections``, the
+    method's settings, the training arguments, the global batch, the hardware and the wall time (no tokens: hub_token
+    is dropped, and the value of any ``--*token*`` flag in ``argv`` is replaced by ``<redacted>``)."""
     if not training_args.should_save:
         return
     training = {k: v for k, v in training_args.to_dict().items() if not is_token_name(k)}
     record = {
-        "job": job.name,
+        "job": job_name,
         "argv": redacted_argv(argv) if argv is not None else None,
-        **job.run_record(),
+        **sections,
         "method": method_config.to_dict(),
         "training": training,
         "world_size": training_args.world_size,
+        "global_batch_size": global_batch_size,
         "hardware": _hardware(training_args),
         "wall_time_seconds": round(seconds, 1),
     }

@@ -8,21 +8,33 @@ import torch
 from transformers import TrainingArguments
 
 
+def batch_size_across_processes(args: TrainingArguments) -> int:
+    """Examples in one forward pass summed over the data-parallel processes: the batch in which in-batch negatives
+    are drawn (``per_device_train_batch_size x world_size``)."""
+    return args.per_device_train_batch_size * args.world_size
+
+
+def global_batch_size(args: TrainingArguments) -> int:
+    """Examples per optimizer step: ``per_device_train_batch_size x world_size x gradient_accumulation_steps``."""
+    return batch_size_across_processes(args) * args.gradient_accumulation_steps
+
+
 @dataclass
 class SSLTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with the defaults self-supervised pretraining needs.
 
     ``remove_unused_columns=False``: on-the-fly view transforms need the raw image column, which the model's forward
     does not name. ``dataloader_drop_last=True``: losses with batch statistics (DINO's centre, BatchNorm) and
-    multi-process runs want equal, full batches. ``prediction_loss_only=True`` and ``label_names=[]``: there are no
-    labels; ``eval_loss`` is reported because SSL models accept ``return_loss``. ``ddp_find_unused_parameters=False``:
+    multi-process runs want equal, full batches. ``prediction_loss_only=True``: evaluation reports ``eval_loss`` (SSL
+    models accept ``return_loss``) and the label-free probes; set it False with a ``compute_metrics`` to gather
+    predictions. ``label_names`` is transformers' default: the model's ``labels`` argument when its forward has one
+    (collators keep the labels of labelled data; models that do not name them never see them). ``ddp_find_unused_parameters=False``:
     every trainable parameter gets a gradient (the teacher has none), so DDP's extra graph traversal is wasted.
     """
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
     dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch."})
     prediction_loss_only: bool = field(default=True, metadata={"help": "Evaluation reports the loss only."})
-    label_names: list[str] | None = field(default_factory=list, metadata={"help": "No labels in pretraining."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
     ddp_find_unused_parameters: bool | None = field(
         default=False,
@@ -45,6 +57,16 @@ class SSLTrainingArguments(TrainingArguments):
         if state.get("hub_token"):
             state["hub_token"] = None
         return state
+
+    @property
+    def global_batch_size(self) -> int:
+        """Examples per optimizer step (:func:`global_batch_size`)."""
+        return global_batch_size(self)
+
+    @property
+    def batch_size_across_processes(self) -> int:
+        """Examples per forward pass over all processes (:func:`batch_size_across_processes`)."""
+        return batch_size_across_processes(self)
 
     def __post_init__(self):
         if self.dataloader_pin_memory is None:

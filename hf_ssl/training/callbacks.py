@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from ..methods.base import TrainingProgress
+from .arguments import global_batch_size
 
 
 class SSLMethodCallback(TrainerCallback):
@@ -32,21 +33,21 @@ class SSLMethodCallback(TrainerCallback):
         except TypeError:  # iterable dataset: one "epoch" is the whole run
             batches = state.max_steps * args.gradient_accumulation_steps
         self.steps_per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
-        self._call(kwargs.get("model"), "set_progress", state)
+        self._call(kwargs.get("model"), "set_progress", state, args)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._call(kwargs.get("model"), "set_progress", state)
+        self._call(kwargs.get("model"), "set_progress", state, args)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self._call(kwargs.get("model"), "before_optimizer_step", state)
+        self._call(kwargs.get("model"), "before_optimizer_step", state, args)
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self._call(kwargs.get("model"), "after_optimizer_step", state)
+        self._call(kwargs.get("model"), "after_optimizer_step", state, args)
 
-    def _call(self, model, hook: str, state: TrainerState) -> None:
+    def _call(self, model, hook: str, state: TrainerState, args: TrainingArguments) -> None:
         function = getattr(model, hook, None)
         if function is not None:
-            function(TrainingProgress(state.global_step, state.max_steps, self.steps_per_epoch))
+            function(TrainingProgress(state.global_step, state.max_steps, self.steps_per_epoch, global_batch_size(args)))
 
 
 class ViewEpochCallback(TrainerCallback):

@@ -12,6 +12,7 @@ It never asks which method it trains.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, loggi
 from ..data.collators import stack_views
 from ..distributed import has_batch_norm
 from ..publishing.hub import write_trainer_model_card
+from .arguments import global_batch_size
 from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
 
 logger = logging.get_logger(__name__)
@@ -79,8 +81,7 @@ class SSLTrainer(Trainer):
     def train(self, *args, **kwargs):
         world = self.args.world_size
         per_device = self.args.per_device_train_batch_size
-        global_batch = per_device * world * self.args.gradient_accumulation_steps
-        line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch}"
+        line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch_size(self.args)}"
         if self.args.gradient_accumulation_steps > 1:
             line += f" ({self.args.gradient_accumulation_steps} accumulation steps)"
         if self.is_world_process_zero():
@@ -192,7 +193,7 @@ class SSLTrainer(Trainer):
         # declare `accepts_loss_kwargs = True` receive it (Trainer then skips its division by accumulation steps).
         if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
             inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
-        outputs = model(**inputs)
+        outputs = model(**self._forward_inputs(inputs))
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
         if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             # As Trainer.compute_loss: the loss is a sum over this process's items divided by the GLOBAL count, and
@@ -207,6 +208,15 @@ class SSLTrainer(Trainer):
                         self._diagnostic_sums[key] = value if total is None else total + value
                 self._diagnostic_count += 1
         return (loss, outputs) if return_outputs else loss
+
+    def _forward_inputs(self, inputs: dict) -> dict:
+        """The batch fields the model's ``forward`` takes (all of them when it takes ``**kwargs``). Collators keep
+        the labels of labelled data (``labels``); they reach a model that names them (a semi-supervised classifier,
+        Sentence-BERT's NLI objective) and no other, so pretraining on a labelled dataset needs no column surgery."""
+        forward = inspect.signature(self.accelerator.unwrap_model(self.model).forward).parameters
+        if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in forward.values()):
+            return inputs
+        return {name: value for name, value in inputs.items() if name in forward}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._diagnostic_count:

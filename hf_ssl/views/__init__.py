@@ -40,6 +40,12 @@ def apply_views(dataset: datasets.Dataset, transform) -> datasets.Dataset:
             f"the dataset has no {image_column!r} column (columns: {dataset.column_names}); this looks like a "
             "non-image dataset. Pass the image column with `--image_column`, or choose an image dataset."
         )
+    label_column = getattr(transform, "label_column", None)
+    if label_column is not None and label_column not in dataset.column_names:
+        raise ValueError(
+            f"the dataset has no label column {label_column!r} (columns: {dataset.column_names}); name it with "
+            "`label_column=`, or pass label_column=None for label-free views"
+        )
     check = getattr(transform, "check_image", None)
     if check is not None:
         check(dataset[0][image_column])

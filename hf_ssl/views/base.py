@@ -12,16 +12,20 @@ from .seeding import INDEX_COLUMN, seeded_map
 
 
 class ImageViewTransform(abc.ABC):
-    """``{"image": [PIL, ...], ...}`` -> ``{name: [tensor per example], ...}`` with the names :meth:`views` returns.
+    """``{"image": [PIL, ...], ...}`` -> ``{name: [tensor per example], ...}`` with the names :meth:`views` returns,
+    plus ``labels`` copied from ``label_column`` when one is named (``None``, the default for label-free pretraining:
+    no labels). :func:`hf_ssl.data.collators.stack_views` keeps them, and ``SSLTrainer`` hands them to a model whose
+    forward takes ``labels`` (a classifier, a semi-supervised method) and to no other.
 
     Use it with :func:`hf_ssl.views.apply_views`, which adds the ``ssl_index`` column that seeds each example's views
     by ``(seed, epoch, index)``; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does). ``config`` must have
     ``global_crop_size``, the largest view, which no image may be smaller than.
     """
 
-    def __init__(self, config, *, image_column: str = "image", seed: int = 0):
+    def __init__(self, config, *, image_column: str = "image", label_column: str | None = None, seed: int = 0):
         self.config = config
         self.image_column = image_column
+        self.label_column = label_column
         self.seed = seed
         self.epoch = 0
 
@@ -58,4 +62,11 @@ class ImageViewTransform(abc.ABC):
         for views in seeded_map(self._checked_views, images, batch.get(INDEX_COLUMN), self.seed, self.epoch):
             for key, value in views.items():
                 output.setdefault(key, []).append(value)
+        if self.label_column is not None:
+            if self.label_column not in batch:
+                raise ValueError(
+                    f"the dataset has no label column {self.label_column!r} (columns: {sorted(batch)}); name it with "
+                    "`label_column=`, or pass label_column=None for label-free views"
+                )
+            output["labels"] = list(batch[self.label_column])
         return output

@@ -71,8 +71,15 @@ class MultiCropTransform(ImageViewTransform):
     Use it with :func:`hf_ssl.views.apply_views`; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does).
     """
 
-    def __init__(self, config: MultiCropConfig | None = None, *, image_column: str = "image", seed: int = 0):
-        super().__init__(config or MultiCropConfig(), image_column=image_column, seed=seed)
+    def __init__(
+        self,
+        config: MultiCropConfig | None = None,
+        *,
+        image_column: str = "image",
+        label_column: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__(config or MultiCropConfig(), image_column=image_column, label_column=label_column, seed=seed)
         cfg = self.config
         blur_global_1, blur_global_2, blur_local = cfg.blur_probabilities
         self.global_transforms = [
