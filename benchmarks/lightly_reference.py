@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""lightly's SimCLR and DINO on the same encoder, data and budget as ours: the quality reference of issue 8.
+"""lightly's SimCLR and DINO on the same encoder, data and budget as ours: the quality reference of the
+vision table in benchmarks/README.md.
 
     python benchmarks/lightly_reference.py --method simclr --minutes 12 --steps 60 \
         --output_dir outputs/vision_budget/lightly-simclr
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=25.0, help="training budget (step time)")
     parser.add_argument("--steps", type=int, required=True, help="length of the lr schedule (and at most as many steps)")
     parser.add_argument("--bank", type=int, default=10000)
-    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "cifar10_jpg"))
+    parser.add_argument("--dataset", default="uoft-cs/cifar10", help="Hub id (a local copy through HF_SSL_DATA_DIR)")
     parser.add_argument("--output_dir", required=True, help="relative to the project root")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "vision_budget.json"))
     parser.add_argument("--seed", type=int, default=0)

@@ -60,7 +60,7 @@ def main():
         torch.save({"world_size": trainer.args.world_size,
                     "state": {k: v.clone() for k, v in trainer.model.state_dict().items()}}, out_file)
     # Tear the gloo group down before exit, as tests/distributed_worker.py does: a rank that exits while its peer still
-    # holds the group can abort in C++ teardown ("terminate called without an active exception", seen at stop 23).
+    # holds the group can abort in C++ teardown ("terminate called without an active exception", seen once in CI).
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

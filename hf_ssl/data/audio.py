@@ -4,7 +4,7 @@ decoding, resampling, random crops as the pretraining "view", and batches with p
 Library choices, and why:
 
 - Decoding: ``scipy.io.wavfile`` for WAV (installed with scipy; ``datasets``' own ``Audio`` decoding needs torchcodec
-  + ffmpeg, DESIGN.md §4), ``soundfile`` for other formats when it is installed. Audio columns are read with
+  + ffmpeg), ``soundfile`` for other formats when it is installed. Audio columns are read with
   ``Audio(decode=False)`` and decoded here.
 - Resampling: ``scipy.signal.resample_poly`` (polyphase FIR with a Kaiser-window anti-aliasing filter). torchaudio
   would need a torch build matching the pinned one, and transformers' feature extractors refuse, rather than convert,

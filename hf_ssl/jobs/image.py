@@ -23,8 +23,8 @@ from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
 EMBEDDED_DEFAULTS: dict = {
     # About 4 minutes of training on the 2-core machine of 2026-11, 16 on one core of the slower one of 2026-12.
-    # Small-budget DINO settings found on this data (README, "Choosing small-budget defaults"): BatchNorm in the head
-    # MLP, a fast teacher (momentum 0.95 -> 1), no frozen prototypes.
+    # Small-budget DINO settings found on this data (benchmarks/README.md, "Small-budget DINO defaults"): BatchNorm
+    # in the head MLP, a fast teacher (momentum 0.95 -> 1), no frozen prototypes.
     "method": "dino",
     "dataset": "embedded",
     "encoder": "vit-tiny",

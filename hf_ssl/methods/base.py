@@ -95,7 +95,8 @@ class SSLPreTrainedModel(PreTrainedModel):
     config_class = PretrainedConfig
     base_model_prefix = ""
     main_input_name = "pixel_values"
-    # The losses are means over the local batch; Trainer divides by the accumulation steps itself (DESIGN.md §4).
+    # The losses are means over the local batch; Trainer divides by the accumulation steps itself (transformers
+    # #37766: a model that accepts loss kwargs must normalise by num_items_in_batch instead).
     accepts_loss_kwargs = False
     supports_gradient_checkpointing = False
 

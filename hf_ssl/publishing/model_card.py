@@ -28,8 +28,15 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..data.sources import (
+    EMBEDDED,
+    hub_id_for,
+    local_only_name,
+    looks_like_path,
+    split_source_options,
+)
 from ..methods.base import METHOD_REGISTRY
-from .datasets import KNOWN_DATASETS, DatasetFacts
+from .datasets import DatasetFacts, facts_for, model_index_dataset, public_name
 from .figures import plot_training_curves
 from .run_record import (
     DATASET_KEYS,
@@ -77,8 +84,8 @@ def build_model_card(
     tags = list(dict.fromkeys(context["tags"] + list(card_data_overrides.pop("tags", None) or [])))
     data = ModelCardData(
         library_name="transformers", tags=tags, pipeline_tag=context["pipeline_tag"],
-        datasets=[context["data"]["hub_id"]] if context["data"].get("hub_id") else None,
-        eval_results=run.eval_results or None, model_name=context["model_name"] if run.eval_results else None,
+        datasets=context["data"].get("hub_ids") or None,
+        eval_results=card_eval_results(run) or None, model_name=context["model_name"] if run.eval_results else None,
         **card_data_overrides,
     )
     template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
@@ -131,7 +138,7 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> d
         "wall_time": _duration(record.get("wall_time_seconds")),
         "steps": run.steps,
         "epochs": None if run.epochs is None else f"{run.epochs:.3g}",
-        "eval_results": [_result_row(result) for result in run.eval_results],
+        "eval_results": [_result_row(result) for result in card_eval_results(run)],
         "probe_table": probe_table(probes),
         "figures": figures,
         "usage_code": usage_code(run, location),
@@ -212,17 +219,19 @@ def dataset_description(run: RunDirectory) -> dict[str, Any]:
         return _several_datasets(source, section)
     source = source[0] if isinstance(source, list) and source else source
     facts = _known_dataset(source)
+    hub_id = facts.hub_id if facts else (hub_id_for(source) or _unknown_hub_id(source) if source else None)
     train_split = section.get("train_split", "train")
     size = facts.split_sizes.get(train_split) if facts else None
     limit = section.get("max_train_examples")
     if size is not None and limit:
         size = min(size, int(limit))
     return {
-        "source": source or "not recorded",
-        "name": facts.name if facts else (str(source) if source else "not recorded"),
+        "source": public_name(source) if source else "not recorded",
+        "name": facts.title if facts else (public_name(source) if source else "not recorded"),
         "licence": facts.licence if facts else UNKNOWN_LICENCE,
         "citation": facts.citation if facts else None,
-        "hub_id": facts.hub_id if facts else None,
+        "hub_id": hub_id,
+        "hub_ids": [hub_id] if hub_id else [],
         "train_split": train_split,
         "eval_split": section.get("eval_split"),
         "train_size": f"{size:,}" if size is not None else (f"at most {int(limit):,}" if limit else "all"),
@@ -234,10 +243,8 @@ UNKNOWN_LICENCE = "unknown: check the data set's own terms before publishing"
 
 
 def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
-    parts = [(str(source), _known_dataset(source)) for source in sources]
-    # a file inside a known folder is only that file (snli_devtest/snli_validation.tsv: not the test split)
-    names = [(f"{facts.name}, only `{Path(source).name}`" if Path(source).suffix else f"{facts.name} (`{source}`)")
-             if facts else f"`{source}`" for source, facts in parts]
+    parts = [(public_name(source), _known_dataset(source)) for source in sources]
+    names = [_part_name(str(source), shown, facts) for source, (shown, facts) in zip(sources, parts)]
     licences = [f"{facts.name}: {facts.licence}" if facts else f"`{source}`: {UNKNOWN_LICENCE}"
                 for source, facts in parts]
     citations = [facts.citation for _, facts in parts if facts and facts.citation]
@@ -249,6 +256,7 @@ def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
         + "; ".join(licences),
         "citation": "; ".join(dict.fromkeys(citations)) or None,
         "hub_id": None,
+        "hub_ids": list(dict.fromkeys(facts.hub_id for _, facts in parts if facts and facts.hub_id)),
         "train_split": section.get("train_split", "train"),
         "eval_split": section.get("eval_split"),
         "train_size": "all" if not section.get("max_train_examples") else f"at most {int(section['max_train_examples']):,}",
@@ -256,13 +264,48 @@ def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _known_dataset(source) -> DatasetFacts | None:
-    """The facts of ``--dataset`` given as a name (``embedded``) or a path to a known folder or a file in it."""
-    if source is None:
+def _unknown_hub_id(source) -> str | None:
+    """A recorded ``--dataset`` that reads as a Hub id hf_ssl does not know (``owner/name``, not a local path)."""
+    name = split_source_options(str(source))[0]
+    if looks_like_path(name) or Path(name).expanduser().exists():
         return None
-    if str(source) in KNOWN_DATASETS:
-        return KNOWN_DATASETS[str(source)]
-    return next((KNOWN_DATASETS[part] for part in reversed(Path(str(source)).parts) if part in KNOWN_DATASETS), None)
+    return name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
+
+
+def _known_dataset(source) -> DatasetFacts | None:
+    """The facts of ``--dataset`` given as a Hub id, a name (``embedded``, ``emoji_captions``) or a path to a local
+    copy of a known dataset (its folder or a file in it)."""
+    return facts_for(source)
+
+
+def _part_name(source: str, shown: str, facts: DatasetFacts | None) -> str:
+    """One corpus of several: its name, and the part of it that was read (a file inside a local copy, such as
+    ``snli_validation.tsv``, is only that file; ``?split=validation`` only that split)."""
+    if facts is None:
+        return f"`{shown}`"
+    name, options = split_source_options(source)
+    if Path(name).suffix and Path(name).name != name:
+        return f"{facts.name}, only `{Path(name).name}`"
+    if options.get("split"):
+        return f"{facts.name}, only its `{options['split']}` split (`{shown}`)"
+    return f"{facts.name} (`{shown}`)"
+
+
+def card_eval_results(run: RunDirectory) -> list[EvalResult]:
+    """The run's ``EvalResult`` list with each ``dataset_type`` the Hub id and ``dataset_name`` a readable name
+    (records that name a local copy, ``embedded`` or a ``?split=`` option are mapped; unknown datasets kept)."""
+    results = []
+    for result in run.eval_results:
+        recorded_type, recorded_name = str(result.dataset_type or ""), str(result.dataset_name or "")
+        if recorded_type:
+            reference = model_index_dataset(recorded_type)
+            known = any(hub_id_for(part) or local_only_name(part) for part in recorded_type.split(","))
+            result.dataset_type = reference["dataset_type"]
+            if (known or recorded_name in ("", EMBEDDED, recorded_type) or looks_like_path(recorded_name)
+                    or Path(recorded_name).expanduser().exists()):
+                result.dataset_name = reference["dataset_name"]
+        results.append(result)
+    return results
 
 
 def _eval_size(facts: DatasetFacts | None, section: dict[str, Any]) -> str | None:
@@ -310,26 +353,27 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
     model_type = config.get("model_type", "")
     encoder_class = MODEL_MAPPING_NAMES.get(model_type, "the encoder")
     repo = json.dumps(location)
-    if "modules.json" in files:
+    job = run.job
+    if job == "sentence_pairs" and "modules.json" in files:
         vanilla = (f"from sentence_transformers import SentenceTransformer\n"
                    f"model = SentenceTransformer({repo})\n"
                    f"embeddings = model.encode([\"A first sentence.\", \"A second one.\"])  # (2, dim)")
-    elif model_type in ("clip", "vision-text-dual-encoder", "siglip"):
+    elif job == "image_text":
         vanilla = (f"from transformers import AutoModel, AutoProcessor\n"
                    f"model, processor = AutoModel.from_pretrained({repo}), AutoProcessor.from_pretrained({repo})\n"
                    f"logits = model(**processor(text=captions, images=images, return_tensors=\"pt\", padding=True))"
                    f".logits_per_image  # ({encoder_class}; get_image_features / get_text_features for embeddings)")
         if "preprocessor_config.json" not in files:
             vanilla = vanilla.replace("AutoProcessor.from_pretrained", "None  # no processor saved; ")
-    elif files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
+    elif job in ("text", "sentence_pairs"):
         vanilla = (f"from transformers import AutoModel, AutoTokenizer\n"
                    f"tokenizer, encoder = AutoTokenizer.from_pretrained({repo}), AutoModel.from_pretrained({repo})\n"
                    f"hidden = encoder(**tokenizer([\"A sentence.\"], return_tensors=\"pt\")).last_hidden_state"
                    f"  # ({encoder_class})")
-        if _has_masked_lm_head(run.path):
+        if job == "text":  # masked-LM (+ SOP/NSP) checkpoints keep transformers' masked-LM head
             vanilla += (f"\n# the masked-LM head too:\nfrom transformers import pipeline\n"
                         f"fill_mask = pipeline(\"fill-mask\", model={repo})")
-    elif _is_audio(run.path, config):
+    elif job == "audio":
         rate = _feature_extractor(run.path).get("sampling_rate", 16000)
         if "preprocessor_config.json" in files:
             vanilla = (f"from transformers import AutoFeatureExtractor, AutoModel\n"
@@ -358,35 +402,20 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
     return {"vanilla": vanilla, "hf_ssl": full}
 
 
-def _has_masked_lm_head(path: Path) -> bool:
-    from safetensors import safe_open
-
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        return False
-    with safe_open(str(weights), framework="pt") as handle:
-        return any(key.startswith(("cls.predictions", "lm_head", "predictions.")) for key in handle.keys())
-
-
 def _feature_extractor(path: Path) -> dict[str, Any]:
     processor = path / "preprocessor_config.json"
     return json.loads(processor.read_text()) if processor.is_file() else {}
 
 
-def _is_audio(path: Path, config: dict[str, Any]) -> bool:
-    """Audio encoders: a feature extractor with a sampling rate, or a convolutional waveform front end (wav2vec2)."""
-    return "sampling_rate" in _feature_extractor(path) or "conv_dim" in config
+#: The Hub pipeline tag of each job's published model.
+PIPELINE_TAGS = {"image": "image-feature-extraction", "masked_image": "image-feature-extraction", "text": "fill-mask",
+                 "sentence_pairs": "sentence-similarity", "image_text": "feature-extraction",
+                 "audio": "feature-extraction"}
 
 
 def pipeline_tag(run: RunDirectory) -> str:
-    files = {p.name for p in run.path.iterdir()}
-    if "modules.json" in files:
-        return "sentence-similarity"
-    if files & {"tokenizer.json", "tokenizer_config.json", "vocab.txt"}:
-        return "fill-mask" if _has_masked_lm_head(run.path) else "feature-extraction"
-    if _is_audio(run.path, run.config):
-        return "feature-extraction"
-    return "image-feature-extraction"
+    """The pipeline tag of the run's job (read from the run record or the method, never guessed from files)."""
+    return PIPELINE_TAGS.get(run.job, "feature-extraction")
 
 
 def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
@@ -428,12 +457,51 @@ def lower_is_better_metric(name: str) -> bool:
 
 def reproduce_command(record: dict[str, Any]) -> str:
     """``python recipes/pretrain.py ...``: the recorded argv (publishing flags and tokens removed), or, for records
-    written before the argv was stored, every recorded setting as flags."""
+    written before the argv was stored, every recorded setting as flags.
+
+    The command runs on another machine: an ``--output_dir`` that is absolute or under a temporary folder becomes
+    ``outputs/<its last component>``, and a local copy of a known dataset in a data flag (``--dataset``,
+    ``--sts_dataset``, ...) its Hub id (:func:`hf_ssl.publishing.datasets.public_name`: a file inside the copy keeps
+    its split, ``stanfordnlp/snli?split=validation``)."""
     argv = record.get("argv")
     if argv is None:
         argv = _argv_from_settings(record)
     argv = _without_publishing_flags([_relative_config_path(argv[0])] + list(argv[1:]) if argv else [])
-    return shlex.join(["python", "recipes/pretrain.py", *argv])
+    return shlex.join(["python", "recipes/pretrain.py", *_portable_argv(argv)])
+
+
+#: Flags whose values name datasets (mapped to Hub ids in a reproduction command).
+_DATA_FLAGS = frozenset(f"--{key}" for key in (*DATASET_KEYS, "sts_dataset"))
+
+
+def _portable_argv(argv: list[str]) -> list[str]:
+    portable: list[str] = []
+    flag = None  # the flag whose values follow
+    for item in argv:
+        if item.startswith("--"):
+            name, equals, value = item.partition("=")
+            portable.append(f"{name}={_portable_value(name, value)}" if equals else item)
+            flag = None if equals else name
+        else:
+            portable.append(_portable_value(flag, item) if flag else item)
+            flag = None if flag == "--output_dir" else flag
+    return portable
+
+
+def _portable_value(flag: str, value: str) -> str:
+    if flag == "--output_dir":
+        path = Path(value)
+        temporary = any(part.lower() in ("tmp", "temp") for part in path.parts)
+        return f"outputs/{path.name}" if (path.is_absolute() or temporary) and path.name else value
+    if flag in _DATA_FLAGS:
+        return ",".join(_portable_dataset(part) for part in value.split(","))
+    return value
+
+
+def _portable_dataset(value: str) -> str:
+    name = split_source_options(value)[0] if "?" in value else value
+    local = looks_like_path(name) or Path(name).expanduser().exists()
+    return public_name(value) if local and hub_id_for(name) else value
 
 
 def _relative_config_path(argument: str) -> str:

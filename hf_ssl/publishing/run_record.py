@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult
 
+from ..methods import METHOD_REGISTRY
+
 RUN_RECORD = "hf_ssl_run.json"
 
 
@@ -62,6 +64,13 @@ class RunDirectory:
     @property
     def method(self) -> str:
         return self.config["ssl_config"]["method"]
+
+    @property
+    def job(self) -> str:
+        """The kind of data the run trained on (``image``, ``masked_image``, ``text``, ``sentence_pairs``,
+        ``image_text``, ``audio``): the run record's, else the one its method names."""
+        method_class = METHOD_REGISTRY.get(self.method)
+        return self.record.get("job") or (method_class.pretraining_job if method_class is not None else "image")
 
     @property
     def argument_sections(self) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,7 @@ per-example seeding of :mod:`hf_ssl.views.seeding`. Subclasses say only how one 
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 from PIL import Image
@@ -18,16 +19,24 @@ class ImageViewTransform(abc.ABC):
     forward takes ``labels`` (a classifier, a semi-supervised method) and to no other.
 
     Use it with :func:`hf_ssl.views.apply_views`, which adds the ``ssl_index`` column that seeds each example's views
-    by ``(seed, epoch, index)``; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does). ``config`` must have
-    ``global_crop_size``, the largest view, which no image may be smaller than.
+    by ``(seed, epoch, index)``; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does). ``config`` (default:
+    ``config_class()``) must have ``global_crop_size``, the largest view, which no image may be smaller than.
     """
 
-    def __init__(self, config, *, image_column: str = "image", label_column: str | None = None, seed: int = 0):
-        self.config = config
+    #: The dataclass of the views' settings.
+    config_class: ClassVar[type]
+
+    def __init__(self, config=None, *, image_column: str = "image", label_column: str | None = None, seed: int = 0):
+        self.config = config if config is not None else self.config_class()
         self.image_column = image_column
         self.label_column = label_column
         self.seed = seed
         self.epoch = 0
+        self.build()
+
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Build the augmentation pipelines from ``self.config`` (called once, at construction)."""
 
     @abc.abstractmethod
     def views(self, image: Image.Image) -> dict[str, torch.Tensor]:

@@ -71,15 +71,9 @@ class MultiCropTransform(ImageViewTransform):
     Use it with :func:`hf_ssl.views.apply_views`; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does).
     """
 
-    def __init__(
-        self,
-        config: MultiCropConfig | None = None,
-        *,
-        image_column: str = "image",
-        label_column: str | None = None,
-        seed: int = 0,
-    ):
-        super().__init__(config or MultiCropConfig(), image_column=image_column, label_column=label_column, seed=seed)
+    config_class = MultiCropConfig
+
+    def build(self) -> None:
         cfg = self.config
         blur_global_1, blur_global_2, blur_local = cfg.blur_probabilities
         self.global_transforms = [

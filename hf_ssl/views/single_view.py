@@ -48,15 +48,9 @@ class SingleViewTransform(ImageViewTransform):
     process counts do not change the views. :class:`hf_ssl.training.trainer.SSLTrainer` calls :meth:`set_epoch`.
     """
 
-    def __init__(
-        self,
-        config: SingleViewConfig | None = None,
-        *,
-        image_column: str = "image",
-        label_column: str | None = None,
-        seed: int = 0,
-    ):
-        super().__init__(config or SingleViewConfig(), image_column=image_column, label_column=label_column, seed=seed)
+    config_class = SingleViewConfig
+
+    def build(self) -> None:
         cfg = self.config
         self.pipeline = v2.Compose(
             [
