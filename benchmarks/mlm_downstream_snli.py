@@ -14,7 +14,8 @@
 2. Fine-tuning, with the same code, data, tokenizer and hyper-parameters for both starts and for every seed of
    ``--seeds``: a plain ``transformers.Trainer`` with ``AutoModelForSequenceClassification.from_pretrained(<pretraining
    output>)`` (vanilla loading, no hf_ssl), and the same architecture at random init (``from_config``). SNLI (Bowman
-   et al. 2015) from ``../shared/data/snli_devtest``: the validation split (9,842 pairs) trains, the test split
+   et al. 2015; ``stanfordnlp/snli``, its local copy through ``HF_SSL_DATA_DIR``): the validation split (9,842 pairs
+   with a gold label) trains, the test split
    (9,824 pairs; ``--test_examples`` for a fixed subsample) evaluates, 3-way accuracy. The seed sets the classifier's
    (and the random start's) initialisation, the batch order and dropout. Reported: each seed, mean and standard
    deviation over seeds, and the binomial standard error of one accuracy on the test pairs.
@@ -25,10 +26,10 @@ Writes ``--result`` (default benchmarks/results/mlm_downstream_snli_tapt.json).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,19 +37,27 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SNLI = ROOT.parent / "shared" / "data" / "snli_devtest"
+SNLI = "stanfordnlp/snli"
 RESULT = ROOT / "benchmarks" / "results" / "mlm_downstream_snli_tapt.json"
 RECIPE = ROOT / "recipes" / "configs" / "mlm-bert-tiny-snli.yaml"
 
 
-def recipe_sources(recipe: str | Path) -> list[str]:
-    """The pretraining corpora a recipe names, after refusing one that includes SNLI's test split."""
+def recipe_sources(recipe: str | Path):
+    """The pretraining corpora a recipe names (``hf_ssl.data.text.TextSource``: name, split, config, columns), after
+    refusing a recipe that would read SNLI's test split: an SNLI source (Hub id, local copy or a file of it) whose
+    split, for the training split and for the recipe's eval split, is ``test`` or unnamed (all splits)."""
     import yaml
 
-    from hf_ssl.data.text import parse_sources
+    from hf_ssl.data.text import text_sources
 
-    sources = parse_sources(yaml.safe_load(Path(recipe).read_text()).get("dataset", "../shared/data/wikitext2"))
-    leaks = [source for source in sources if "snli_test" in Path(source).name or Path(source).name == "snli_devtest"]
+    settings = yaml.safe_load(Path(recipe).read_text())
+    splits = [settings.get("train_split", "train")] + ([settings["eval_split"]] if settings.get("eval_split") else [])
+    read = [text_sources(settings.get("dataset", "Salesforce/wikitext"), split,
+                         text_column=settings.get("text_column", "text"), dataset_config=settings.get("dataset_config"))
+            for split in splits]
+    leaks = [source.name for sources in read for source in sources
+             if source.hub_id == SNLI and (source.read_split is None or "test" in source.read_split)]
+    sources = read[0]
     if leaks:
         raise SystemExit(
             f"{recipe} pretrains on {leaks}: SNLI's test split evaluates here and must not be pretrained on"
@@ -73,13 +82,15 @@ def pretrain(args) -> None:
 
 
 def read_snli(split: str) -> dict[str, list]:
-    with open(SNLI / f"snli_{split}.tsv", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return {"premise": [r["premise"] for r in rows], "hypothesis": [r["hypothesis"] for r in rows],
-            "label": [int(r["label"]) for r in rows]}
+    """SNLI ``split``, pairs with a gold label (0 entailment, 1 neutral, 2 contradiction)."""
+    from hf_ssl.data.pairs import load_snli
+
+    pairs = load_snli(SNLI, split)
+    return {"premise": pairs["anchor"], "hypothesis": pairs["positive"], "label": pairs["label"]}
 
 
-def test_text_in_corpus(sources: list[str], text_column: str) -> dict:
+def test_text_in_corpus(sources: list[str], text_column: str, split: str = "train",
+                        dataset_config: str | None = None) -> dict:
     """How many SNLI test sentences also occur verbatim (after stripping) in the pretraining corpus.
 
     The test *split* is never pretrained on; short hypotheses ("A man is sleeping.") recur across SNLI's splits, and
@@ -87,7 +98,8 @@ def test_text_in_corpus(sources: list[str], text_column: str) -> dict:
     """
     from hf_ssl.data.text import load_text_documents
 
-    lines = {line.strip() for document in load_text_documents(sources, text_column=text_column)["text"]
+    corpus = load_text_documents(sources, split, text_column=text_column, dataset_config=dataset_config)
+    lines = {line.strip() for document in corpus["text"]
              for line in document.split("\n")}
     test = read_snli("test")
     premises, hypotheses = set(test["premise"]), set(test["hypothesis"])
@@ -135,7 +147,7 @@ def finetune(args) -> dict:
                 config = AutoConfig.from_pretrained(pretrained, num_labels=3)
                 model = AutoModelForSequenceClassification.from_config(config)
             training_args = TrainingArguments(
-                output_dir=f"/tmp/snli_{start}", per_device_train_batch_size=32, per_device_eval_batch_size=128,
+                output_dir=str(Path(tempfile.gettempdir()) / f"snli_{start}"), per_device_train_batch_size=32, per_device_eval_batch_size=128,
                 num_train_epochs=args.epochs, learning_rate=args.learning_rate, warmup_steps=0.1, weight_decay=0.01,
                 lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_steps=50, report_to="none",
                 seed=seed, use_cpu=not torch.cuda.is_available(),
@@ -203,7 +215,9 @@ def main() -> None:
                 "corpus": sources,
                 "text_column": data.get("text_column"),
                 "snli_test_split_in_corpus": False,
-                "snli_test_sentences_also_in_corpus": test_text_in_corpus(sources, data.get("text_column", "text")),
+                "snli_test_sentences_also_in_corpus": test_text_in_corpus(
+                    sources, data.get("text_column", "text"), data.get("train_split", "train"),
+                    data.get("dataset_config")),
                 "encoder": run_record["encoder"]["encoder"],
                 "vocab_size": run_record["encoder"].get("vocab_size"),
                 "max_seq_length": data.get("max_seq_length"),

@@ -20,6 +20,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def sequences(tokenizer, count: int, length: int) -> list[dict]:
     """``count`` WikiText-2 token windows of exactly ``length`` tokens ([CLS] ... [SEP])."""
     from hf_ssl.data.text import load_text_documents
 
-    text = " ".join(load_text_documents(str(ROOT.parent / "shared" / "data" / "wikitext2"))["text"])
+    text = " ".join(load_text_documents("Salesforce/wikitext", dataset_config="wikitext-2-raw-v1")["text"])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     body = length - 2
     windows = [ids[i * body:(i + 1) * body] for i in range(count)]
@@ -89,7 +90,7 @@ def run_side(side: str, steps: int, batch_size: int, seq_length: int) -> dict:
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=1024, max_position_embeddings=512)
     use_cpu = not torch.cuda.is_available()
-    common = {"output_dir": f"/tmp/mlm_throughput_{side}", "per_device_train_batch_size": batch_size,
+    common = {"output_dir": str(Path(tempfile.gettempdir()) / f"mlm_throughput_{side}"), "per_device_train_batch_size": batch_size,
               "max_steps": steps + 1, "learning_rate": 1e-4, "report_to": "none", "save_strategy": "no",
               "logging_steps": 1000, "use_cpu": use_cpu, "dataloader_drop_last": True, "seed": 0, "bf16": not use_cpu}
     timer = StepTimer()

@@ -135,6 +135,7 @@ def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int
     from huggingface_hub import EvalResult
 
     from hf_ssl.jobs import FinalEvaluation
+    from hf_ssl.publishing.datasets import model_index_dataset
 
     protocols = {
         "knn_top1": f"kNN top-1 (k=200, T=0.1, frozen CLS features, {bank}-image train bank, 10,000 test images)",
@@ -144,7 +145,7 @@ def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int
     evaluation = FinalEvaluation(
         probes={"pretrained": pretrained, **baselines},
         eval_results=[
-            EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+            EvalResult(task_type="image-classification", **model_index_dataset([dataset]),
                        dataset_split="test", metric_type="accuracy", metric_value=float(value),
                        metric_name=protocols[name])
             for name, value in pretrained.items()
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None,
                         help="also stop each run after this many minutes of training steps (--max_train_minutes)")
     parser.add_argument("--bank", type=int, default=10000, help="train images for the kNN bank / linear probe")
-    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "cifar10_jpg"))
+    parser.add_argument("--dataset", default="uoft-cs/cifar10", help="Hub id (a local copy through HF_SSL_DATA_DIR)")
     parser.add_argument("--work_dir", default="outputs/vision_quality", help="relative to the project root")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--probe_student", action="store_true",
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.minutes is not None:
         extra += ["--max_train_minutes", str(args.minutes)]
-    dataset_name = "../shared/data/cifar10_jpg"  # as the recipe configs name it (the card looks its licence up)
+    dataset_name = "uoft-cs/cifar10"  # as the recipe configs name it (the card looks its licence up)
 
     if args.cards_only:
         results = json.loads(Path(args.output).read_text())
