@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configs and real images (the Fashion-MNIST subset shipped in hf_ssl/assets)."""
+"""Shared fixtures: tiny configs, real images (the Fashion-MNIST subset shipped in hf_ssl/assets), and real datasets
+through the local-data setting ``HF_SSL_DATA_DIR`` (:func:`local_dataset`, the ``needs_data`` marker)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,39 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Set to 1 (CI does) to make a test whose dataset has no local copy fail instead of skip: CI never skips silently.
+REQUIRE_DATA = "HF_SSL_TESTS_REQUIRE_DATA"
+
+
+def local_dataset(name: str, config: str | None = None) -> Path:
+    """The local copy of dataset ``name`` (a Hub id, or ``emoji_captions``) that ``HF_SSL_DATA_DIR`` holds
+    (:func:`hf_ssl.data.sources.local_copy`); tests reach real data only through that setting. Without a copy the
+    calling test is skipped, or fails when ``HF_SSL_TESTS_REQUIRE_DATA=1``."""
+    from hf_ssl.data.sources import DATA_DIR_VARIABLE, local_copy
+
+    path = local_copy(name, config)
+    if path is None:
+        where = os.environ.get(DATA_DIR_VARIABLE) or "unset"
+        reason = (f"dataset {name!r} has no local copy: set {DATA_DIR_VARIABLE} (now {where}) to a folder holding "
+                  f"one (see hf_ssl.data.sources)")
+        if os.environ.get(REQUIRE_DATA, "").strip() == "1":
+            pytest.fail(f"{reason}; {REQUIRE_DATA}=1 forbids skipping", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs_data(*names): the test reads these datasets (Hub ids, or emoji_captions) from their local copies "
+        "under HF_SSL_DATA_DIR; skipped without them, failed with HF_SSL_TESTS_REQUIRE_DATA=1",
+    )
+
+
+def pytest_runtest_setup(item):
+    for marker in item.iter_markers("needs_data"):
+        for name in marker.args:
+            local_dataset(name)
 
 #: Prelude of the scripts that check vanilla loading: run in a fresh interpreter, it makes ``import hf_ssl`` fail
 #: (so nothing below can use hf_ssl by accident) and imports ``json`` and ``sys`` for the script that follows.

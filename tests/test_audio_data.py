@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import local_dataset
 
 from hf_ssl.data.audio import (
     decode_audio,
@@ -19,10 +19,10 @@ from hf_ssl.data.collators import AudioCollator
 from hf_ssl.jobs.audio import build_feature_extractor
 from hf_ssl.views.audio import AudioCropTransform
 
-FSDD = SHARED_DATA / "fsdd"
+FSDD = "silky1708/Free-Spoken-Digit-Dataset"  # the Hub id; tests read its local copy (HF_SSL_DATA_DIR)
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
 AUDIO_CONFIGS = [path for path in CONFIGS if path.name.startswith(("cpc-", "wav2vec2-"))]
-needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
+needs_fsdd = pytest.mark.needs_data(FSDD)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @needs_fsdd
 def test_fsdd_official_split_and_labels_from_file_names():
-    train = load_audio_dataset(str(FSDD), "train")
-    test = load_audio_dataset(str(FSDD), "test")
+    train = load_audio_dataset(FSDD, "train")
+    test = load_audio_dataset(FSDD, "test")
     assert len(train) == 2700 and len(test) == 300
     assert set(test["recording_index"]) == set(range(5)) and min(train["recording_index"]) == 5
     assert train.features["speaker"].names == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
@@ -41,7 +41,7 @@ def test_fsdd_official_split_and_labels_from_file_names():
     digit, speaker, _ = name[:-4].split("_")
     assert row["digit"] == int(digit) and train.features["speaker"].names[row["speaker"]] == speaker
     with pytest.raises(ValueError, match="'train' and 'test'"):
-        load_audio_dataset(str(FSDD), "validation")
+        load_audio_dataset(FSDD, "validation")
 
 
 @needs_fsdd
@@ -51,7 +51,7 @@ def test_audio_folder_layout_gives_labels_from_sub_folders(tmp_path):
     for label, digit in (("zero", 0), ("one", 1)):
         (tmp_path / "train" / label).mkdir(parents=True)
         for index in (10, 11):
-            shutil.copy(FSDD / "recordings" / f"{digit}_theo_{index}.wav", tmp_path / "train" / label)
+            shutil.copy(local_dataset(FSDD) / "recordings" / f"{digit}_theo_{index}.wav", tmp_path / "train" / label)
     dataset = load_audio_dataset(str(tmp_path), "train")
     assert dataset.features["label"].names == ["one", "zero"] and sorted(dataset["label"]) == [0, 0, 1, 1]
     assert len(load_waveform(dataset[0]["audio"], 16000)) > 2000
@@ -61,7 +61,7 @@ def test_audio_folder_layout_gives_labels_from_sub_folders(tmp_path):
 
 @needs_fsdd
 def test_decoding_and_resampling_8_to_16_khz():
-    path = FSDD / "recordings" / "3_theo_7.wav"
+    path = local_dataset(FSDD) / "recordings" / "3_theo_7.wav"
     waveform, rate = decode_audio(str(path))
     assert rate == 8000 and waveform.dtype == np.float32 and 0.01 < np.abs(waveform).max() <= 1.0
     same, _ = decode_audio({"bytes": path.read_bytes(), "path": None})
@@ -81,7 +81,7 @@ def test_decoding_and_resampling_8_to_16_khz():
 def test_crops_are_reproducible_per_epoch_and_batches_are_padded_with_masks():
     from hf_ssl.views import apply_views
 
-    clips = load_audio_dataset(str(FSDD), "train", max_examples=6, seed=0)
+    clips = load_audio_dataset(FSDD, "train", max_examples=6, seed=0)
     transform = AudioCropTransform(16000, 0.25, seed=3)
     dataset = apply_views(clips, transform)
     first = [dataset[i]["input_values"] for i in range(6)]
@@ -106,7 +106,8 @@ def test_crops_are_reproducible_per_epoch_and_batches_are_padded_with_masks():
 def test_mfcc_baseline_has_a_coefficient_profile_per_clip():
     from hf_ssl.evaluation.audio_probe import mfcc_features
 
-    waveforms = [load_waveform(str(FSDD / "recordings" / name), 16000) for name in ("0_jackson_0.wav", "9_lucas_3.wav")]
+    recordings = local_dataset(FSDD) / "recordings"
+    waveforms = [load_waveform(str(recordings / name), 16000) for name in ("0_jackson_0.wav", "9_lucas_3.wav")]
     features = mfcc_features(waveforms, 16000, max_frequency=4000)
     assert features.shape == (2, 40) and torch.isfinite(features).all()
     assert not torch.allclose(features[0], features[1])

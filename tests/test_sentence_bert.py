@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import test_distributed
 import torch
-from conftest import BLOCK_HF_SSL, SHARED_DATA
+from conftest import BLOCK_HF_SSL
 from datasets import Dataset
 from test_distributed import run_worker
 
@@ -33,8 +33,9 @@ from hf_ssl.methods.sentence_bert import (
     save_sentence_transformers_modules,
 )
 
-STSB = SHARED_DATA / "stsbenchmark"
-SNLI = SHARED_DATA / "snli_devtest"
+# Hub ids; the tests read their local copies through HF_SSL_DATA_DIR (conftest.local_dataset)
+STSB = "sentence-transformers/stsb"
+SNLI = "stanfordnlp/snli"
 WORKER = test_distributed.WORKER.with_name("distributed_worker_info_nce.py")
 
 
@@ -233,6 +234,7 @@ def test_sentence_transformers_export_for_other_poolings(tmp_path, pooling):
 
 # ------------------------------------------------------------------------------------------------------------------
 # Data, sampler
+@pytest.mark.needs_data(STSB, SNLI)
 def test_sts_and_snli_loaders_read_the_real_files():
     dev = load_sts_benchmark(STSB, "dev")
     assert len(dev) == 1500 and set(dev.column_names) == {"anchor", "positive", "label"}
@@ -319,6 +321,7 @@ def test_sampler_order_survives_trainer_resume(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------------------
 # The job and real checkpoints
+@pytest.mark.needs_data(STSB)
 def test_sentence_pairs_job_from_scratch_end_to_end(tmp_path):
     import json
 
@@ -332,7 +335,7 @@ def test_sentence_pairs_job_from_scratch_end_to_end(tmp_path):
         "--encoder_config_overrides", '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, '
         '"intermediate_size": 64}', "--objective", "cosent", "--max_steps", "2", "--max_train_examples", "64",
         "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--use_cpu", "true",
-        "--sts_dataset", str(STSB), "--sts_max_examples", "64", "--dataset", str(STSB), "--disable_tqdm", "true",
+        "--sts_dataset", STSB, "--sts_max_examples", "64", "--dataset", STSB, "--disable_tqdm", "true",
     ])
     assert set(probes) == {"pretrained", "random_init"}
     assert set(probes["pretrained"]) == {"sts_dev_spearman", "sts_test_spearman"}
@@ -345,6 +348,7 @@ def test_sentence_pairs_job_from_scratch_end_to_end(tmp_path):
                                embed_texts(model, TinyTokenizer(), TEXTS), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.needs_data(STSB)
 def test_packaged_minilm_sts_does_not_drop_after_a_short_fine_tune():
     """The published MiniLM scores STS-B as published (Spearman ~0.8+), and 3 small steps of the paper's regression
     objective on STS-B train do not lower it. A subset here (64 dev pairs); the full version, whole dev and test

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import SHARED_DATA
+from conftest import local_dataset
 
 from hf_ssl.data.tables import read_table_columns, rows_to_documents
-from hf_ssl.data.text import load_text_documents, parse_sources, split_sentences
+from hf_ssl.data.text import load_text_documents, parse_sources, split_sentences, text_sources
 
 ROOT = Path(__file__).resolve().parents[1]
-SNLI = SHARED_DATA / "snli_devtest"
+SNLI = "stanfordnlp/snli"  # the Hub id; tests read its local copy (HF_SSL_DATA_DIR)
 RECIPE = ROOT / "recipes" / "configs" / "mlm-bert-tiny-snli.yaml"
 PAIRS = "premise,hypothesis"
 
@@ -48,15 +48,19 @@ def test_snli_rows_become_one_document_per_premise_with_its_hypotheses(snli_like
     assert len(rows) == 5 and rows[1] == "A man plays a guitar.\nThe man sleeps."
 
 
+@pytest.mark.needs_data(SNLI)
 def test_real_snli_validation_documents_hold_every_sentence_and_no_label():
-    documents = load_text_documents(str(SNLI / "snli_validation.tsv"), text_column=PAIRS)["text"]
-    rows = read_table_columns(SNLI / "snli_validation.tsv", ["premise", "hypothesis", "label"])
+    documents = load_text_documents(f"{SNLI}?split=validation&columns=premise+hypothesis")["text"]
+    rows = read_table_columns(local_dataset(SNLI) / "snli_validation.tsv", ["premise", "hypothesis", "label"])
     assert len(rows) == 9842
     premises = {premise for premise, _, _ in rows}
     assert len(documents) == len(premises) and {document.split("\n")[0] for document in documents} == premises
     lines = {line for document in documents for line in document.split("\n")}
     assert {hypothesis.strip() for _, hypothesis, _ in rows} <= lines
     assert not lines & {"0", "1", "2"} and not any("\t" in document for document in documents)
+    # the same documents as the table file read directly, or the Hub id with the split and columns given apart
+    assert load_text_documents(str(local_dataset(SNLI) / "snli_validation.tsv"), text_column=PAIRS)["text"] == documents
+    assert load_text_documents(SNLI, "validation", text_column=PAIRS)["text"] == documents
 
 
 def test_table_without_the_named_columns_fails_naming_the_fix(snli_like):
@@ -119,9 +123,17 @@ def test_tapt_recipe_parses_and_never_names_the_snli_test_split():
 
     encoder_args, data_args, method_config, training_args = parse_arguments([str(RECIPE), "--output_dir", "x"])
     assert encoder_args.encoder == "bert-tiny" and method_config.method == "mlm"
-    assert data_args.dataset == ["../shared/data/wikitext2", "../shared/data/snli_devtest/snli_validation.tsv"]
-    assert data_args.text_column == PAIRS and data_args.max_seq_length == 64
-    assert not any("test" in Path(source).name for source in data_args.dataset)
+    assert data_args.dataset == ["Salesforce/wikitext?config=wikitext-2-raw-v1",
+                                 "stanfordnlp/snli?split=validation&columns=premise+hypothesis"]
+    assert data_args.max_seq_length == 64 and data_args.eval_split is None
+    # whatever split the job asks for (train, or an eval split), SNLI is read from validation, premise + hypothesis only
+    for split in (data_args.train_split, "test", None):
+        sources = text_sources(data_args.dataset, split, text_column=data_args.text_column,
+                               dataset_config=data_args.dataset_config)
+        assert [source.hub_id for source in sources] == ["Salesforce/wikitext", SNLI]
+        assert sources[0].config == "wikitext-2-raw-v1"
+        assert (sources[1].read_split, sources[1].columns) == ("validation", ("premise", "hypothesis"))
+        assert not any("test" in (source.read_split or "") for source in sources if source.hub_id == SNLI)
     _, overridden, _, _ = parse_arguments([str(RECIPE), "--dataset", "a.txt", "b.tsv"])
     assert overridden.dataset == ["a.txt", "b.tsv"]
 
@@ -130,11 +142,15 @@ def test_benchmark_refuses_a_recipe_that_pretrains_on_snli_test(tmp_path):
     spec = importlib.util.spec_from_file_location("mlm_downstream_snli", ROOT / "benchmarks" / "mlm_downstream_snli.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    assert benchmark.recipe_sources(RECIPE)[-1].endswith("snli_validation.tsv")
+    snli = benchmark.recipe_sources(RECIPE)[-1]
+    assert snli.hub_id == SNLI and snli.read_split == "validation"
     leaky = tmp_path / "leaky.yaml"
-    leaky.write_text("dataset: ../shared/data/wikitext2,../shared/data/snli_devtest/snli_test.tsv\n")
-    with pytest.raises(SystemExit, match="must not be pretrained on"):
-        benchmark.recipe_sources(leaky)
+    for corpus in ("Salesforce/wikitext,stanfordnlp/snli?split=test&columns=premise+hypothesis",  # the Hub's test split
+                   "Salesforce/wikitext,some/copy/snli_devtest/snli_test.tsv",  # a file of the local copy
+                   "stanfordnlp/snli\ntrain_split: test", "stanfordnlp/snli\neval_split: test"):  # via the job's splits
+        leaky.write_text(f"dataset: {corpus}\ntext_column: premise,hypothesis\n")
+        with pytest.raises(SystemExit, match="must not be pretrained on"):
+            benchmark.recipe_sources(leaky)
 
 
 def test_text_job_runs_on_a_text_file_plus_a_pair_table(tmp_path, snli_like):
@@ -144,7 +160,8 @@ def test_text_job_runs_on_a_text_file_plus_a_pair_table(tmp_path, snli_like):
     story.write_text("\n\n".join(f"Paragraph {i} tells a short story. It has two sentences." for i in range(8)))
     out = tmp_path / "out"
     probes = run([
-        str(RECIPE), "--dataset", str(story), str(snli_like), "--output_dir", str(out), "--max_steps", "2",
+        str(RECIPE), "--dataset", str(story), str(snli_like), "--text_column", PAIRS, "--output_dir", str(out),
+        "--max_steps", "2",
         "--per_device_train_batch_size", "4", "--eval_fraction", "0.2", "--tokenizer_vocab_size", "120",
         "--encoder_config_overrides", json.dumps({"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2,
                                                   "intermediate_size": 32}),

@@ -4,7 +4,6 @@ Gumbel schedule, round trips, vanilla loading, resume and bad input."""
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
 from test_cpc import padded_batch, run_vanilla
 from transformers import Wav2Vec2ForPreTraining
 
@@ -15,7 +14,7 @@ from hf_ssl.modules.audio_encoder import (
     minimum_samples,
 )
 
-FSDD = SHARED_DATA / "fsdd"
+FSDD = "silky1708/Free-Spoken-Digit-Dataset"  # the Hub id; tests read its local copy (HF_SSL_DATA_DIR)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -236,7 +235,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         tiny_wav2vec2(mask_time_prob=0.0)
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
+@pytest.mark.needs_data(FSDD)
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     """Masks and negatives come from the collator's NumPy RNG and the Gumbel noise from torch's: both restored."""
     from hf_ssl.data.audio import load_audio_dataset
@@ -247,7 +246,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     from hf_ssl.views import apply_views
     from hf_ssl.views.audio import AudioCropTransform
 
-    clips = load_audio_dataset(str(FSDD), "train", max_examples=12, seed=0)
+    clips = load_audio_dataset(FSDD, "train", max_examples=12, seed=0)
     dataset = apply_views(clips, AudioCropTransform(16000, 0.3, seed=0))
 
     def trainer(output_dir):

@@ -82,7 +82,9 @@ def load_sts_benchmark(source: str | Path = STSB, split: str = "validation", *, 
     folder = Path(resolve_dataset(str(source))).expanduser()
     if not (folder / "sts-train.csv").is_file() and not (folder / f"sts-{STS_SPLITS[split]}.csv").is_file():
         if folder.is_dir() and not is_hub_mirror(folder):
-            raise ValueError(f"no STS-B split {split!r} in {folder}; expected sts-train.csv / sts-dev.csv / sts-test.csv")
+            raise ValueError(
+                f"no STS-B split {split!r} in {folder}; expected sts-train.csv / sts-dev.csv / sts-test.csv"
+            )
         return _hub_sts_pairs(str(folder) if folder.is_dir() else str(source), split, flag)
     path = folder / f"sts-{STS_SPLITS[split]}.csv"
     if not path.is_file():
@@ -282,18 +284,20 @@ def text_keys(dataset: Dataset) -> list[tuple[str, ...]]:
 # Image-caption pairs
 def load_emoji_captions(folder: str | Path = EMOJI_CAPTIONS, split: str = "train",
                         held_out_fraction: float = 0.2) -> Dataset:
-    """The emoji glyphs with their Unicode names, split by code point (``train`` / ``test``).
+    """An image-caption folder (``metadata.jsonl`` with ``file_name`` and ``text``, loaded by ``imagefolder``) split
+    into ``train`` / ``test``: the emoji glyphs with their Unicode names by default, or a user's own captions.
 
     ``folder``: the ``emoji_captions`` folder (``images/`` + ``metadata.jsonl``), as a path or by its name under
-    ``HF_SSL_DATA_DIR``; it has no Hub copy. A code point is held out when the first 8 hex digits of
-    ``sha256(codepoint)``, read as a fraction of 2^32, fall below ``held_out_fraction``: a fixed split that does not
-    depend on file order and never shares a glyph or a caption between train and test. Columns: ``image``, ``text``,
-    ``codepoint``.
+    ``HF_SSL_DATA_DIR`` (it has no Hub copy), or any other caption folder. A pair is held out when the first 8 hex
+    digits of ``sha256(key)``, read as a fraction of 2^32, fall below ``held_out_fraction``, where the key is the
+    ``codepoint`` column when there is one (the emoji folder) and the caption ``text`` otherwise: a fixed split that
+    does not depend on file order and never shares a glyph or a caption between train and test. Columns: ``image``,
+    ``text`` and the folder's other metadata.
     """
     from datasets import load_dataset
 
     if split not in ("train", "test"):
-        raise ValueError(f"emoji captions have the splits 'train' and 'test' (held out by code point), not {split!r}")
+        raise ValueError(f"caption folders have the splits 'train' and 'test' (held out by a hash), not {split!r}")
     name, folder = str(folder), Path(resolve_dataset(str(folder))).expanduser()
     if not folder.exists():
         if name in LOCAL_ONLY_DATASETS or "/" not in name:
@@ -302,7 +306,8 @@ def load_emoji_captions(folder: str | Path = EMOJI_CAPTIONS, split: str = "train
     if not (folder / "metadata.jsonl").is_file():
         raise ValueError(f"{folder} has no metadata.jsonl; expected the emoji_captions folder (images/ + metadata.jsonl)")
     dataset = load_dataset("imagefolder", data_dir=str(folder), split="train")
-    held_out = [_hashed_fraction(codepoint) < held_out_fraction for codepoint in dataset["codepoint"]]
+    keys = dataset["codepoint"] if "codepoint" in dataset.column_names else dataset["text"]
+    held_out = [_hashed_fraction(key) < held_out_fraction for key in keys]
     keep = [index for index, test in enumerate(held_out) if test == (split == "test")]
     return dataset.select(keep)
 

@@ -124,12 +124,12 @@ def hub_id_for(source) -> str | None:
     """
     if source is None:
         return None
-    name, _ = split_source_options(str(source))
+    name = bare_name(source)
     if name in KNOWN_DATASETS:
         return name
     if name == EMBEDDED:
         return FASHION_MNIST
-    parts = Path(name).parts
+    parts = _local_parts(name)
     for position in range(len(parts) - 1, -1, -1):
         if position >= 1 and f"{parts[position - 1]}/{parts[position]}" in KNOWN_DATASETS:
             return f"{parts[position - 1]}/{parts[position]}"
@@ -143,8 +143,17 @@ def local_only_name(source) -> str | None:
     """``emoji_captions`` when ``source`` names that folder (as the bare name or a path ending in it); else ``None``."""
     if source is None:
         return None
-    parts = Path(split_source_options(str(source))[0]).parts
+    parts = _local_parts(bare_name(source))
     return next((part for part in reversed(parts) if part in LOCAL_ONLY_DATASETS), None)
+
+
+def _local_parts(name: str) -> tuple[str, ...]:
+    """The path components of ``name`` read as a local path; none for an ``owner/name`` Hub id (an unknown Hub id such
+    as ``someone/fsdd`` is not a local copy of FSDD), unless it exists here or is written as a path."""
+    parts = Path(name).parts
+    if len(parts) == 2 and not looks_like_path(name) and not Path(name).expanduser().exists():
+        return ()
+    return parts
 
 
 def readable_name(source) -> str | None:
@@ -154,6 +163,15 @@ def readable_name(source) -> str | None:
         return KNOWN_DATASETS[hub_id].name
     local = local_only_name(source)
     return LOCAL_ONLY_DATASETS[local] if local else None
+
+
+def bare_name(source) -> str:
+    """``source`` without its text-source options (``stanfordnlp/snli?split=validation`` -> ``stanfordnlp/snli``);
+    never raises, unlike :func:`split_source_options`."""
+    source = str(source).strip()
+    if "?" not in source or Path(source).expanduser().exists():
+        return source
+    return source.split("?", 1)[0].strip()
 
 
 def split_source_options(source: str) -> tuple[str, dict[str, str]]:
@@ -196,7 +214,7 @@ def dataset_not_available(name: str, *, flag: str = "--dataset", reason: str | N
                           config: str | None = None) -> DatasetNotAvailableError:
     """The one-line error for a dataset found neither locally nor on the Hub: it names the dataset and both fixes
     (a local folder with ``flag``, or a copy under ``HF_SSL_DATA_DIR``)."""
-    name, _ = split_source_options(str(name))
+    name = bare_name(name)
     known = KNOWN_DATASETS.get(name)
     places = [f"{DATA_DIR_VARIABLE}/{name}"]
     if known is not None and config in (None, known.config):

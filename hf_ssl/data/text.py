@@ -135,9 +135,11 @@ class TextSource:
 
     @property
     def read_split(self) -> str | None:
-        """The split the corpus reads: the file's stem for a single file (``snli_validation``), else ``split``."""
+        """The split the corpus reads: the file's stem for a file (``snli_validation`` for ``.../snli_validation.tsv``),
+        else ``split`` (``None``: every split of a Hub dataset)."""
         path = Path(self.name).expanduser()
-        return path.stem if path.is_file() else self.split
+        is_file = path.is_file() or (not path.exists() and path.suffix.lower() in (".txt", ".raw", ".tsv", ".csv"))
+        return path.stem if is_file else self.split
 
 
 def text_sources(
@@ -171,6 +173,8 @@ def _source_documents(source: TextSource, boundary: str) -> list[str]:
         return rows_to_documents(read_table_columns(table, columns), boundary)
     if path.exists():
         return _documents_from_files(_text_files(path, source.split, source.name), boundary)
+    if path.suffix.lower() in (".txt", ".raw", ".tsv", ".csv"):
+        raise ValueError(f"no file {source.name!r}: pass an existing .txt / .tsv / .csv file, or a Hub dataset id")
     return _documents_from_hub(source.name, source.config, source.split, columns, boundary)
 
 

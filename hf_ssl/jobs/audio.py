@@ -21,6 +21,7 @@ from ..evaluation.audio_probe import AudioLinearProbeEvaluator
 from ..evaluation.comparison import format_comparison
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.audio_encoder import audio_encoder_config
+from ..publishing.datasets import model_index_dataset
 from ..views import apply_views
 from ..views.audio import AudioCropTransform
 from .arguments import ModelArguments
@@ -32,8 +33,9 @@ class AudioDataArguments:
     """Which clips to pretrain on, how to crop them, and how to probe the encoder."""
 
     dataset: str = field(
-        default="../shared/data/fsdd",
-        metadata={"help": "FSDD folder, another audio folder (audiofolder layout) or a Hub dataset id."},
+        default="silky1708/Free-Spoken-Digit-Dataset",
+        metadata={"help": "A Hub dataset id with an Audio column (a local copy through HF_SSL_DATA_DIR; the Free Spoken "
+                  "Digit Dataset by default) or an audio folder ([split/]label/clip.wav)."},
     )
     train_split: str = field(default="train")
     eval_split: str | None = field(default="test", metadata={"help": "Labelled split for probes; empty to disable."})
@@ -164,8 +166,7 @@ class AudioPretrainingJob(PretrainingJob):
             results.append(
                 EvalResult(
                     task_type="audio-classification",
-                    dataset_type=data_args.dataset,
-                    dataset_name=data_args.dataset,
+                    **model_index_dataset([data_args.dataset]),
                     dataset_split=data_args.eval_split,
                     metric_type="accuracy",
                     metric_value=float(value),

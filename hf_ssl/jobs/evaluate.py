@@ -27,7 +27,11 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..data.images import load_image_dataset
 from ..data.pairs import HELD_OUT_TEMPLATES, load_sts_benchmark
-from ..evaluation.comparison import compare_with_random_init, evaluate_checkpoint, format_comparison
+from ..evaluation.comparison import (
+    compare_with_random_init,
+    evaluate_checkpoint,
+    format_comparison,
+)
 from ..evaluation.features import default_eval_transform
 from ..evaluation.sts import sts_spearman
 from ..evaluation.zero_shot import zero_shot_accuracy
@@ -163,7 +167,7 @@ def _run_sts(checkpoint: str, arguments: dict[type, Any]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     results = {}
     for split in sts.sts_splits:
-        pairs = load_sts_benchmark(sts.sts_dataset, split)
+        pairs = load_sts_benchmark(sts.sts_dataset, split, flag="--sts_dataset")
         if sts.sts_max_pairs:
             pairs = pairs.select(range(min(sts.sts_max_pairs, len(pairs))))
         results[f"sts_{split}_spearman"] = sts_spearman(model, tokenizer, pairs)

@@ -17,6 +17,7 @@ from ..evaluation.features import default_eval_transform
 from ..evaluation.knn import KNNEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import check_patch_size, encoder_config
+from ..publishing.datasets import model_index_dataset
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
 from .arguments import KNNArguments, VisionEncoderArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
@@ -193,7 +194,7 @@ class ImagePretrainingJob(PretrainingJob):
         }
         return [
             EvalResult(
-                task_type="image-classification", dataset_type=data_args.dataset, dataset_name=data_args.dataset,
+                task_type="image-classification", **model_index_dataset([data_args.dataset]),
                 dataset_split=data_args.eval_split, metric_type="accuracy", metric_value=float(value),
                 metric_name=protocols.get(name, name),
             )

@@ -31,12 +31,14 @@ from ..data.pairs import (
     text_keys,
 )
 from ..data.samplers import NoDuplicatesSampler
+from ..data.sources import resolve_dataset
 from ..evaluation.features import default_eval_transform
 from ..evaluation.retrieval import RetrievalEvaluator
 from ..evaluation.zero_shot import ZeroShotEvaluator, zero_shot_accuracy
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import encoder_config
 from ..modules.text_encoder import PACKAGED_MINILM, resolve_text_checkpoint
+from ..publishing.datasets import model_index_dataset
 from ..training.arguments import batch_size_across_processes
 from .arguments import VisionEncoderArguments, parse_json_object
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
@@ -66,9 +68,9 @@ class ImageTextDataArguments:
     """Which image-text pairs, and how to evaluate."""
 
     dataset: str = field(
-        default="../shared/data/emoji_captions",
-        metadata={"help": "Image folder with metadata.jsonl captions, or a labelled image dataset (captions from "
-                  "class names and prompt templates)."},
+        default="emoji_captions",
+        metadata={"help": "An image folder with metadata.jsonl captions (found under HF_SSL_DATA_DIR by its name, or a "
+                  "path), or a labelled image dataset, Hub id or folder (captions from class names and templates)."},
     )
     train_split: str = field(default="train")
     eval_split: str = field(default="test", metadata={"help": "Held-out split (emoji: code points held out)."})
@@ -124,7 +126,7 @@ class ImageTextJob(PretrainingJob):
 
         _, data_args = self.arguments
         seed = self.training_args.seed
-        folder = Path(data_args.dataset)
+        folder = Path(resolve_dataset(data_args.dataset))
         self.templated, self.class_names = False, []
         if (folder / "metadata.jsonl").is_file():
             train = load_emoji_captions(folder, data_args.train_split, data_args.held_out_fraction)
@@ -238,7 +240,7 @@ class ImageTextJob(PretrainingJob):
                          for name in values}
             task, metric = "image-text-retrieval", "recall"
         return [
-            EvalResult(task_type=task, dataset_type=data_args.dataset, dataset_name=Path(data_args.dataset).name,
+            EvalResult(task_type=task, **model_index_dataset([data_args.dataset]),
                        dataset_split=data_args.eval_split, metric_type=metric, metric_value=float(value),
                        metric_name=protocols[name])
             for name, value in values.items()

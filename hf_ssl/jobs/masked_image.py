@@ -27,6 +27,7 @@ from ..evaluation.finetune import (
     compare_finetuning_with_random_init,
 )
 from ..evaluation.reconstruction import DEFAULT_FIGURE_NAME, ReconstructionFigure
+from ..publishing.datasets import model_index_dataset
 from ..views.single_view import SingleViewConfig, SingleViewTransform
 from .base import FinalEvaluation, dataclass_values
 from .image import DataArguments, ImageEncoderArguments, ImagePretrainingJob
@@ -118,7 +119,7 @@ class MaskedImagePretrainingJob(ImagePretrainingJob):
         }
         return [
             EvalResult(
-                task_type="image-classification", dataset_type=data_args.dataset, dataset_name=data_args.dataset,
+                task_type="image-classification", **model_index_dataset([data_args.dataset]),
                 dataset_split=data_args.eval_split, metric_type="accuracy", metric_value=float(pretrained[name]),
                 metric_name=protocol,
             )

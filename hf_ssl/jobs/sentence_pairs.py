@@ -19,6 +19,7 @@ from ..evaluation.sts import STSEvaluator, sts_spearman
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..methods.sentence_bert import save_sentence_transformers_modules
 from ..modules.text_encoder import resolve_text_checkpoint
+from ..publishing.datasets import model_index_dataset
 from ..training.arguments import batch_size_across_processes
 from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
@@ -41,8 +42,9 @@ class SentencePairDataArguments:
     """Which sentence pairs to train on and how to evaluate."""
 
     dataset: str = field(
-        default="../shared/data/snli_devtest",
-        metadata={"help": "STS-B or SNLI folder, a .csv/.tsv/.json/.jsonl/.parquet file, or a Hub dataset."},
+        default="stanfordnlp/snli",
+        metadata={"help": "A Hub dataset id (a local copy through HF_SSL_DATA_DIR; STS-B and SNLI are read into pairs), "
+                  "or a .csv/.tsv/.json/.jsonl/.parquet file."},
     )
     train_split: str = field(default="validation")
     text_columns: list[str] | None = field(
@@ -57,7 +59,9 @@ class SentencePairDataArguments:
         default=True, metadata={"help": "Batches without repeated texts (no in-batch false negatives)."}
     )
     sts_dataset: str | None = field(
-        default="../shared/data/stsbenchmark", metadata={"help": "STS-B folder for evaluation; empty to disable."}
+        default="sentence-transformers/stsb",
+        metadata={"help": "STS-B for evaluation: Hub id (a local copy through HF_SSL_DATA_DIR) or a folder; empty to "
+                  "disable."},
     )
     monitor_max_examples: int | None = field(
         default=500, metadata={"help": "STS-B dev pairs scored at each evaluation during training (all at the end)."}
@@ -96,7 +100,7 @@ class SentencePairsJob(PretrainingJob):
         self.sts = {}
         evaluators = []
         if data_args.sts_dataset:
-            self.sts = {split: load_sts_benchmark(data_args.sts_dataset, split) for split in ("dev", "test")}
+            self.sts = {split: load_sts_benchmark(data_args.sts_dataset, split, flag="--sts_dataset") for split in ("dev", "test")}
             if data_args.sts_max_examples:
                 self.sts = {split: pairs.select(range(min(len(pairs), data_args.sts_max_examples)))
                             for split, pairs in self.sts.items()}
@@ -160,7 +164,7 @@ class SentencePairsJob(PretrainingJob):
         table = "STS-B Spearman x 100 of the cosine similarity of the sentence embeddings:\n" + "\n".join(lines)
         results = [
             EvalResult(
-                task_type="sentence-similarity", dataset_type="mteb/stsbenchmark-sts", dataset_name="STS Benchmark",
+                task_type="sentence-similarity", **model_index_dataset([data_args.sts_dataset]),
                 dataset_split=split, metric_type="spearman_cosine", metric_value=float(value),
                 metric_name=f"Spearman correlation of cosine similarity ({split}, {len(self.sts[split])} pairs)",
             )

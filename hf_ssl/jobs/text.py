@@ -16,7 +16,6 @@ architecture at random init.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult
@@ -39,6 +38,7 @@ from ..modules.text_encoder import (
     resolve_text_checkpoint,
     text_preset_config,
 )
+from ..publishing.datasets import model_index_dataset
 from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
@@ -64,7 +64,7 @@ class TextDataArguments:
     """Which corpus, and how it becomes training sequences and held-out evaluation."""
 
     dataset: list[str] = field(
-        default_factory=lambda: ["../shared/data/wikitext2"],
+        default_factory=lambda: ["Salesforce/wikitext"],
         metadata={"help": "One or more corpora (a YAML list, several values, or comma-separated), concatenated: .txt "
                   "files, folders of text files (WikiText-2 layout understood), .tsv/.csv tables (their "
                   "--text_column text only; SNLI: one document per premise with its hypotheses) or datasets names."},
@@ -254,9 +254,7 @@ class TextPretrainingJob(PretrainingJob):
             f"{1 - settings.mask_replace_prob - settings.random_replace_prob:.0%} mask/random/keep, fixed seed"
         )
         sources = self._sources()
-        dataset_name = " + ".join(Path(source).name or source for source in sources)
-        common = {"dataset_type": ",".join(sources), "dataset_name": dataset_name,
-                  "dataset_split": self._eval_split_name()}
+        common = {**model_index_dataset(sources), "dataset_split": self._eval_split_name()}
         results = [
             EvalResult(task_type="fill-mask", metric_type="accuracy", metric_value=float(metrics["masked_accuracy"]),
                        metric_name=f"masked-token accuracy ({masking})", **common),

@@ -21,6 +21,7 @@ from ..data.sources import (
     STSB,
     TINY_SHAKESPEARE,
     WIKITEXT,
+    bare_name,
     hub_id_for,
     local_only_name,
     looks_like_path,
@@ -61,7 +62,8 @@ KNOWN_DATASETS: dict[str, DatasetFacts] = {
         "Fashion-MNIST", "MIT (Copyright 2017 Zalando SE)", _FASHION_CITATION, {"train": 60_000, "test": 10_000},
         FASHION_MNIST),
     CIFAR10: DatasetFacts(
-        "CIFAR-10", "none stated by the authors", "Krizhevsky 2009. Learning Multiple Layers of Features from Tiny Images",
+        "CIFAR-10", "none stated by the authors",
+        "Krizhevsky 2009. Learning Multiple Layers of Features from Tiny Images",
         {"train": 50_000, "test": 10_000}, CIFAR10,
         note="hf_ssl's offline copy, read through HF_SSL_DATA_DIR, is 32x32 JPEG at quality about 75: accuracies on it "
              "run slightly below those on the Hub's lossless images"),
@@ -94,7 +96,7 @@ def facts_for(source) -> DatasetFacts | None:
     dataset (its folder, or a file in it); ``None`` when hf_ssl does not know it."""
     if source is None:
         return None
-    name = split_source_options(str(source))[0]
+    name = bare_name(source)
     if name in KNOWN_DATASETS:
         return KNOWN_DATASETS[name]
     local = local_only_name(name)
@@ -109,7 +111,10 @@ def public_name(source) -> str:
     Hub id hf_ssl does not know as it is, and for any other local path only its last component (never a path of the
     machine that trained)."""
     text = str(source)
-    name, options = split_source_options(text)
+    try:
+        name, options = split_source_options(text)
+    except ValueError:  # not options hf_ssl reads: the value as recorded
+        name, options = bare_name(text), {}
     if name == EMBEDDED or name == EMOJI_CAPTIONS:
         return text
     hub_id = hub_id_for(name)

@@ -30,6 +30,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data.sources import (
     EMBEDDED,
+    bare_name,
     hub_id_for,
     local_only_name,
     looks_like_path,
@@ -266,7 +267,7 @@ def _several_datasets(sources: list, section: dict[str, Any]) -> dict[str, Any]:
 
 def _unknown_hub_id(source) -> str | None:
     """A recorded ``--dataset`` that reads as a Hub id hf_ssl does not know (``owner/name``, not a local path)."""
-    name = split_source_options(str(source))[0]
+    name = bare_name(source)
     if looks_like_path(name) or Path(name).expanduser().exists():
         return None
     return name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
@@ -283,7 +284,10 @@ def _part_name(source: str, shown: str, facts: DatasetFacts | None) -> str:
     ``snli_validation.tsv``, is only that file; ``?split=validation`` only that split)."""
     if facts is None:
         return f"`{shown}`"
-    name, options = split_source_options(source)
+    try:
+        name, options = split_source_options(source)
+    except ValueError:
+        name, options = bare_name(source), {}
     if Path(name).suffix and Path(name).name != name:
         return f"{facts.name}, only `{Path(name).name}`"
     if options.get("split"):
@@ -499,7 +503,7 @@ def _portable_value(flag: str, value: str) -> str:
 
 
 def _portable_dataset(value: str) -> str:
-    name = split_source_options(value)[0] if "?" in value else value
+    name = bare_name(value)
     local = looks_like_path(name) or Path(name).expanduser().exists()
     return public_name(value) if local and hub_id_for(name) else value
 
