@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs, real images (the Fashion-MNIST subset shipped in hf_ssl/assets), and real datasets
+"""Shared fixtures: tiny configs, real images (the Fashion-MNIST subset shipped in hf_ssl/data/assets), and real datasets
 through the local-data setting ``HF_SSL_DATA_DIR`` (:func:`local_dataset`, the ``needs_data`` marker)."""
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 usage: [torchrun --nproc_per_node N] mlm_distributed_worker.py OUT_FILE OUTPUT_DIR
 
 One SGD step of SSLTrainer on a fixed global batch of 32 masked sequences (32 / N per process); rank 0 saves the
-parameters after the step. :func:`sgd_step` is also what the in-process accumulation test runs. The masks differ in count per sequence, so a per-process mean would not equal the global
+parameters after the step. :func:`sgd_step` is also what the in-process accumulation test runs. The masks differ in
+count per sequence, so a per-process mean would not equal the global
 mean: only normalising by the global masked-token count (and scaling for DDP's averaging) gives equal updates.
 """
 

@@ -11,13 +11,8 @@ from conftest import local_dataset
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from hf_ssl.data.images import (
-    FASHION_MNIST_CLASS_NAMES,
-    build_embedded_subset,
-    dataset_fingerprint_info,
-    load_image_dataset,
-    standardize_image_dataset,
-)
+from hf_ssl.data.image_formats import FASHION_MNIST_CLASS_NAMES, build_embedded_subset
+from hf_ssl.data.images import dataset_fingerprint_info, load_image_dataset, standardize_image_dataset
 
 # Hub ids; the tests read their local copies (CIFAR-10 JPEG zips, Fashion-MNIST IDX files) through HF_SSL_DATA_DIR
 CIFAR10 = "uoft-cs/cifar10"

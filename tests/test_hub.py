@@ -1,6 +1,7 @@
 """Publishing round trips against a local STAND-IN for the Hub HTTP API (tests/hub_stand_in.py), never a real hub.
 
-Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, hf_ssl.publishing.push_model, hf-ssl push) each give a
+Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, hf_ssl.publishing.push_model, hf-ssl push)
+each give a
 repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel loads as the
 whole pretraining model with the same encoder weights, and whose README.md is hf_ssl's card (model-index equal to the
 run's metrics), never the stock Trainer / PreTrainedModel text. The write token never reaches a file or the output.
@@ -50,8 +51,8 @@ PUSH_SCRIPT = textwrap.dedent(
     images = load_image_dataset("embedded", "train", max_examples=32)
     views = MultiCropTransform(MultiCropConfig(global_crop_size=28, local_crop_size=14, num_local_crops=2))
     args = SSLTrainingArguments(trainer_dir, max_steps=2, per_device_train_batch_size=16, report_to="none",
-                                use_cpu=True, push_to_hub=True, hub_model_id="org/trainer", save_strategy="no", logging_steps=1,
-                                disable_tqdm=True)
+                                use_cpu=True, push_to_hub=True, hub_model_id="org/trainer", save_strategy="no",
+                                logging_steps=1, disable_tqdm=True)
     trainer = SSLTrainer(model=model, args=args, train_dataset=apply_views(images, views))
     trainer.train()
     trainer.push_to_hub()
@@ -64,7 +65,8 @@ PUSH_SCRIPT = textwrap.dedent(
     for repo in REPOS:
         full = AutoSSLModel.from_pretrained(repo).eval()
         with torch.no_grad():
-            features[repo] = {"class": type(full).__name__, "cls": full.encoder(pixel_values=pixels).last_hidden_state[:, 0]}
+            features[repo] = {"class": type(full).__name__, "cls":
+            full.encoder(pixel_values=pixels).last_hidden_state[:, 0]}
     torch.save(features, features_path)
     # a private repository needs the token; AutoSSLModel passes `token=` on to the config too
     import os, tempfile

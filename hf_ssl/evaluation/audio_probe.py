@@ -5,8 +5,8 @@ filter bank code its Whisper / CLAP feature extractors use) and ``scipy.fft.dct`
 40 HTK mel filters, log, DCT-II (orthonormal), first 20 coefficients; an utterance is the mean and standard deviation
 of its frames' coefficients (40 numbers). Nothing is hand-rolled but the pooling.
 
-:class:`AudioLinearProbeEvaluator` scores a model with :func:`hf_ssl.evaluation.linear_probe.linear_probe_accuracy` (standardised
-features, L-BFGS softmax regression) for every label column, e.g. FSDD's digit and speaker.
+:class:`AudioLinearProbeEvaluator` scores a model with :func:`hf_ssl.evaluation.linear_probe.linear_probe_accuracy`
+(standardised features, L-BFGS softmax regression) for every label column, e.g. FSDD's digit and speaker.
 """
 
 from __future__ import annotations

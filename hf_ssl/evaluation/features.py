@@ -85,8 +85,8 @@ def extract_features(
         device: where to run the encoder; defaults to the device of its parameters. Features come back on CPU.
 
     Returns:
-        ``features`` ``(N, D)`` float32 on CPU (:func:`hf_ssl.modules.backbones.image_features`: the CLS token for ViTs, the
-        pooled output for CNNs) and ``labels`` ``(N,)`` int64, or ``None`` without a label column.
+        ``features`` ``(N, D)`` float32 on CPU (:func:`hf_ssl.modules.backbones.image_features`: the CLS token for ViTs,
+        the pooled output for CNNs) and ``labels`` ``(N,)`` int64, or ``None`` without a label column.
     """
     encoder = published_encoder(encoder)
     if transform is None:

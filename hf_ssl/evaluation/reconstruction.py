@@ -1,6 +1,7 @@
 """The MAE reconstruction figure (He et al. 2021, Figs. 2-4): original / masked / reconstruction, one column per image.
 
-:class:`ReconstructionFigure` is an evaluator (a callable ``model -> metrics`` for :class:`hf_ssl.training.trainer.SSLTrainer`
+:class:`ReconstructionFigure` is an evaluator (a callable ``model -> metrics`` for
+:class:`hf_ssl.training.trainer.SSLTrainer`
 and the final evaluation): on a fixed set of held-out images and fixed masks it writes the PNG and returns the
 held-out masked-patch loss, so figures and numbers from successive evaluations are comparable.
 

@@ -1,6 +1,7 @@
 """The audio job: raw-waveform pretraining (CPC, wav2vec 2.0) on any audio dataset, probed on labelled clips.
 
-Arguments: :class:`~hf_ssl.jobs.arguments.ModelArguments` (which method, which encoder) and :class:`AudioDataArguments` (which clips,
+Arguments: :class:`~hf_ssl.jobs.arguments.ModelArguments` (which method, which encoder) and :class:`AudioDataArguments`
+(which clips,
 crops, probes); the method's config and ``SSLTrainingArguments`` come on top. The view of a clip is a random crop
 (:class:`hf_ssl.views.audio.AudioCropTransform`), batches are padded with attention masks by a
 ``Wav2Vec2FeatureExtractor`` (:class:`hf_ssl.data.collators.AudioCollator`), and after training the final comparison

@@ -44,7 +44,8 @@ class JobParts:
     data_collator: Callable | None = None
     evaluators: list[Callable] = field(default_factory=list)
     eval_dataset: Any = None
-    #: Optional ``torch.utils.data.Sampler`` of the training order (e.g. :class:`hf_ssl.data.samplers.NoDuplicatesSampler`
+    #: Optional ``torch.utils.data.Sampler`` of the training order (e.g.
+    # :class:`hf_ssl.data.samplers.NoDuplicatesSampler`
     #: for in-batch negatives); ``None``: Trainer's shuffled order. It must be rank-agnostic (accelerate shards its
     #: batches) and seeded by ``(seed, epoch)``; a ``set_epoch`` method is called at each epoch.
     train_sampler: Any = None

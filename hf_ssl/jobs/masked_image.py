@@ -5,8 +5,8 @@ comparison it reuses:
 
 - views: a single view per image, RandomResizedCrop (MAE: area 0.2-1) + horizontal flip, nothing else (the paper
   finds colour jitter hurts, §A.1); :class:`SingleViewTransform` yields ``pixel_values (C, H, W)`` per example and
-  :func:`hf_ssl.data.collators.stack_views` batches them. (``MultiCropConfig`` asks for at least two crops per image, which
-  is right for the contrastive methods, so MAE has its own view settings, :class:`SingleViewConfig`.)
+  :func:`hf_ssl.data.collators.stack_views` batches them. (``MultiCropConfig`` asks for at least two crops per image,
+  which is right for the contrastive methods, so MAE has its own view settings, :class:`SingleViewConfig`.)
 - evaluation: the reconstruction figure and held-out masked-pixel loss at every evaluation
   (:class:`hf_ssl.evaluation.reconstruction.ReconstructionFigure`, ``<output_dir>/reconstructions.png``); after
   training, the linear probe and kNN against random init and raw pixels (kNN is not MAE's protocol: reported, not

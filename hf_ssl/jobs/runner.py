@@ -3,7 +3,8 @@
 Arguments come from a YAML file and/or command-line flags (flags after the file override it), parsed by
 ``transformers.HfArgumentParser`` into the job's argument dataclasses (for images: encoder, data, views; see
 :mod:`hf_ssl.jobs`), the method's config (e.g. :class:`hf_ssl.DINOConfig`) and
-:class:`hf_ssl.training.arguments.SSLTrainingArguments`. The method picks the job (``SSLPreTrainedModel.pretraining_job``).
+:class:`hf_ssl.training.arguments.SSLTrainingArguments`. The method picks the job
+(``SSLPreTrainedModel.pretraining_job``).
 With no config file it runs the embedded default: a short DINO run on the Fashion-MNIST subset shipped inside the
 package (flags without a config file override that default).
 """

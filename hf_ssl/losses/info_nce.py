@@ -25,7 +25,8 @@ class InfoNCELoss(nn.Module):
     its caption, or an anchor sentence and its paraphrase), ``s = exp(logit_scale)`` the inverse temperature and N the
     global batch::
 
-        l(q_i) = - log [ exp(s q_i.k_i) / ( sum_j exp(s q_i.k_j) + sum_h exp(s q_i.h_h) + sum_{j != i} exp(s q_i.q_j) ) ]
+        l(q_i) = - log [ exp(s q_i.k_i) / ( sum_j exp(s q_i.k_j) + sum_h exp(s q_i.h_h) + sum_{j != i} exp(s q_i.q_j) )
+        ]
 
     where ``h`` are the optional hard negatives (every row's, from every process: extra columns) and the last sum is
     present only with ``query_negatives=True`` (SimCLR's NT-Xent uses the other anchors as negatives too).

@@ -149,8 +149,8 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
         encoder_config = self.config.__class__.from_dict(
             {k: v for k, v in self.config.to_dict().items() if k != "ssl_config"}
         )
-        # The pooler feeds the pair head and AutoModelForSequenceClassification (hf_ssl.modules.backbones.build_encoder drops
-        # it, which suits vision encoders only).
+        # The pooler feeds the pair head and AutoModelForSequenceClassification (hf_ssl.modules.backbones.build_encoder
+        # drops it, which suits vision encoders only).
         return AutoModel.from_config(encoder_config, add_pooling_layer=True)
 
     def _build_heads(self, config: PretrainedConfig) -> None:

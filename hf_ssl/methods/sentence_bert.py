@@ -14,8 +14,8 @@ sentence embedding, compared by cosine similarity. Objectives (``SentenceBertCon
   (cos_j - cos_i)))``.
 
 The published model is the text encoder under its native prefix (``bert.``: vanilla ``AutoModel`` loads it) plus the
-sentence-transformers module files (``modules.json``, ``1_Pooling/``; written by :func:`save_sentence_transformers_modules`)
-so that ``SentenceTransformer(output_dir)`` computes the same embeddings.
+sentence-transformers module files (``modules.json``, ``1_Pooling/``; written by
+:func:`save_sentence_transformers_modules`) so that ``SentenceTransformer(output_dir)`` computes the same embeddings.
 """
 
 from __future__ import annotations
@@ -258,7 +258,8 @@ def _check_labels(labels, batch: int, objective: str, num_labels: int) -> torch.
 
 def save_sentence_transformers_modules(model: SentenceBertForPreTraining, output_dir: str) -> None:
     """Write the sentence-transformers module files next to the saved weights and tokenizer in ``output_dir``, so that
-    ``SentenceTransformer(output_dir)`` = Transformer (our encoder, loaded with ``AutoModel``) -> Pooling (-> Normalize).
+    ``SentenceTransformer(output_dir)`` = Transformer (our encoder, loaded with ``AutoModel``) -> Pooling (->
+    Normalize).
 
     sentence-transformers' own ``save`` writes the files (its format is its business): we build the pipeline on
     ``output_dir``, save it to a scratch folder and copy everything but the transformer weights and config, which

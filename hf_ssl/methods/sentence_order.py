@@ -10,7 +10,8 @@ the classifier reads the pooled ``[CLS]`` output (BERT: ``cls.seq_relationship``
 keys of ``BertForPreTraining`` / ``AlbertForPreTraining``). Label 0: original order / true continuation; 1: swapped
 (SOP) or random (NSP), the convention of both stock classes.
 
-One model class serves masked-LM with and without a pair task (:class:`~hf_ssl.methods.masked_lm.MaskedLMForPreTraining`);
+One model class serves masked-LM with and without a pair task
+(:class:`~hf_ssl.methods.masked_lm.MaskedLMForPreTraining`);
 this file only registers the method ``sop`` with its settings.
 """
 

@@ -11,8 +11,8 @@ masked frames of its batch. This wrapper
   other masked frames of the same utterance, as fairseq), never on padded frames;
 - divides that sum by the number of masked frames of the *global* batch: ``accepts_loss_kwargs = True``, and the
   Trainer passes ``num_items_in_batch``, the count of ``labels != -100`` over every micro-batch of the optimizer step
-  and every process (fairseq normalises by the sample size the same way; an undivided sum per micro-batch would scale the gradients
-  with the accumulation steps, transformers #37766). ``labels`` are the
+  and every process (fairseq normalises by the sample size the same way; an undivided sum per micro-batch would scale
+  the gradients with the accumulation steps, transformers #37766). ``labels`` are the
   contrastive targets per frame: 0 (the positive sits first among the candidates) on masked frames, -100 elsewhere;
 - anneals the Gumbel-softmax temperature per step from ``max_gumbel_temperature`` by ``gumbel_temperature_decay``
   down to ``min_gumbel_temperature`` (§4.2: 2 -> 0.5 by 0.999995 per update) through ``set_progress``.

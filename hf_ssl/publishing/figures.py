@@ -1,8 +1,8 @@
 """The training-curve figure of a model card: every scalar the Trainer logged, one panel each, against the step.
 
 Reads ``trainer_state.json``'s ``log_history`` (a list of dicts, one per logging event, each with ``step``): training
-loss, learning rate, the method's diagnostics that :class:`hf_ssl.training.trainer.SSLTrainer` logs (teacher entropy, KL,
-momentum, temperature, ...) and evaluation metrics (``eval_knn_top1``, ``eval_loss``). Run summaries logged once at
+loss, learning rate, the method's diagnostics that :class:`hf_ssl.training.trainer.SSLTrainer` logs (teacher entropy,
+KL, momentum, temperature, ...) and evaluation metrics (``eval_knn_top1``, ``eval_loss``). Run summaries logged once at
 the end (``train_runtime``, ``train_loss``, ...) are left out.
 """
 

@@ -28,7 +28,8 @@ class SSLTrainingArguments(TrainingArguments):
     multi-process runs want equal, full batches. ``prediction_loss_only=True``: evaluation reports ``eval_loss`` (SSL
     models accept ``return_loss``) and the label-free probes; set it False with a ``compute_metrics`` to gather
     predictions. ``label_names`` is transformers' default: the model's ``labels`` argument when its forward has one
-    (collators keep the labels of labelled data; models that do not name them never see them). ``ddp_find_unused_parameters=False``:
+    (collators keep the labels of labelled data; models that do not name them never see them).
+    ``ddp_find_unused_parameters=False``:
     every trainable parameter gets a gradient (the teacher has none), so DDP's extra graph traversal is wasted.
     """
 

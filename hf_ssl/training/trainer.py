@@ -2,7 +2,8 @@
 
 What it adds to ``Trainer``:
 - SSL defaults in :class:`SSLTrainingArguments` (keep every column, drop the last incomplete batch, loss-only eval);
-- the per-step method interface (schedules, EMA teacher, ...) through :class:`hf_ssl.training.callbacks.SSLMethodCallback`;
+- the per-step method interface (schedules, EMA teacher, ...) through
+:class:`hf_ssl.training.callbacks.SSLMethodCallback`;
 - logging of every scalar diagnostic the model returns (teacher entropy, KL, ...) and of its schedule values,
   averaged over the logging interval and over processes;
 - label-free evaluators (kNN, linear probe) run at each evaluation next to ``eval_loss``;

@@ -66,7 +66,8 @@ class MultiCropConfig:
 
 class MultiCropTransform(ImageViewTransform):
     """Turns a batch ``{"image": [PIL, ...], ...}`` into ``{"global_crops": [(G, C, H, W), ...],
-    "local_crops": [(L, C, h, w), ...]}`` (one tensor per example; :func:`hf_ssl.data.collators.stack_views` batches them).
+    "local_crops": [(L, C, h, w), ...]}`` (one tensor per example; :func:`hf_ssl.data.collators.stack_views` batches
+    them).
 
     Use it with :func:`hf_ssl.views.apply_views`; call :meth:`set_epoch` at each epoch (``SSLTrainer`` does).
     """
