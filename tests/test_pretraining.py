@@ -74,11 +74,17 @@ TINY_RUN = [
 ]
 
 
+def record_global_batch(output_dir) -> int:
+    return json.loads((output_dir / "hf_ssl_run.json").read_text())["global_batch_size"]
+
+
 def test_end_to_end_run_saves_a_vanilla_loadable_model(tmp_path, capsys):
     out = tmp_path / "run"
     results = run(["--output_dir", str(out), *TINY_RUN])
     printed = capsys.readouterr().out
     assert "world size: 1, per-device batch: 16, global batch: 16" in printed
+    assert f"Saved the model, its run record (hf_ssl_run.json), evaluation and model card (README.md) to {out}" in printed
+    assert record_global_batch(out) == 16
     assert set(results) == {"pretrained", "random_init", "raw_pixels"}
     assert (out / "model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
     config = json.loads((out / "config.json").read_text())

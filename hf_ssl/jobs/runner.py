@@ -118,6 +118,9 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
             json.dump(evaluation.to_json(steps), handle, indent=2)
     _publish(trainer, training_args)
+    print(f"Saved the model, its run record (hf_ssl_run.json), evaluation and model card (README.md) to "
+          f"{os.path.abspath(training_args.output_dir)}; load the encoder with "
+          f"transformers.AutoModel.from_pretrained({training_args.output_dir!r}).", flush=True)
     return evaluation.probes if evaluation is not None else {}
 
 
