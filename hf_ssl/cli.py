@@ -2,6 +2,7 @@
 
     hf-ssl pretrain [CONFIG.yaml] [--flag value ...]      pretrain; the same arguments as recipes/pretrain.py.
                                                           No arguments: the embedded default (a short DINO run).
+    hf-ssl finetune CONFIG.yaml [--flag value ...]        semi-supervised fine-tuning; the arguments of recipes/finetune.py
     hf-ssl evaluate CHECKPOINT [--task probe] [...]       evaluate a checkpoint's encoder (kNN / linear probe, ...)
     hf-ssl card RUN_DIR [--output PATH]                   (re)generate the model card of a run directory
     hf-ssl push RUN_DIR --hub_model_id ORG/NAME           write the card and upload the run to the Hub
@@ -34,6 +35,7 @@ from .jobs.runner import run
 from .methods import METHOD_REGISTRY
 from .publishing.hub import push_run_directory
 from .publishing.model_card import write_model_card
+from .semi import SEMI_METHOD_REGISTRY
 
 RECIPE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 
@@ -41,7 +43,8 @@ RECIPE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     commands: dict[str, Callable[[list[str]], int | None]] = {
-        "pretrain": _pretrain, "evaluate": evaluate.main, "card": _card, "push": _push, "list": _list,
+        "pretrain": _pretrain, "finetune": _finetune, "evaluate": evaluate.main, "card": _card, "push": _push,
+        "list": _list,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -61,6 +64,17 @@ def _pretrain(argv: list[str]) -> int:
               "override it; without a file, flags override the embedded default (a short DINO run). The method picks\n"
               "the job and its flags: `hf-ssl pretrain --method simclr --help` lists SimCLR's. Every flag follows:\n")
     run(argv)  # `--help` is answered by HfArgumentParser with every flag of the job, the method and the trainer
+    return 0
+
+
+def _finetune(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: hf-ssl finetune CONFIG.yaml [--flag value ...]\n\n"
+              "Semi-supervised fine-tuning of a classifier with a recipe config (recipes/configs/<method>-<backbone>-\n"
+              "<dataset>-<labels>.yaml); flags after the file override it. `hf-ssl finetune --method fixmatch --help`\n"
+              "lists the flags of a method and its job. Every flag follows:\n")
+        argv = ["--method", "fixmatch", *argv]
+    run(argv)
     return 0
 
 
@@ -134,26 +148,30 @@ def _push(argv: list[str]) -> int:
 def _list(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hf-ssl list",
-        description="Every pretraining method: its model class, job (the kind of data), paper, default settings "
-        "(the flags of `hf-ssl pretrain --method NAME`), and its recipe configs.",
+        description="Every method, self-supervised and semi-supervised: its class, job (the kind of data), paper, "
+        "default settings (the flags of `hf-ssl pretrain|finetune --method NAME`), and its recipe configs.",
     )
     parser.add_argument("method", nargs="?", default=None, help="show one method only")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
-    if args.method is not None and args.method not in METHOD_REGISTRY:
-        print(f"unknown method {args.method!r}; available: {', '.join(sorted(METHOD_REGISTRY))}", file=sys.stderr)
+    known = sorted(METHOD_REGISTRY) + sorted(SEMI_METHOD_REGISTRY)
+    if args.method is not None and args.method not in known:
+        print(f"unknown method {args.method!r}; available: {', '.join(known)}", file=sys.stderr)
         return 2
     configs = sorted(RECIPE_CONFIGS.glob("*.yaml")) if RECIPE_CONFIGS.is_dir() else []
     listing = {}
-    for name, model_class in sorted(METHOD_REGISTRY.items()):
+    methods = {**{name: (cls, cls.method_config_class, cls.pretraining_job) for name, cls in METHOD_REGISTRY.items()},
+               **{name: (cls, cls.config_class, "semi_<modality>") for name, cls in SEMI_METHOD_REGISTRY.items()}}
+    for name, (model_class, config_class, job) in sorted(methods.items()):
         if args.method is not None and name != args.method:
             continue
-        defaults = model_class.method_config_class()
+        defaults = config_class()
         listing[name] = {
             "class": f"{model_class.__module__}.{model_class.__name__}",
-            "job": model_class.pretraining_job,
-            "default_encoder": JOB_REGISTRY[model_class.pretraining_job].default_encoder,
+            "job": job,
+            "default_encoder": JOB_REGISTRY[job].default_encoder if job in JOB_REGISTRY else JOB_REGISTRY[
+                "semi_image"].default_encoder,
             "paper": model_class.paper,
             "defaults": {field.name: getattr(defaults, field.name) for field in dataclasses.fields(defaults)},
             "configs": [path.name for path in configs if path.name.split("-")[0] == name],

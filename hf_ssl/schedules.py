@@ -1,4 +1,4 @@
-"""Per-step schedules as pure functions of the optimizer step.
+"""Where training stands (:class:`TrainingProgress`), and per-step schedules as pure functions of the optimizer step.
 
 Being functions of ``step`` (not stateful objects) is what makes resuming exact: after ``resume_from_checkpoint`` the
 trainer's ``global_step`` is restored and every schedule value follows from it.
@@ -7,6 +7,7 @@ trainer's ``global_step`` is restored and every schedule value follows from it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
@@ -25,3 +26,22 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
     if warmup_steps <= 0 or step >= warmup_steps:
         return end
     return start + (end - start) * step / warmup_steps
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where training stands, as the trainer knows it.
+
+    step: optimizer steps completed (0 before the first update); max_steps: the run's total; steps_per_epoch:
+    optimizer steps per epoch; global_batch_size: examples per optimizer step over all processes and accumulation
+    steps (``None`` when unknown).
+    """
+
+    step: int
+    max_steps: int
+    steps_per_epoch: int
+    global_batch_size: int | None = None
+
+    @property
+    def epoch(self) -> float:
+        return self.step / max(self.steps_per_epoch, 1)

@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard
 from hf_ssl.cli import main
 from hf_ssl.jobs.evaluate import EVALUATION_TASKS, register_evaluation_task
 from hf_ssl.methods import METHOD_REGISTRY
+from hf_ssl.semi import SEMI_METHOD_REGISTRY
 
 
 def _help(capsys, *argv: str) -> str:
@@ -24,7 +25,7 @@ def _help(capsys, *argv: str) -> str:
 def test_help_of_every_command(capsys):
     assert main([]) == 0 and main(["--help"]) == 0
     overview = capsys.readouterr().out
-    for command in ("pretrain", "evaluate", "card", "push", "list"):
+    for command in ("pretrain", "finetune", "evaluate", "card", "push", "list"):
         assert f"hf-ssl {command}" in overview
     assert "--hub_model_id" in _help(capsys, "push", "--help")
     assert "--output" in _help(capsys, "card", "--help")
@@ -38,11 +39,16 @@ def test_help_of_every_command(capsys):
 def test_list_shows_every_method_with_its_job_paper_defaults_and_configs(capsys):
     assert main(["list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert set(listing) == set(METHOD_REGISTRY)
+    assert set(listing) == set(METHOD_REGISTRY) | set(SEMI_METHOD_REGISTRY)
     for name, entry in listing.items():
-        model_class = METHOD_REGISTRY[name]
-        assert entry["job"] == model_class.pretraining_job and entry["paper"] == model_class.paper
-        defaults = dataclasses.asdict(model_class.method_config_class())
+        if name in SEMI_METHOD_REGISTRY:
+            method_class, config_class, job = SEMI_METHOD_REGISTRY[name], SEMI_METHOD_REGISTRY[name].config_class, \
+                "semi_<modality>"
+        else:
+            method_class = METHOD_REGISTRY[name]
+            config_class, job = method_class.method_config_class, method_class.pretraining_job
+        assert entry["job"] == job and entry["paper"] == method_class.paper
+        defaults = dataclasses.asdict(config_class())
         assert entry["defaults"] == json.loads(json.dumps(defaults, default=str))
     assert "dino-vit-tiny-embedded.yaml" in listing["dino"]["configs"]
     assert main(["list", "dino"]) == 0

@@ -120,7 +120,7 @@ def test_folders_that_are_not_runs_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="output_dir"):
         build_model_card(tmp_path)
     ViTModel(tiny_vit_config()).save_pretrained(tmp_path / "vit")
-    with pytest.raises(ValueError, match="not an hf_ssl pretraining checkpoint"):
+    with pytest.raises(ValueError, match="not the output of an hf_ssl run"):
         build_model_card(tmp_path / "vit")
 
 

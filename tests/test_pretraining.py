@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hf_ssl.jobs.image import build_image_model as build_model
 
 from hf_ssl.cli import main as cli_main
 from hf_ssl.jobs.image import EMBEDDED_DEFAULTS
+from hf_ssl.jobs.image import build_image_model as build_model
 from hf_ssl.jobs.runner import parse_arguments, run
 from hf_ssl.methods import METHOD_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+# Pretraining recipes (the semi-supervised ones, <method>-<backbone>-<dataset>-<labels>.yaml, are tested beside their
+# trainer in test_semi_supervised.py).
+CONFIGS = [path for path in sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+           if path.name.split("-")[0] in METHOD_REGISTRY]
 
 
 def test_config_file_then_flags_override_it(tmp_path):

@@ -27,7 +27,7 @@ from .finetune import (
 from .knn import KNNEvaluator, knn_accuracy, knn_predict
 from .linear_probe import LinearProbeEvaluator, linear_probe_accuracy
 from .masked_lm import MaskedLMEvaluator
-from .metrics import accuracy
+from .metrics import accuracy, classification_metrics
 from .reconstruction import ReconstructionFigure
 from .retrieval import RetrievalEvaluator, retrieval_recall
 from .sts import STSEvaluator, sts_spearman
@@ -44,6 +44,7 @@ __all__ = [
     "STSEvaluator",
     "ZeroShotEvaluator",
     "accuracy",
+    "classification_metrics",
     "compare_finetuning_with_random_init",
     "compare_with_random_init",
     "default_eval_transform",

@@ -59,3 +59,10 @@ def as_numpy_labels(values: torch.Tensor | Sequence[int]) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def classification_metrics(prediction) -> dict[str, float]:
+    """``compute_metrics`` for a ``Trainer`` of a classifier: ``{"accuracy": top-1}`` from an ``EvalPrediction``
+    whose predictions are logits ``(N, num_classes)`` (or a tuple starting with them) and label ids ``(N,)``."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return {"accuracy": accuracy(np.asarray(logits).argmax(axis=-1), prediction.label_ids)}

@@ -48,3 +48,8 @@ from .sentence_pairs import (
 )
 
 __all__ += ["DualEncoderArguments", "ImageTextDataArguments", "ImageTextJob", "SentenceEncoderArguments", "SentencePairDataArguments", "SentencePairsJob"]
+
+from .semi import ClassifierArguments, SemiDataArguments, SemiSupervisedJob
+from .semi_image import ImageClassifierArguments, SemiImageJob
+
+__all__ += ["ClassifierArguments", "ImageClassifierArguments", "SemiDataArguments", "SemiImageJob", "SemiSupervisedJob"]

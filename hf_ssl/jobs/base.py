@@ -44,11 +44,14 @@ class JobParts:
     data_collator: Callable | None = None
     evaluators: list[Callable] = field(default_factory=list)
     eval_dataset: Any = None
-    #: Optional ``torch.utils.data.Sampler`` of the training order (e.g.
-    # :class:`hf_ssl.data.samplers.NoDuplicatesSampler`
-    #: for in-batch negatives); ``None``: Trainer's shuffled order. It must be rank-agnostic (accelerate shards its
-    #: batches) and seeded by ``(seed, epoch)``; a ``set_epoch`` method is called at each epoch.
+    #: Optional ``torch.utils.data.Sampler`` of the training order (e.g. :class:`hf_ssl.data.samplers.
+    #: NoDuplicatesSampler` for in-batch negatives); ``None``: Trainer's shuffled order. It must be rank-agnostic
+    #: (accelerate shards its batches) and seeded by ``(seed, epoch)``; a ``set_epoch`` method is called at each epoch.
     train_sampler: Any = None
+    #: The trainer class (``SSLTrainer`` for pretraining; ``SemiSupervisedTrainer`` for semi-supervised jobs) and the
+    #: keyword arguments it takes beyond Trainer's (``method``, ``unlabelled_dataset``, ``views``, ...).
+    trainer_class: Any = None
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +88,8 @@ class PretrainingJob(abc.ABC):
     name: ClassVar[str] = ""
     argument_classes: ClassVar[tuple[type, ...]] = ()
     default_encoder: ClassVar[str] = ""
+    #: The transformers class that loads the published model, and what it is (for the run's last line).
+    published_as: ClassVar[tuple[str, str]] = ("AutoModel", "encoder")
     #: The names of the ``argument_classes`` in ``hf_ssl_run.json``, in order; model cards render them as they are.
     record_sections: ClassVar[tuple[str, ...]] = ("encoder", "data")
 

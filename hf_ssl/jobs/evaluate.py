@@ -19,7 +19,6 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser
@@ -37,7 +36,7 @@ from ..evaluation.sts import sts_spearman
 from ..evaluation.zero_shot import zero_shot_accuracy
 from ..methods import METHOD_REGISTRY, AutoSSLModel, SentenceBertForPreTraining
 from ..modules.text_encoder import resolve_text_checkpoint
-from ..publishing.run_record import RUN_RECORD
+from ..publishing.run_record import recorded_normalisation
 from .arguments import KNNArguments
 
 
@@ -196,11 +195,7 @@ def _embeds_text(path: str) -> bool:
 
 def _normalisation(checkpoint: str) -> tuple[list[float], list[float]]:
     """The mean/std the run trained with (from its run record), else ImageNet's."""
-    record = Path(checkpoint) / RUN_RECORD
-    if record.is_file():
-        views = json.loads(record.read_text()).get("views", {})
-        return views.get("mean", IMAGENET_DEFAULT_MEAN), views.get("std", IMAGENET_DEFAULT_STD)
-    return list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
+    return recorded_normalisation(checkpoint) or (list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD))
 
 
 register_evaluation_task(

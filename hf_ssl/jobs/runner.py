@@ -25,6 +25,7 @@ from ..methods.base import METHOD_REGISTRY
 from ..publishing.hub import push_run_directory
 from ..publishing.model_card import write_model_card
 from ..publishing.run_record import settings_to_argv, write_run_record
+from ..semi.base import SEMI_METHOD_REGISTRY
 from ..training.arguments import SSLTrainingArguments, global_batch_size
 from ..training.trainer import SSLTrainer
 from .base import JOB_REGISTRY, PretrainingJob
@@ -33,9 +34,17 @@ from .image import EMBEDDED_DEFAULTS
 logger = logging.get_logger(__name__)
 
 
-def job_class_for(method: str) -> type[PretrainingJob]:
+def job_class_for(method: str, modality: str | None = None) -> type[PretrainingJob]:
+    """The job of a self-supervised method (its ``pretraining_job``) or of a semi-supervised one
+    (``semi_<modality>``, image by default)."""
+    if method in SEMI_METHOD_REGISTRY:
+        job_name = f"semi_{modality or 'image'}"
+        if job_name not in JOB_REGISTRY:
+            raise ValueError(f"unknown modality {modality!r} for {method}; choose image, text or audio")
+        return JOB_REGISTRY[job_name]
     if method not in METHOD_REGISTRY:
-        raise ValueError(f"unknown method {method!r}; available: {sorted(METHOD_REGISTRY)}")
+        known = sorted(METHOD_REGISTRY) + sorted(SEMI_METHOD_REGISTRY)
+        raise ValueError(f"unknown method {method!r}; available: {known}")
     job_name = METHOD_REGISTRY[method].pretraining_job
     if job_name not in JOB_REGISTRY:
         raise ValueError(f"method {method!r} names the job {job_name!r}, which is not registered in hf_ssl.jobs")
@@ -44,6 +53,9 @@ def job_class_for(method: str) -> type[PretrainingJob]:
 
 def parse_arguments(argv: list[str]) -> tuple:
     """``[config.yaml] [--flag value ...]`` -> (*job arguments, method_config, training_args).
+
+    Without a config file, flags override the embedded default (a short DINO run) when they name no other method;
+    another method starts from its own defaults (``hf-ssl pretrain --method simclr --dataset ...``).
 
     The first job argument is always the :class:`~hf_ssl.jobs.arguments.ModelArguments` (its ``encoder`` filled with
     the job's default when not given). For the image methods: ``(encoder_args, data_args, views, method_config,
@@ -56,11 +68,12 @@ def parse_arguments(argv: list[str]) -> tuple:
             raise FileNotFoundError(f"config file {path} does not exist (configs live in recipes/configs/)")
         config_values = yaml.safe_load(path.read_text()) or {}
         argv = argv[1:]
-    else:  # no config file: flags override the embedded default
-        config_values = dict(EMBEDDED_DEFAULTS)
+    elif _last_value(argv, "--method") in (None, EMBEDDED_DEFAULTS["method"]):
+        config_values = dict(EMBEDDED_DEFAULTS)  # no config file: flags override the embedded default
     method = _last_value(argv, "--method") or config_values.get("method", "dino")
-    job_class = job_class_for(method)
-    method_config_class = METHOD_REGISTRY[method].method_config_class
+    job_class = job_class_for(method, _last_value(argv, "--modality") or config_values.get("modality"))
+    method_config_class = (SEMI_METHOD_REGISTRY[method].config_class if method in SEMI_METHOD_REGISTRY
+                           else METHOD_REGISTRY[method].method_config_class)
     parser = HfArgumentParser((*job_class.argument_classes, method_config_class, SSLTrainingArguments))
     config_values.setdefault("output_dir", f"outputs/{method}")
     parsed = parser.parse_args_into_dataclasses(args=settings_to_argv(config_values) + list(argv))
@@ -90,19 +103,21 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     *job_arguments, method_config, training_args = parse_arguments(argv)
     set_seed(training_args.seed)
     started = time.time()
-    job = job_class_for(job_arguments[0].method)(job_arguments, method_config, training_args)
+    modality = getattr(job_arguments[1], "modality", None)
+    job = job_class_for(job_arguments[0].method, modality)(job_arguments, method_config, training_args)
     parts = job.prepare()
     trainer_kwargs = {"data_collator": parts.data_collator} if parts.data_collator is not None else {}
-    trainer = SSLTrainer(
+    trainer = (parts.trainer_class or SSLTrainer)(
         model=parts.model, args=training_args, train_dataset=parts.train_dataset, eval_dataset=parts.eval_dataset,
         evaluators=parts.evaluators, callbacks=callbacks, train_sampler=parts.train_sampler, **trainer_kwargs,
+        **parts.trainer_kwargs,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    # `_internal_call`: Trainer would push here with a card drafted before the run record and the final evaluation
-    # exist; the run is published once, complete, below.
-    trainer.save_model(training_args.output_dir, _internal_call=True)
+    # Saved without pushing: the run is published once, complete (record, evaluation, card), below.
+    trainer.save_published_model(training_args.output_dir)
+    published = trainer.published_model()
     if trainer.is_world_process_zero():
-        job.save_extras(training_args.output_dir, parts.model)
+        job.save_extras(training_args.output_dir, published)
     write_run_record(
         training_args.output_dir, job_name=job.name, sections=job.run_record(), method_config=method_config,
         training_args=training_args, global_batch_size=global_batch_size(training_args),
@@ -111,16 +126,16 @@ def run(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
 
     if not trainer.is_world_process_zero():
         return {}
-    evaluation = job.final_evaluation(parts.model)
+    evaluation = job.final_evaluation(published)
     if evaluation is not None:
         steps = trainer.state.global_step
-        print(f"\nAfter {steps} pretraining steps. {evaluation.table}", flush=True)
+        print(f"\nAfter {steps} training steps. {evaluation.table}", flush=True)
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
             json.dump(evaluation.to_json(steps), handle, indent=2)
     _publish(trainer, training_args)
     print(f"Saved the model, its run record (hf_ssl_run.json), evaluation and model card (README.md) to "
-          f"{os.path.abspath(training_args.output_dir)}; load the encoder with "
-          f"transformers.AutoModel.from_pretrained({training_args.output_dir!r}).", flush=True)
+          f"{os.path.abspath(training_args.output_dir)}; load the {job.published_as[1]} with "
+          f"transformers.{job.published_as[0]}.from_pretrained({training_args.output_dir!r}).", flush=True)
     return evaluation.probes if evaluation is not None else {}
 
 

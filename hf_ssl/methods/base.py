@@ -25,27 +25,9 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..modules.backbones import build_encoder
 from ..modules.initialization import init_head_weights
+from ..schedules import TrainingProgress
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    """Where training stands, as the trainer knows it.
-
-    step: optimizer steps completed (0 before the first update); max_steps: the run's total; steps_per_epoch:
-    optimizer steps per epoch; global_batch_size: examples per optimizer step over all processes and accumulation
-    steps (``None`` when unknown).
-    """
-
-    step: int
-    max_steps: int
-    steps_per_epoch: int
-    global_batch_size: int | None = None
-
-    @property
-    def epoch(self) -> float:
-        return self.step / max(self.steps_per_epoch, 1)
 
 
 @dataclass

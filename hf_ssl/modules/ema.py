@@ -33,15 +33,29 @@ def copy_weights_(teacher: nn.Module, student: nn.Module) -> None:
 
 
 @torch.no_grad()
-def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, *, include_buffers: bool = False) -> None:
     """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter, with fused ``_foreach`` ops.
 
-    Buffers (BatchNorm statistics) are left to the teacher's own forward passes, as in DINO's reference code.
+    ``include_buffers=False`` (the self-supervised teachers): buffers (BatchNorm statistics) are left to the teacher's
+    own forward passes, as in DINO's reference code. ``include_buffers=True`` (Mean Teacher, the evaluation EMA of
+    FixMatch): floating-point buffers are averaged the same way and the others (``num_batches_tracked``) copied, as
+    timm's ``ModelEmaV2`` averages the whole state dict: a teacher that never runs in training mode then still has
+    BatchNorm statistics that match its weights.
     """
     teacher_params = list(teacher.parameters())
     student_params = [p.detach() for p in student.parameters()]
     if len(teacher_params) != len(student_params):
         raise ValueError("teacher and student have different parameter lists; build the teacher with make_teacher")
+    if include_buffers:
+        teacher_buffers, student_buffers = list(teacher.buffers()), list(student.buffers())
+        if len(teacher_buffers) != len(student_buffers):
+            raise ValueError("teacher and student have different buffers; build the teacher with make_teacher")
+        for target, source in zip(teacher_buffers, student_buffers):
+            if target.is_floating_point():
+                teacher_params.append(target)
+                student_params.append(source.detach())
+            else:
+                target.copy_(source)
     torch._foreach_mul_(teacher_params, momentum)
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
 

@@ -36,7 +36,6 @@ from ..data.sources import (
     looks_like_path,
     split_source_options,
 )
-from ..methods.base import METHOD_REGISTRY
 from .datasets import DatasetFacts, facts_for, model_index_dataset, public_name
 from .figures import plot_training_curves
 from .run_record import (
@@ -112,7 +111,7 @@ def write_model_card(run_dir: str | Path, output: str | Path | None = None, repo
 def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> dict[str, Any]:
     """The template's variables (all plain strings, numbers, lists and dicts)."""
 
-    method_class = METHOD_REGISTRY.get(run.method)
+    method_class = run.method_class
     record = run.record
     location = repo_id or record.get("training", {}).get("output_dir") or str(run.path)
     model_name = (repo_id or location).rstrip("/").split("/")[-1]
@@ -131,7 +130,10 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> d
         "backbone": backbone_description(run),
         "parameters": parameter_counts(run),
         "data": data,
-        "method_settings": _setting_rows(run.config["ssl_config"], skip=("method",)),
+        "method_settings": _setting_rows(run.method_settings, skip=("method",)),
+        "semi_supervised": run.semi_supervised,
+        "labelled": run.argument_sections.get("data", {}).get("num_labelled_examples"),
+        "unlabelled": run.argument_sections.get("data", {}).get("num_unlabelled_examples"),
         "sections": {name: _setting_rows(values) for name, values in run.argument_sections.items()},
         "training": training_rows(run),
         "hardware": record.get("hardware", "not recorded"),
@@ -140,13 +142,14 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> d
         "steps": run.steps,
         "epochs": None if run.epochs is None else f"{run.epochs:.3g}",
         "eval_results": [_result_row(result) for result in card_eval_results(run)],
-        "probe_table": probe_table(probes),
+        "probe_table": probe_table(probes) if len(probes) > 1 else None,  # baselines beside the trained model
         "figures": figures,
         "usage_code": usage_code(run, location),
         "limitations": limitations(run, data),
         "reproduce": reproduce_command(record) if record else None,
         "has_record": bool(record),
-        "tags": ["hf_ssl", "self-supervised-learning", run.method, run.config.get("model_type", "")],
+        "tags": ["hf_ssl", "semi-supervised-learning" if run.semi_supervised else "self-supervised-learning",
+                 run.method, run.config.get("model_type", "")],
         "pipeline_tag": pipeline_tag(run),
     }
 
@@ -358,6 +361,15 @@ def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
     encoder_class = MODEL_MAPPING_NAMES.get(model_type, "the encoder")
     repo = json.dumps(location)
     job = run.job
+    if run.semi_supervised:
+        task = PIPELINE_TAGS.get(job, "image-classification")
+        auto_class = {"semi_image": "AutoModelForImageClassification", "semi_text": "AutoModelForSequenceClassification",
+                      "semi_audio": "AutoModelForAudioClassification"}.get(job, "AutoModel")
+        example = {"semi_image": "an_image", "semi_text": "\"A sentence.\"", "semi_audio": "a_waveform"}.get(job, "x")
+        vanilla = (f"from transformers import pipeline\n"
+                   f"classifier = pipeline(\"{task}\", model={repo})  # {encoder_class} with its classification head\n"
+                   f"classifier({example})  # [{{'label': ..., 'score': ...}}, ...]; or transformers.{auto_class}")
+        return {"vanilla": vanilla, "hf_ssl": ""}
     if job == "sentence_pairs" and "modules.json" in files:
         vanilla = (f"from sentence_transformers import SentenceTransformer\n"
                    f"model = SentenceTransformer({repo})\n"
@@ -414,7 +426,8 @@ def _feature_extractor(path: Path) -> dict[str, Any]:
 #: The Hub pipeline tag of each job's published model.
 PIPELINE_TAGS = {"image": "image-feature-extraction", "masked_image": "image-feature-extraction", "text": "fill-mask",
                  "sentence_pairs": "sentence-similarity", "image_text": "feature-extraction",
-                 "audio": "feature-extraction"}
+                 "audio": "feature-extraction", "semi_image": "image-classification",
+                 "semi_text": "text-classification", "semi_audio": "audio-classification"}
 
 
 def pipeline_tag(run: RunDirectory) -> str:
@@ -441,7 +454,7 @@ def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
                                  f"pretrained encoder ({mine:.4f}{', lower is better' if lower_is_better else ''}): "
                                  "at this budget pretraining has not beaten that baseline.")
     if run.steps is not None and run.steps < 10_000:
-        notes.append(f"Pretrained for {run.steps:,} optimizer steps only, far below the method's paper: expect these "
+        notes.append(f"Trained for {run.steps:,} optimizer steps only, far below the method's paper: expect these "
                      "numbers, not the paper's.")
     section = run.data_section()
     for key in ("max_train_examples", "max_eval_examples", "knn_max_train_examples"):
@@ -471,7 +484,8 @@ def reproduce_command(record: dict[str, Any]) -> str:
     if argv is None:
         argv = _argv_from_settings(record)
     argv = _without_publishing_flags([_relative_config_path(argv[0])] + list(argv[1:]) if argv else [])
-    return shlex.join(["python", "recipes/pretrain.py", *_portable_argv(argv)])
+    script = "recipes/finetune.py" if str(record.get("job", "")).startswith("semi_") else "recipes/pretrain.py"
+    return shlex.join(["python", script, *_portable_argv(argv)])
 
 
 #: Flags whose values name datasets (mapped to Hub ids in a reproduction command).

@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import EvalResult
 
 from ..methods import METHOD_REGISTRY
+from ..semi.base import SEMI_METHOD_REGISTRY
 
 RUN_RECORD = "hf_ssl_run.json"
 
@@ -55,15 +56,32 @@ class RunDirectory:
                 "where the final model is saved"
             )
         config = _read_json(path / "config.json")
-        if not isinstance(config.get("ssl_config"), dict):
-            raise ValueError(f"{path}/config.json has no ssl_config: it is not an hf_ssl pretraining checkpoint")
-        return cls(path, config, _read_json(path / RUN_RECORD, {}), _read_json(path / EVAL_RESULTS, {}),
-                   _log_history(path))
+        record = _read_json(path / RUN_RECORD, {})
+        semi_supervised = str(record.get("job", "")).startswith("semi_")
+        if not isinstance(config.get("ssl_config"), dict) and not semi_supervised:
+            raise ValueError(f"{path}/config.json has no ssl_config and {path} no semi-supervised run record: it is not "
+                             "the output of an hf_ssl run")
+        return cls(path, config, record, _read_json(path / EVAL_RESULTS, {}), _log_history(path))
 
     # ----------------------------------------------------------------------------------------------------------------
     @property
+    def semi_supervised(self) -> bool:
+        """A classifier fine-tuned by a semi-supervised job (its method is in the run record, not in the config)."""
+        return str(self.record.get("job", "")).startswith("semi_")
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        """The method's settings: ``config.ssl_config`` of a pretraining model, the run record's for a classifier."""
+        return self.record.get("method", {}) if self.semi_supervised else self.config["ssl_config"]
+
+    @property
     def method(self) -> str:
-        return self.config["ssl_config"]["method"]
+        return self.method_settings["method"]
+
+    @property
+    def method_class(self):
+        """The method's class in this hf_ssl (``None`` for a method it does not have)."""
+        return (SEMI_METHOD_REGISTRY if self.semi_supervised else METHOD_REGISTRY).get(self.method)
 
     @property
     def job(self) -> str:
@@ -217,3 +235,13 @@ def eval_results_from_json(values: list[dict[str, Any]]) -> list[EvalResult]:
     """Inverse of the ``eval_results`` list in ``eval_results.json``."""
     names = {f.name for f in dataclasses.fields(EvalResult) if f.init}
     return [EvalResult(**{key: value for key, value in item.items() if key in names}) for item in values]
+
+
+def recorded_normalisation(run_dir) -> tuple[list[float], list[float]] | None:
+    """The image mean/std a run trained with (its record's ``views`` section), or ``None`` when the folder has no
+    run record or the record no normalisation."""
+    record = Path(run_dir) / RUN_RECORD
+    if not record.is_file():
+        return None
+    views = json.loads(record.read_text()).get("views", {})
+    return (views["mean"], views["std"]) if "mean" in views and "std" in views else None

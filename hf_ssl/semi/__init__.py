@@ -1,5 +1,35 @@
 """Semi-supervised methods over any transformers classifier (``AutoModelFor{Image,Sequence,Audio}Classification``).
 
-One method per file, each the per-step objective on a labelled and an unlabelled batch; the semi-supervised trainer
-in :mod:`hf_ssl.training` calls it and never asks which method it runs. Adding a method is one new file here.
+One method per file, each the per-step objective on a labelled and an unlabelled batch
+(:class:`~hf_ssl.semi.base.SemiSupervisedMethod`); :class:`hf_ssl.training.SemiSupervisedTrainer` calls it and never
+asks which method it runs. Adding a method is one new file here.
 """
+
+from .base import (
+    SEMI_METHOD_REGISTRY,
+    SemiSupervisedConfig,
+    SemiSupervisedMethod,
+    SemiSupervisedOutput,
+)
+from .fixmatch import FixMatch, FixMatchConfig
+from .mean_teacher import MeanTeacher, MeanTeacherConfig
+from .pi_model import PiModel, PiModelConfig
+from .pseudo_label import PseudoLabel, PseudoLabelConfig
+from .supervised import SupervisedOnly, SupervisedOnlyConfig
+
+__all__ = [
+    "SEMI_METHOD_REGISTRY",
+    "FixMatch",
+    "FixMatchConfig",
+    "MeanTeacher",
+    "MeanTeacherConfig",
+    "PiModel",
+    "PiModelConfig",
+    "PseudoLabel",
+    "PseudoLabelConfig",
+    "SemiSupervisedConfig",
+    "SemiSupervisedMethod",
+    "SemiSupervisedOutput",
+    "SupervisedOnly",
+    "SupervisedOnlyConfig",
+]

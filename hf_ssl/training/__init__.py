@@ -7,6 +7,7 @@ from .callbacks import (
     TrainingTimeBudget,
     ViewEpochCallback,
 )
+from .semi_trainer import SemiSupervisedTrainer
 from .trainer import SSLTrainer
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "SSLMethodCallback",
     "SSLTrainer",
     "SSLTrainingArguments",
+    "SemiSupervisedTrainer",
     "TrainingTimeBudget",
     "ViewEpochCallback",
 ]

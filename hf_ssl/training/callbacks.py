@@ -13,7 +13,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..methods.base import TrainingProgress
+from ..schedules import TrainingProgress
 from .arguments import global_batch_size
 
 

@@ -90,6 +90,15 @@ class SSLTrainer(Trainer):
         logger.info(line)
         return super().train(*args, **kwargs)
 
+    def published_model(self) -> torch.nn.Module:
+        """The model a run publishes: the trained one (``SemiSupervisedTrainer``: its method's evaluation model)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def save_published_model(self, output_dir: str) -> None:
+        """Save :meth:`published_model` at the root of ``output_dir`` without pushing (``_internal_call``: Trainer would
+        push a card drafted before the run record and the final evaluation exist)."""
+        self.save_model(output_dir, _internal_call=True)
+
     def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
         # A job's own order (duplicate-free batches for in-batch negatives); accelerate shards its batches by rank.
         if self.train_sampler is not None:
@@ -201,14 +210,18 @@ class SSLTrainer(Trainer):
             # DDP averages gradients over processes, so scale back up by the number of data-parallel processes.
             loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
         if model.training:
-            with torch.no_grad():
-                for key, value in outputs.items():
-                    if key != "loss" and isinstance(value, torch.Tensor) and value.dim() == 0:
-                        total = self._diagnostic_sums.get(key)
-                        value = value.detach().float()
-                        self._diagnostic_sums[key] = value if total is None else total + value
-                self._diagnostic_count += 1
+            self.record_diagnostics({key: value for key, value in outputs.items() if key != "loss"})
         return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def record_diagnostics(self, values: dict) -> None:
+        """Add this micro-batch's scalar tensors to the sums logged (averaged over steps and processes) with the loss."""
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() == 0:
+                total = self._diagnostic_sums.get(key)
+                value = value.detach().float()
+                self._diagnostic_sums[key] = value if total is None else total + value
+        self._diagnostic_count += 1
 
     def _forward_inputs(self, inputs: dict) -> dict:
         """The batch fields the model's ``forward`` takes (all of them when it takes ``**kwargs``). Collators keep

@@ -12,6 +12,12 @@ from .audio import AudioCropTransform
 from .multicrop import MultiCropConfig, MultiCropTransform
 from .seeding import INDEX_COLUMN
 from .single_view import SingleViewConfig, SingleViewTransform
+from .weak_strong import (
+    AudioWeakStrongViews,
+    ImageWeakStrongViews,
+    TextWeakStrongViews,
+    WeakStrongViews,
+)
 
 __all__ = [
     "INDEX_COLUMN",
@@ -20,6 +26,7 @@ __all__ = [
     "MultiCropTransform",
     "SingleViewConfig",
     "SingleViewTransform",
+    "AudioWeakStrongViews", "ImageWeakStrongViews", "TextWeakStrongViews", "WeakStrongViews",
     "apply_views",
 ]
 

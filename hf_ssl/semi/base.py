@@ -1,0 +1,238 @@
+"""What every semi-supervised method shares: its settings, the per-step objective on a labelled and an unlabelled
+batch of any transformers classifier, the ramp-up of the unsupervised weight, the optional EMA of the classifier, and
+the diagnostics.
+
+A method is an ``nn.Module`` that holds no copy of the classifier's trainable weights: the classifier stays the
+trainer's model (an ``AutoModelFor{Image,Sequence,Audio}Classification``), so the result is an ordinary checkpoint of
+that classifier. What a method keeps besides (an EMA teacher, running class statistics, per-example memories) lives in
+its own ``state_dict``, which the trainer saves with every checkpoint.
+
+Per step, the trainer calls :meth:`SemiSupervisedMethod.compute_loss` (inside the forward/backward of ``Trainer``)
+and, after the optimizer step, :meth:`SemiSupervisedMethod.after_optimizer_step`. It never asks which method it runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.utils import ModelOutput
+
+from ..distributed import all_reduce_sum
+from ..losses.consistency import PseudoLabels
+from ..modules.ema import ema_update_, make_teacher
+from ..schedules import TrainingProgress
+
+#: Every semi-supervised method by name (``SemiSupervisedConfig.method``), filled by subclassing.
+SEMI_METHOD_REGISTRY: dict[str, type[SemiSupervisedMethod]] = {}
+RAMPUP_SHAPES = ("sigmoid", "linear")
+
+
+@dataclass
+class SemiSupervisedConfig:
+    """The settings every method has; subclasses add theirs and set the paper's defaults.
+
+    unlabelled_batch_ratio: ``mu``, unlabelled examples per labelled example in a batch (FixMatch: 7).
+    unsupervised_weight: ``lambda_u``, the weight of the unsupervised term once ramped up.
+    rampup_fraction: share of the training steps over which the weight ramps up from 0 (0: no ramp-up).
+    rampup_shape: ``"sigmoid"`` (``exp(-5 (1 - t)^2)``, Laine & Aila 2017 §3.1) or ``"linear"`` (Lee 2013).
+    ema_decay: decay of an exponential moving average of the classifier, parameters and BatchNorm buffers (timm's
+        ``ModelEmaV2``), evaluated and published instead of the trained weights; ``None``: no EMA.
+    """
+
+    method: ClassVar[str] = ""
+    #: The views of each unlabelled example, in order (see :class:`hf_ssl.data.streams.TwoStreamDataset`).
+    unlabelled_views: ClassVar[tuple[str, ...]] = ("weak",)
+
+    unlabelled_batch_ratio: int = 1
+    unsupervised_weight: float = 1.0
+    rampup_fraction: float = 0.0
+    rampup_shape: str = "sigmoid"
+    ema_decay: float | None = None
+
+    def __post_init__(self):
+        if self.unlabelled_batch_ratio < 1:
+            raise ValueError(f"unlabelled_batch_ratio must be >= 1, got {self.unlabelled_batch_ratio}")
+        if self.unsupervised_weight < 0:
+            raise ValueError(f"unsupervised_weight must be >= 0, got {self.unsupervised_weight}")
+        if not 0.0 <= self.rampup_fraction <= 1.0:
+            raise ValueError(f"rampup_fraction must be in [0, 1], got {self.rampup_fraction}")
+        if self.rampup_shape not in RAMPUP_SHAPES:
+            raise ValueError(f"rampup_shape must be one of {RAMPUP_SHAPES}, got {self.rampup_shape!r}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SemiSupervisedConfig:
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - names - {"method"}
+        if unknown:
+            raise ValueError(f"unknown {cls.method} settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**{key: value for key, value in values.items() if key in names})
+
+
+def rampup(step: int, length: float, shape: str = "sigmoid") -> float:
+    """The ramp-up factor in [0, 1] at ``step`` of a ramp-up ``length`` steps long: ``exp(-5 (1 - step/length)^2)``
+    (Laine & Aila 2017 §3.1; Tarvainen & Valpola 2017) or ``step / length``; 1 after it, and always 1 for length 0."""
+    if length <= 0 or step >= length:
+        return 1.0
+    progress = max(step, 0) / length
+    return math.exp(-5.0 * (1.0 - progress) ** 2) if shape == "sigmoid" else progress
+
+
+@dataclass
+class SemiSupervisedOutput(ModelOutput):
+    """Result of a method's step.
+
+    loss: scalar, ``supervised_loss + unsupervised_weight * unsupervised_loss``.
+    supervised_loss: scalar, cross-entropy on the labelled batch. unsupervised_loss: scalar, the method's term on the
+    unlabelled batch. unsupervised_weight: its current weight (ramp-up included).
+    diagnostics: scalars logged with the loss (mask rate, pseudo-label accuracy on audit labels, class counts).
+    """
+
+    loss: torch.Tensor | None = None
+    supervised_loss: torch.Tensor | None = None
+    unsupervised_loss: torch.Tensor | None = None
+    unsupervised_weight: torch.Tensor | None = None
+    diagnostics: dict[str, torch.Tensor] | None = None
+
+
+class SemiSupervisedMethod(nn.Module, abc.ABC):
+    """Base of the semi-supervised methods; see the module docstring.
+
+    Subclasses set ``config_class`` and ``paper`` and implement :meth:`compute_loss`; :meth:`setup` builds what
+    depends on the classifier and the data (the EMA copy; per-example memories), before training and before a
+    checkpoint's state is loaded.
+    """
+
+    config_class: ClassVar[type[SemiSupervisedConfig]] = SemiSupervisedConfig
+    #: The paper, for model cards: "Authors Year. Title. arXiv:NNNN.NNNNN".
+    paper: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.config_class.method:
+            SEMI_METHOD_REGISTRY[cls.config_class.method] = cls
+
+    def __init__(self, config: SemiSupervisedConfig | None = None, **settings):
+        super().__init__()
+        if config is not None and settings:
+            raise ValueError("pass a config or keyword settings, not both")
+        self.config = config if config is not None else self.config_class(**settings)
+        self.ema_model: nn.Module | None = None
+        self.label_smoothing = 0.0
+        self.num_classes = 0
+
+    @property
+    def unlabelled_views(self) -> tuple[str, ...]:
+        return self.config.unlabelled_views
+
+    def setup(self, model: nn.Module, *, num_unlabelled: int, labelled_class_counts: torch.Tensor | None = None) -> None:
+        """Build what depends on the classifier and the data: an EMA copy when ``ema_decay`` is set (frozen: out of the
+        optimizer and of DDP). Subclasses extend it (class priors, per-example memories)."""
+        self.num_classes = int(model.config.num_labels)
+        if self.config.ema_decay is not None and self.ema_model is None:
+            self.ema_model = make_teacher(model)
+            self.ema_model.eval()
+
+    @abc.abstractmethod
+    def compute_loss(
+        self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
+    ) -> SemiSupervisedOutput:
+        """The step's loss. ``labelled``: the classifier's inputs and ``labels`` ``(B,)``; ``unlabelled``:
+        ``{"views": [inputs of each view in unlabelled_views], "indices": (mu B,), "audit_labels": (mu B,)
+        (optional)}``. ``audit_labels`` may only feed :meth:`diagnostics`, never the loss."""
+
+    def after_optimizer_step(self, model: nn.Module, progress: TrainingProgress) -> None:
+        """After ``optimizer.step()``: the EMA follows the classifier (parameters and BatchNorm buffers)."""
+        if self.ema_model is not None:
+            ema_update_(self.ema_model, model, self.config.ema_decay, include_buffers=True)
+
+    def evaluation_model(self, model: nn.Module) -> nn.Module:
+        """The classifier to evaluate and publish: the EMA when there is one, else the trained one."""
+        return self.ema_model if self.ema_model is not None else model
+
+    def unsupervised_weight(self, progress: TrainingProgress) -> float:
+        """``lambda_u`` times the ramp-up factor at this step."""
+        length = self.config.rampup_fraction * max(progress.max_steps, 1)
+        return self.config.unsupervised_weight * rampup(progress.step, length, self.config.rampup_shape)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the labelled batch (with ``TrainingArguments.label_smoothing_factor``, set by the trainer).
+        Labels outside ``[0, num_labels)`` are refused with the fix."""
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
+            raise ValueError(
+                f"labels must lie in [0, {logits.shape[-1]}) (the classifier's num_labels), got "
+                f"[{int(labels.min())}, {int(labels.max())}]; load the classifier with num_labels= the class count"
+            )
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+    def combine(
+        self, supervised: torch.Tensor, unsupervised: torch.Tensor, progress: TrainingProgress,
+        diagnostics: dict[str, torch.Tensor],
+    ) -> SemiSupervisedOutput:
+        weight = self.unsupervised_weight(progress)
+        return SemiSupervisedOutput(
+            loss=supervised + weight * unsupervised, supervised_loss=supervised.detach(),
+            unsupervised_loss=unsupervised.detach(), unsupervised_weight=torch.tensor(weight), diagnostics=diagnostics,
+        )
+
+    def diagnostics(self, pseudo: PseudoLabels, audit_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``mask_rate`` (share of unlabelled examples whose pseudo-label is kept), ``pseudo_label_accuracy`` (of the
+        kept ones, against audit labels when the unlabelled data secretly has them; benchmarks only) and
+        ``pseudo_labels_class_<c>`` (kept pseudo-labels per class, per step)."""
+        with torch.no_grad():
+            values = {"mask_rate": pseudo.mask.mean()}
+            counts = torch.bincount(pseudo.labels[pseudo.mask > 0], minlength=self.num_classes).float()
+            values.update({f"pseudo_labels_class_{c}": counts[c] for c in range(self.num_classes)})
+            if audit_labels is not None:
+                kept = pseudo.mask > 0
+                correct = (pseudo.labels == audit_labels.to(pseudo.labels.device)).float()
+                values["pseudo_label_accuracy"] = (correct * kept).sum() / kept.sum().clamp(min=1)
+                values["pseudo_label_accuracy_all"] = correct.mean()
+        return values
+
+
+def classifier_logits(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """``model(**batch).logits`` for each batch, in ONE forward pass: a single pass is what DDP expects per backward,
+    and BatchNorm then sees the joint batch, as in FixMatch's implementation. Sequences of different lengths (text
+    tokenised per view, audio of different crops) are right-padded to a common length first (``input_ids`` with the
+    model's pad token, everything else, attention masks included, with zeros). Batches that still cannot be joined
+    (other keys or shapes) go through one pass each."""
+    keys = set(batches[0])
+    joint = None
+    if all(set(batch) == keys for batch in batches):
+        pad_token = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+        joint = {}
+        for key in keys:
+            tensors = [batch[key] for batch in batches]
+            if any(tensor.dim() != tensors[0].dim() or tensor.shape[2:] != tensors[0].shape[2:] for tensor in tensors):
+                joint = None
+                break
+            length = max(tensor.shape[1] for tensor in tensors) if tensors[0].dim() >= 2 else None
+            value = pad_token if key == "input_ids" else 0
+            joint[key] = torch.cat([
+                F.pad(tensor, (0, 0) * (tensor.dim() - 2) + (0, length - tensor.shape[1]), value=value)
+                if length is not None and tensor.shape[1] != length else tensor
+                for tensor in tensors
+            ])
+    if joint is None:
+        return [model(**batch).logits for batch in batches]
+    sizes = [next(iter(batch.values())).shape[0] for batch in batches]
+    return list(model(**joint).logits.split(sizes))
+
+
+def global_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over the first dimension across every process (e.g. the batch mean of predicted class probabilities)."""
+    total = all_reduce_sum(torch.cat([tensor.detach().sum(dim=0), tensor.new_tensor([tensor.shape[0]])]))
+    return total[:-1] / total[-1].clamp(min=1)
