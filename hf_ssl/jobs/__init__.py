@@ -53,3 +53,8 @@ from .semi import ClassifierArguments, SemiDataArguments, SemiSupervisedJob
 from .semi_image import ImageClassifierArguments, SemiImageJob
 
 __all__ += ["ClassifierArguments", "ImageClassifierArguments", "SemiDataArguments", "SemiImageJob", "SemiSupervisedJob"]
+
+from .semi_audio import AudioClassifierArguments, SemiAudioJob
+from .semi_text import SemiTextJob, TextClassifierArguments
+
+__all__ += ["AudioClassifierArguments", "SemiAudioJob", "SemiTextJob", "TextClassifierArguments"]

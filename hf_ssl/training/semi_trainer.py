@@ -101,6 +101,11 @@ class SemiSupervisedTrainer(SSLTrainer):
         return TrainingProgress(self.state.global_step, self.state.max_steps,
                                 max(1, round(steps / max(self.state.num_train_epochs, 1))), global_batch_size(self.args))
 
+    def batch_composition(self) -> str:
+        ratio = self.method.config.unlabelled_batch_ratio
+        return (f" labelled + {ratio * self.args.per_device_train_batch_size} unlabelled per device "
+                f"(unlabelled_batch_ratio {ratio}; {self.method.config.method})")
+
     def get_train_dataloader(self) -> DataLoader:
         args = self.args
         labelled_batch = args.per_device_train_batch_size

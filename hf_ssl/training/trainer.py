@@ -83,12 +83,17 @@ class SSLTrainer(Trainer):
         world = self.args.world_size
         per_device = self.args.per_device_train_batch_size
         line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch_size(self.args)}"
+        line += self.batch_composition()
         if self.args.gradient_accumulation_steps > 1:
             line += f" ({self.args.gradient_accumulation_steps} accumulation steps)"
         if self.is_world_process_zero():
             print(line, flush=True)
         logger.info(line)
         return super().train(*args, **kwargs)
+
+    def batch_composition(self) -> str:
+        """What the start line adds after the batch sizes (``SemiSupervisedTrainer``: the unlabelled batch)."""
+        return ""
 
     def published_model(self) -> torch.nn.Module:
         """The model a run publishes: the trained one (``SemiSupervisedTrainer``: its method's evaluation model)."""
