@@ -7,8 +7,10 @@ import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 # Tests never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -116,6 +118,48 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Semi-supervised: a tiny classifier and views
+
+#: Fashion-MNIST class names, as the embedded subset labels them.
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+class TinyImageViews:
+    """Weak (flip), strong (flip + noise) and plain views of 16 px images: enough to exercise the trainer."""
+
+    input_columns = ("image",)
+
+    def __init__(self, size: int = 16):
+        self.to_tensor = v2.Compose([v2.RGB(), v2.ToImage(), v2.Resize((size, size), antialias=True),
+                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)])
+
+    def plain(self, image):
+        return self.to_tensor(image)
+
+    def weak(self, image, rng: np.random.Generator):
+        pixels = self.to_tensor(image)
+        return pixels.flip(-1) if rng.random() < 0.5 else pixels
+
+    def strong(self, image, rng: np.random.Generator):
+        noise = torch.from_numpy(rng.standard_normal((3, 16, 16))).float()  # seeded per example, like the real views
+        return self.weak(image, rng) + 0.5 * noise
+
+    def collate(self, values):
+        return {"pixel_values": torch.stack(values)}
+
+
+def tiny_classifier(seed: int = 0):
+    """A 1-layer ViT classifier of 16 px images with the Fashion-MNIST class names."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, num_labels=10, id2label=dict(enumerate(CLASSES)),
+                       label2id={name: index for index, name in enumerate(CLASSES)})
+    return ViTForImageClassification(config)
 
 
 #: A 2-step DINO run of the embedded default at a tiny width (recipe flags), for the publishing and card tests.

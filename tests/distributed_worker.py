@@ -3,7 +3,9 @@
 usage: torchrun --nproc_per_node N distributed_worker.py MODE OUT_FILE [OUTPUT_DIR]
 
 MODE is a method (``dino``, ``simclr``, ``byol``, ``byol_direct``, ``moco_v2``, ``moco_v3``): one forward/backward of
-that method on this rank's shard of a fixed global batch; or ``trainer``: two SSLTrainer steps of DINO on real images.
+that method on this rank's shard of a fixed global batch; ``trainer``: two SSLTrainer steps of DINO on real images;
+or ``semi``: two SemiSupervisedTrainer steps of FixMatch (distribution alignment and class-wise thresholds on) and of
+Mean Teacher on real images, both streams sharded.
 """
 
 import os
@@ -11,7 +13,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from conftest import tiny_dino, tiny_vit_config
+from conftest import TinyImageViews, tiny_classifier, tiny_dino, tiny_vit_config
 
 from hf_ssl import (
     BYOLForPreTraining,
@@ -118,17 +120,45 @@ def trainer_run(output_dir: str, per_device_batch: int) -> dict:
     return {key: value.clone() for key, value in trainer.model.state_dict().items()}
 
 
+def semi_run(output_dir: str, per_device_batch: int) -> dict:
+    """Two optimizer steps of FixMatch and of Mean Teacher; returns each run's classifier and method state."""
+    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.semi import FixMatch, MeanTeacher
+    from hf_ssl.training import SemiSupervisedTrainer, SSLTrainingArguments
+
+    train = load_image_dataset("embedded", "train")
+    labelled, unlabelled = train.select(range(40)), train.select(range(1000, 1064))
+    methods = {
+        "fixmatch": lambda: FixMatch(unlabelled_batch_ratio=2, threshold=0.2, distribution_alignment=True,
+                                     classwise_thresholds=True),
+        "mean_teacher": lambda: MeanTeacher(unlabelled_batch_ratio=2, ema_decay=0.9, rampup_fraction=0.0),
+    }
+    result = {}
+    for name, method in methods.items():
+        args = SSLTrainingArguments(
+            output_dir=f"{output_dir}/{name}", per_device_train_batch_size=per_device_batch, max_steps=2,
+            learning_rate=1e-2, use_cpu=True, report_to="none", save_strategy="no", seed=3, disable_tqdm=True,
+            logging_steps=1,
+        )
+        trainer = SemiSupervisedTrainer(model=tiny_classifier(), args=args, method=method(), train_dataset=labelled,
+                                        unlabelled_dataset=unlabelled, views=TinyImageViews())
+        trainer.train()
+        states = {**trainer.model.state_dict(), **{f"method.{k}": v for k, v in trainer.method.state_dict().items()}}
+        result.update({f"{name}.{key}": value.clone() for key, value in states.items()})
+    return result
+
+
 def main():
     mode, out_file = sys.argv[1], sys.argv[2]
     launched = int(os.environ.get("WORLD_SIZE", 1))
-    if mode == "trainer":  # the Trainer (accelerate) sets up the process group itself
-        result = trainer_run(sys.argv[3], GLOBAL_BATCH // launched)
+    if mode in ("trainer", "semi"):  # the Trainer (accelerate) sets up the process group itself
+        result = (trainer_run if mode == "trainer" else semi_run)(sys.argv[3], GLOBAL_BATCH // launched)
     else:
         if launched > 1:
             dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if mode != "trainer":
+    if mode not in ("trainer", "semi"):
         result = model_step(mode, world, rank)
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)

@@ -10,12 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import BLOCK_HF_SSL, local_dataset
+from conftest import BLOCK_HF_SSL, CLASSES, TinyImageViews, local_dataset, tiny_classifier
 from torch.nn import functional as F
-from torchvision.transforms import v2
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_ssl.cli import main as cli_main
@@ -37,40 +35,6 @@ from hf_ssl.training import SemiSupervisedTrainer, SSLTrainingArguments
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-class TinyImageViews:
-    """Weak (flip), strong (flip + noise) and plain views of 16 px images: enough to exercise the trainer."""
-
-    input_columns = ("image",)
-
-    def __init__(self, size: int = 16):
-        self.to_tensor = v2.Compose([v2.RGB(), v2.ToImage(), v2.Resize((size, size), antialias=True),
-                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)])
-
-    def plain(self, image):
-        return self.to_tensor(image)
-
-    def weak(self, image, rng: np.random.Generator):
-        pixels = self.to_tensor(image)
-        return pixels.flip(-1) if rng.random() < 0.5 else pixels
-
-    def strong(self, image, rng: np.random.Generator):
-        return self.weak(image, rng) + 0.5 * torch.randn(3, 16, 16)
-
-    def collate(self, values):
-        return {"pixel_values": torch.stack(values)}
-
-
-def tiny_classifier(seed: int = 0) -> ViTForImageClassification:
-    torch.manual_seed(seed)
-    config = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, num_labels=10, id2label=dict(enumerate(CLASSES)),
-                       label2id={name: index for index, name in enumerate(CLASSES)})
-    return ViTForImageClassification(config)
-
-
 @pytest.fixture(scope="module")
 def fashion(embedded_images):
     train = embedded_images["train"]
