@@ -91,6 +91,24 @@ def test_rampup_values_at_chosen_steps():
     assert method.unsupervised_weight(progress(25, 100)) == pytest.approx(8 * math.exp(-5 * 0.25))
 
 
+def test_the_ema_warm_up_averages_the_first_weights_then_keeps_the_decay():
+    method = FixMatch(ema_decay=0.99)
+    # Update n (progress.step = n - 1) uses 1 - 1 / (n + 1): the EMA is the plain mean of the start and n updates.
+    assert [method.ema_momentum(progress(step)) for step in (0, 1, 8)] == pytest.approx([1 / 2, 2 / 3, 9 / 10])
+    assert method.ema_momentum(progress(500, 1000)) == 0.99
+    assert FixMatch(ema_decay=0.99, ema_warmup=False).ema_momentum(progress(0)) == 0.99
+    model = tiny_classifier()
+    method.setup(model, num_unlabelled=8)
+    weight = model.classifier.weight
+    seen = [weight.detach().clone()]
+    for step in range(3):
+        with torch.no_grad():
+            weight.add_(torch.randn_like(weight))
+        seen.append(weight.detach().clone())
+        method.after_optimizer_step(model, progress(step))
+    torch.testing.assert_close(method.ema_model.classifier.weight, torch.stack(seen).mean(0))
+
+
 def test_the_teacher_ema_averages_batch_norm_buffers_too():
     student = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     teacher = make_teacher(student)

@@ -44,6 +44,10 @@ class SemiSupervisedConfig:
     rampup_shape: ``"sigmoid"`` (``exp(-5 (1 - t)^2)``, Laine & Aila 2017 §3.1) or ``"linear"`` (Lee 2013).
     ema_decay: decay of an exponential moving average of the classifier, parameters and BatchNorm buffers (timm's
         ``ModelEmaV2``), evaluated and published instead of the trained weights; ``None``: no EMA.
+    ema_warmup: use ``min(ema_decay, 1 - 1 / (n + 1))`` at the n-th update (Mean Teacher's reference code, Tarvainen
+        & Valpola 2017), so the EMA starts as the plain average of the weights so far instead of being dominated by
+        the initial ones for ~1 / (1 - ema_decay) steps: at 0.999, a 300-step run would otherwise publish an average
+        that is still 74 % initial weights.
     """
 
     method: ClassVar[str] = ""
@@ -55,6 +59,7 @@ class SemiSupervisedConfig:
     rampup_fraction: float = 0.0
     rampup_shape: str = "sigmoid"
     ema_decay: float | None = None
+    ema_warmup: bool = True
 
     def __post_init__(self):
         if self.unlabelled_batch_ratio < 1:
@@ -155,7 +160,14 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
     def after_optimizer_step(self, model: nn.Module, progress: TrainingProgress) -> None:
         """After ``optimizer.step()``: the EMA follows the classifier (parameters and BatchNorm buffers)."""
         if self.ema_model is not None:
-            ema_update_(self.ema_model, model, self.config.ema_decay, include_buffers=True)
+            ema_update_(self.ema_model, model, self.ema_momentum(progress), include_buffers=True)
+
+    def ema_momentum(self, progress: TrainingProgress) -> float:
+        """The EMA's decay for the update after optimizer step ``progress.step + 1`` (see ``ema_warmup``)."""
+        updates = progress.step + 1  # the trainer reports the steps completed before this update
+        if not self.config.ema_warmup:
+            return self.config.ema_decay
+        return min(self.config.ema_decay, 1.0 - 1.0 / (updates + 1))
 
     def evaluation_model(self, model: nn.Module) -> nn.Module:
         """The classifier to evaluate and publish: the EMA when there is one, else the trained one."""
