@@ -318,10 +318,18 @@ SEMI_CONFIGS = sorted(path for path in (ROOT / "recipes" / "configs").glob("*.ya
 
 def test_every_semi_supervised_recipe_parses_with_its_method_and_job():
     assert {path.name.split("-")[0] for path in SEMI_CONFIGS} == set(SEMI_METHOD_REGISTRY)
+    modality_of = {"cifar10": "image", "snli": "text", "fsdd": "audio"}
     for path in SEMI_CONFIGS:
-        model, data, views, method, training = parse_arguments([str(path), "--output_dir", "unused"])
-        assert type(method).method == model.method == path.name.split("-")[0] and data.modality == "image"
-        assert path.stem.endswith(f"-{10 * data.labels_per_class}") and views.image_size == 32
+        model, data, _, method, _ = parse_arguments([str(path), "--output_dir", "unused"])
+        assert type(method).method == model.method == path.name.split("-")[0]
+        assert data.modality == modality_of[path.stem.split("-")[-2]], path.name
+        classes = 3 if data.modality == "text" else 10  # the name ends in the labels in all
+        assert path.stem.endswith(f"-{classes * data.labels_per_class}"), path.name
+    # The text and audio recipes serve every method through --method.
+    for stem in ("fixmatch-minilm-snli-150", "fixmatch-cpc-tiny-fsdd-50"):
+        for name in SEMI_METHOD_REGISTRY:
+            method = parse_arguments([str(ROOT / "recipes" / "configs" / f"{stem}.yaml"), "--method", name])[3]
+            assert type(method).method == name
 
 
 def test_the_finetune_command_trains_publishes_and_the_result_loads_without_hf_ssl(tmp_path, capsys):

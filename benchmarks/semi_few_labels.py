@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Learning with few labels at a CPU budget: each method of hf_ssl.semi against supervised-only on the same labels and
+the same start, on CIFAR-10 (images), SNLI (sentence pairs) or the Free Spoken Digit Dataset (audio).
+
+    HF_SSL_DATA_DIR=<local copies> python benchmarks/semi_few_labels.py --task cifar10 --pretrain --labels 40 \
+        --methods supervised fixmatch --starts random outputs/semi/simclr-vit-tiny-cifar10 --minutes 10 --seeds 0
+    HF_SSL_DATA_DIR=<local copies> python benchmarks/semi_few_labels.py --task snli --methods supervised fixmatch
+    HF_SSL_DATA_DIR=<local copies> python benchmarks/semi_few_labels.py --task fsdd --pretrain \
+        --methods supervised fixmatch
+
+Every run is ``python recipes/finetune.py <the task's recipe>`` (CIFAR-10: ``<method>-vit-tiny-cifar10-40.yaml``; SNLI
+and FSDD: the FixMatch recipe with ``--method``) with the labels per class of ``--labels`` (drawn with
+``labelled_seed`` = the seed) and the final accuracy of the published classifier (the EMA / teacher where the method
+has one) on the whole evaluation split. The budget is either the recipe's step count (the default) or, with
+``--minutes``, the same training wall time for every run (``--max_train_minutes``, evaluation excluded) with a
+constant learning rate after the warm-up, so that the schedule does not depend on how many steps a method fits in.
+Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
+
+``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
+the CPC recipe) into ``outputs/semi/``; SNLI starts from all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark task: its recipe (``{method}`` filled in, or ``--method`` passed), classes, default labels and
+    starts, and the optional reference pretraining."""
+
+    recipe: str
+    num_classes: int
+    labels: int
+    starts: tuple[str, ...]
+    protocol: str
+    pretrain_command: tuple[str, ...] = ()
+
+
+SIMCLR = "outputs/semi/simclr-vit-tiny-cifar10"
+CPC = "outputs/semi/cpc-tiny-fsdd"
+TASKS = {
+    "cifar10": Task(
+        recipe="recipes/configs/{method}-vit-tiny-cifar10-40.yaml", num_classes=10, labels=40,
+        starts=("random", SIMCLR),
+        protocol="CIFAR-10: labels / 10 per class drawn with labelled_seed, the rest of train unlabelled, all 10,000 "
+        "test images; the recipes' ViT-Tiny (width 192, 6 layers, patch 4, 32 px).",
+        pretrain_command=(
+            "recipes/pretrain.py", "recipes/configs/simclr-vit-tiny-cifar10.yaml", "--max_steps", "520",
+            "--warmup_steps", "52", "--eval_strategy", "no", "--save_steps", "520", "--save_total_limit", "1",
+            "--logging_steps", "10", "--disable_tqdm", "true", "--output_dir", SIMCLR, "--max_train_minutes", "15.0"),
+    ),
+    "snli": Task(
+        recipe="recipes/configs/fixmatch-minilm-snli-150.yaml", num_classes=3, labels=150, starts=("minilm",),
+        protocol="SNLI (validation + test): labels / 3 pairs per class of validation drawn with labelled_seed, the "
+        "rest of validation unlabelled, all 9,824 test pairs; all-MiniLM-L6-v2 with a new 3-way head.",
+    ),
+    "fsdd": Task(
+        recipe="recipes/configs/fixmatch-cpc-tiny-fsdd-50.yaml", num_classes=10, labels=50, starts=(CPC,),
+        protocol="Free Spoken Digit Dataset: labels / 10 clips per digit of train drawn with labelled_seed, the rest "
+        "of train unlabelled, the official test split (recordings 0-4, 300 clips); a Wav2Vec2 classifier on hf_ssl's "
+        "CPC encoder.",
+        pretrain_command=("recipes/pretrain.py", "recipes/configs/cpc-tiny-fsdd.yaml", "--eval_strategy", "no",
+                          "--save_steps", "200", "--disable_tqdm", "true", "--output_dir", CPC),
+    ),
+}
+
+
+def run(command: list[str], threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    started = time.time()
+    print("+ python " + shlex.join(command), flush=True)
+    subprocess.run([sys.executable, *command], cwd=ROOT, env=env, check=True)
+    return time.time() - started
+
+
+def finetune_command(task: Task, method: str, labels: int, start: str, seed: int, minutes: float | None,
+                     out_dir: str) -> list[str]:
+    recipe = task.recipe.format(method=method)
+    command = ["recipes/finetune.py", recipe] + ([] if "{method}" in task.recipe else ["--method", method])
+    command += ["--labels_per_class", str(labels // task.num_classes), "--labelled_seed", str(seed), "--seed",
+                str(seed), "--disable_tqdm", "true", "--output_dir", out_dir]
+    if start != "random":  # random: the recipe's own encoder, a preset at random init
+        command += ["--encoder", start]
+    if minutes is not None:
+        command += ["--max_steps", "100000", "--max_train_minutes", str(minutes), "--lr_scheduler_type",
+                    "constant_with_warmup", "--save_steps", "100000", "--logging_steps", "50"]
+    return command
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="cifar10")
+    parser.add_argument("--labels", type=int, nargs="+", help="labelled examples in all (default: the task's)")
+    parser.add_argument("--methods", nargs="+", default=["supervised", "fixmatch"])
+    parser.add_argument("--starts", nargs="+", help="random (a preset at random init) or a checkpoint (default: the "
+                        "task's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="labelled_seed and training seed")
+    parser.add_argument("--minutes", type=float, help="equal training wall time per run instead of the recipe's steps")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pretrain", action="store_true", help="run the task's reference pretraining first")
+    parser.add_argument("--output", help="JSON file (default benchmarks/results/semi_<task>.json)")
+    args = parser.parse_args()
+    task = TASKS[args.task]
+
+    output = ROOT / (args.output or f"benchmarks/results/semi_{args.task}.json")
+    results = json.loads(output.read_text()) if output.is_file() else {"runs": []}
+    budget = (f"equal training wall time per run ({args.minutes} min), constant learning rate after the warm-up"
+              if args.minutes else "the recipe's steps and schedule")
+    results.update(protocol=f"{task.protocol} Budget: {budget}; final accuracy of the published classifier.",
+                   machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"{args.threads} threads")
+    if args.pretrain:
+        if not task.pretrain_command:
+            parser.error(f"the {args.task} task has no reference pretraining")
+        seconds = run(list(task.pretrain_command), args.threads)
+        results["pretraining"] = {"command": "python " + shlex.join(task.pretrain_command),
+                                  "wall_seconds": round(seconds)}
+        output.write_text(json.dumps(results, indent=2) + "\n")
+    for labels in args.labels or [task.labels]:
+        for seed in args.seeds:
+            for start in args.starts or task.starts:
+                for method in args.methods:
+                    started_from = "random" if start == "random" else "pretrained"
+                    name = f"{method}-{labels}-{started_from}-seed{seed}"
+                    out_dir = f"outputs/semi/{args.task}/{name}"
+                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir)
+                    seconds = run(command, args.threads)
+                    evaluation = json.loads((ROOT / out_dir / "eval_results.json").read_text())
+                    record = json.loads((ROOT / out_dir / "hf_ssl_run.json").read_text())
+                    results["runs"] = [entry for entry in results["runs"] if entry["name"] != name] + [{
+                        "name": name, "method": method, "labels": labels, "start": start, "seed": seed,
+                        "steps": evaluation["pretraining_steps"], "wall_seconds": round(seconds),
+                        "accuracy": evaluation["probes"]["published"]["accuracy"],
+                        "train_wall_seconds": record.get("wall_time_seconds"),
+                        "command": "python " + shlex.join(command),
+                    }]
+                    output.write_text(json.dumps(results, indent=2) + "\n")
+                    print(f"{name}: {results['runs'][-1]['accuracy']:.4f} after {results['runs'][-1]['steps']} steps",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
