@@ -262,6 +262,16 @@ def test_fixmatch_trains_evaluates_logs_and_publishes_a_plain_classifier(tmp_pat
     assert json.loads(completed.stdout.strip().splitlines()[-1])[0]["label"] in CLASSES
 
 
+def test_evaluation_runs_the_teacher_without_dropout_while_training_keeps_its_mode(tmp_path, fashion):
+    model = tiny_classifier(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+    trainer = make_trainer(tmp_path, fashion, MeanTeacher(unlabelled_batch_ratio=2), max_steps=1, model=model)
+    trainer.train()
+    trainer.method.ema_model.train()  # as during training: the teacher sees noise, as in the reference code
+    first, second = trainer.evaluate(), trainer.evaluate()
+    assert first["eval_loss"] == second["eval_loss"]  # dropout would make two evaluations differ
+    assert trainer.method.ema_model.training
+
+
 @pytest.mark.parametrize("method_class", [FixMatch, MeanTeacher])
 def test_resume_equals_the_uninterrupted_run(tmp_path, fashion, method_class):
     def method():

@@ -139,8 +139,15 @@ class SemiSupervisedTrainer(SSLTrainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Evaluation reads the method's evaluation model (the EMA / teacher when there is one).
+        # It runs in evaluation mode (no dropout) even when the method keeps it in training mode between evaluations,
+        # as Mean Teacher's reference code does with its teacher.
         evaluated = self.method.evaluation_model(self.accelerator.unwrap_model(model))
-        return super().prediction_step(evaluated, inputs, prediction_loss_only, ignore_keys)
+        was_training = evaluated.training
+        evaluated.eval()
+        try:
+            return super().prediction_step(evaluated, inputs, prediction_loss_only, ignore_keys)
+        finally:
+            evaluated.train(was_training)
 
     # ----------------------------------------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
