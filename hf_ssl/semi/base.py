@@ -215,6 +215,11 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
         return values
 
 
+def split_labels(labelled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A labelled batch as ``(the classifier's inputs, labels (B,))``."""
+    return {key: value for key, value in labelled.items() if key != "labels"}, labelled["labels"]
+
+
 def classifier_logits(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
     """``model(**batch).logits`` for each batch, in ONE forward pass: a single pass is what DDP expects per backward,
     and BatchNorm then sees the joint batch, as in FixMatch's implementation. Sequences of different lengths (text

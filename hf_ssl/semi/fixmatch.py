@@ -31,6 +31,7 @@ from .base import (
     SemiSupervisedOutput,
     classifier_logits,
     global_mean,
+    split_labels,
 )
 
 
@@ -96,8 +97,7 @@ class FixMatch(SemiSupervisedMethod):
     def compute_loss(
         self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
     ) -> SemiSupervisedOutput:
-        labels = labelled["labels"]
-        inputs = {key: value for key, value in labelled.items() if key != "labels"}
+        inputs, labels = split_labels(labelled)
         weak, strong = unlabelled["views"]
         logits_labelled, logits_weak, logits_strong = classifier_logits(model, [inputs, weak, strong])
         supervised = self.supervised_loss(logits_labelled, labels)

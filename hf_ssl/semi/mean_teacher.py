@@ -32,6 +32,7 @@ from .base import (
     SemiSupervisedMethod,
     SemiSupervisedOutput,
     classifier_logits,
+    split_labels,
 )
 
 
@@ -67,8 +68,7 @@ class MeanTeacher(SemiSupervisedMethod):
     def compute_loss(
         self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
     ) -> SemiSupervisedOutput:
-        labels = labelled["labels"]
-        inputs = {key: value for key, value in labelled.items() if key != "labels"}
+        inputs, labels = split_labels(labelled)
         student_view, teacher_view = unlabelled["views"]
         logits_labelled, logits_student = classifier_logits(model, [inputs, student_view])
         with torch.no_grad():

@@ -26,6 +26,7 @@ from .base import (
     SemiSupervisedMethod,
     SemiSupervisedOutput,
     classifier_logits,
+    split_labels,
 )
 from .mean_teacher import _teacher_labels
 
@@ -55,8 +56,7 @@ class PiModel(SemiSupervisedMethod):
     def compute_loss(
         self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
     ) -> SemiSupervisedOutput:
-        labels = labelled["labels"]
-        inputs = {key: value for key, value in labelled.items() if key != "labels"}
+        inputs, labels = split_labels(labelled)
         first, second = unlabelled["views"]
         logits_labelled, logits_first, logits_second = classifier_logits(model, [inputs, first, second])
         supervised = self.supervised_loss(logits_labelled, labels)

@@ -26,6 +26,7 @@ from .base import (
     SemiSupervisedMethod,
     SemiSupervisedOutput,
     classifier_logits,
+    split_labels,
 )
 
 
@@ -66,8 +67,7 @@ class PseudoLabel(SemiSupervisedMethod):
     def compute_loss(
         self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
     ) -> SemiSupervisedOutput:
-        labels = labelled["labels"]
-        inputs = {key: value for key, value in labelled.items() if key != "labels"}
+        inputs, labels = split_labels(labelled)
         (view,) = unlabelled["views"]
         logits_labelled, logits_unlabelled = classifier_logits(model, [inputs, view])
         supervised = self.supervised_loss(logits_labelled, labels)

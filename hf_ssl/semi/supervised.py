@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from ..schedules import TrainingProgress
-from .base import SemiSupervisedConfig, SemiSupervisedMethod, SemiSupervisedOutput
+from .base import (
+    SemiSupervisedConfig,
+    SemiSupervisedMethod,
+    SemiSupervisedOutput,
+    split_labels,
+)
 
 
 @dataclass
@@ -36,7 +41,7 @@ class SupervisedOnly(SemiSupervisedMethod):
     def compute_loss(
         self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
     ) -> SemiSupervisedOutput:
-        labels = labelled["labels"]
-        logits = model(**{key: value for key, value in labelled.items() if key != "labels"}).logits
+        inputs, labels = split_labels(labelled)
+        logits = model(**inputs).logits
         supervised = self.supervised_loss(logits, labels)
         return self.combine(supervised, supervised.new_zeros(()), progress, {})
