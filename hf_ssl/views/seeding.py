@@ -22,9 +22,16 @@ def seeded_map(function, items, indices, seed: int, epoch: int) -> list:
         results = []
         with torch.random.fork_rng(devices=[]):
             for item, index in zip(items, indices):
-                torch.manual_seed(example_seed(seed, epoch, int(index)))
+                seed_cpu_generator(example_seed(seed, epoch, int(index)))
                 results.append(function(item))
         return results
+
+
+def seed_cpu_generator(seed: int) -> None:
+    """Seed torch's global CPU generator, the one view transforms draw from. ``torch.manual_seed`` seeds the same
+    generator with the same values but also queues a CUDA / XPU seeding that records a stack trace when those
+    devices are not initialised: about 85 us per call here against 1 us, paid for every view of every example."""
+    torch.default_generator.manual_seed(seed)
 
 
 @contextlib.contextmanager
