@@ -92,6 +92,7 @@ from vision_throughput import (  # noqa: E402  (the measurement helpers live the
     StepClock,
     hand_optimizer,
     mib,
+    start,
     summarise,
 )
 
@@ -650,16 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = list(sys.argv[1:] if argv is None else argv)
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if args._worker:
-        worker(args)
+    if start(parser, args, worker):
         return 0
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda but torch.cuda.is_available() is False")
-    if min(args.steps, args.warmup_steps, args.num_batches, args.batch_size, args.rounds) < 1:
-        parser.error("--steps, --warmup_steps, --num_batches, --batch_size and --rounds must all be >= 1")
-    torch.set_num_threads(args.threads)
     record = benchmark(args, torch.device(args.device))
     if args.parity_only:
         return 0

@@ -936,6 +936,22 @@ def markdown_table(records: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def start(parser: argparse.ArgumentParser, args, run_worker) -> bool:
+    """What every timing benchmark does first: offline settings; in a worker subprocess, run it and return True;
+    in the parent, check the device and the counts and set the threads."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if args._worker:
+        run_worker(args)
+        return True
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda but torch.cuda.is_available() is False")
+    if min(args.steps, args.warmup_steps, args.num_batches, args.batch_size, args.rounds) < 1:
+        parser.error("--steps, --warmup_steps, --num_batches, --batch_size and --rounds must all be >= 1")
+    torch.set_num_threads(args.threads)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="all", choices=[*METHODS, "all"], help="Method to benchmark (default all).")
@@ -964,17 +980,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = list(sys.argv[1:] if argv is None else argv)
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if args._worker:
-        worker(args)
+    if start(parser, args, worker):
         return 0
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda but torch.cuda.is_available() is False")
-    if min(args.steps, args.warmup_steps, args.num_batches, args.batch_size, args.rounds) < 1:
-        parser.error("--steps, --warmup_steps, --num_batches, --batch_size and --rounds must all be >= 1")
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     methods = METHODS if args.method == "all" else (args.method,)
     records = {method: benchmark_method(method, args, device) for method in methods}
