@@ -1,8 +1,7 @@
 """Publishing round trips against a local STAND-IN for the Hub HTTP API (tests/hub_stand_in.py), never a real hub.
 
 Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, hf_ssl.publishing.push_model, hf-ssl push)
-each give a
-repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel loads as the
+each give a repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel loads as the
 whole pretraining model with the same encoder weights, and whose README.md is hf_ssl's card (model-index equal to the
 run's metrics), never the stock Trainer / PreTrainedModel text. The write token never reaches a file or the output.
 
@@ -19,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BLOCK_HF_SSL, STOCK_CARD_TEXTS, TINY_DINO_RUN_FLAGS
+from conftest import BLOCK_HF_SSL, CLASSES, STOCK_CARD_TEXTS, TINY_DINO_RUN_FLAGS
 from hub_stand_in import StandInHub
 from huggingface_hub import ModelCard
 
@@ -182,3 +181,41 @@ def test_the_token_reaches_the_hub_but_no_file_card_or_log(published):
     for repo in REPOS:
         for name, content in hub.files(repo).items():
             assert SECRET.encode() not in content, (repo, name)
+
+
+FINETUNE_FLAGS = [
+    "finetune", "--method", "fixmatch", "--dataset", "embedded", "--encoder", "vit-tiny", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}', "--patch_size",
+    "7", "--image_size", "28", "--labels_per_class", "2", "--max_unlabelled_examples", "32", "--max_eval_examples",
+    "20", "--unlabelled_batch_ratio", "2", "--per_device_train_batch_size", "4", "--max_steps", "2", "--save_steps",
+    "2", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+]
+CLASSIFY_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
+    """
+    from PIL import Image
+    from transformers import pipeline
+    for repo in sys.argv[1:]:
+        print(json.dumps(pipeline("image-classification", model=repo)(Image.new("L", (28, 28)))[0]))
+    """
+)
+
+
+def test_a_few_label_run_publishes_a_classifier_that_pipelines_serve_from_the_hub(tmp_path):
+    """``hf-ssl finetune --push_to_hub`` and ``hf-ssl push`` of its output: the classifier, its processor and the
+    classifier card (pipeline tag, method, labels), which plain transformers serves with hf_ssl blocked."""
+    with StandInHub() as hub:
+        env = _environment(hub, tmp_path / "hf_home")
+        run = tmp_path / "run"
+        script = (f"from hf_ssl.cli import main\nimport sys\nflags = {FINETUNE_FLAGS!r}\n"
+                  f"assert main([*flags, '--output_dir', {str(run)!r}, '--push_to_hub', '--hub_model_id', 'org/fm']) "
+                  f"== 0\nassert main(['push', {str(run)!r}, '--hub_model_id', 'org/fm-push']) == 0\n")
+        _run([sys.executable, "-c", script], env, tmp_path)
+        for repo in ("org/fm", "org/fm-push"):
+            files = hub.files(repo)
+            assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files), repo
+            card = ModelCard(files["README.md"].decode())
+            assert card.data.pipeline_tag == "image-classification" and "fixmatch" in card.text.lower(), repo
+            assert not any(stock in card.text for stock in STOCK_TEXTS), repo
+        served = _run([sys.executable, "-c", CLASSIFY_SCRIPT, "org/fm", "org/fm-push"], env, tmp_path).stdout
+        labels = [json.loads(line)["label"] for line in served.strip().splitlines()[-2:]]
+        assert len(labels) == 2 and set(labels) <= set(CLASSES), labels
