@@ -1,9 +1,10 @@
 """Publishing round trips against a local STAND-IN for the Hub HTTP API (tests/hub_stand_in.py), never a real hub.
 
 Four ways to publish (the recipe with --push_to_hub, trainer.push_to_hub, hf_ssl.publishing.push_model, hf-ssl push)
-each give a repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel loads as the
-whole pretraining model with the same encoder weights, and whose README.md is hf_ssl's card (model-index equal to the
-run's metrics), never the stock Trainer / PreTrainedModel text. The write token never reaches a file or the output.
+each give a repository that plain transformers loads as the encoder with hf_ssl blocked, that hf_ssl.AutoSSLModel
+loads as the whole pretraining model with the same encoder weights, and whose README.md is hf_ssl's card (model-index
+equal to the run's metrics), never the stock Trainer / PreTrainedModel text. The write token never reaches a file or
+the output. A few-label run publishes a classifier that pipeline() serves from the Hub.
 
 huggingface_hub reads HF_ENDPOINT when imported, so pushes and loads run in subprocesses with the stand-in's address.
 """
