@@ -125,12 +125,15 @@ class ImageCaptionCollator:
     (``input_ids``, ``attention_mask``, ``token_type_ids`` when the tokenizer makes them).
 
     image_transform: ``PIL image -> (C, H, W) tensor`` (e.g. :func:`hf_ssl.evaluation.features.default_eval_transform`).
+    positive_column: optional integer column (e.g. ``label``) passed on as ``positive_ids (B,)``: rows with equal
+        values are positives of each other in the contrastive loss (:class:`hf_ssl.CLIPStyleForPreTraining`).
     """
 
-    def __init__(self, tokenizer, image_transform: Callable, max_length: int = 64):
+    def __init__(self, tokenizer, image_transform: Callable, max_length: int = 64, positive_column: str | None = None):
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.max_length = max_length
+        self.positive_column = positive_column
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         missing = [position for position, example in enumerate(examples) if not isinstance(example.get("text"), str)]
@@ -147,7 +150,14 @@ class ImageCaptionCollator:
             [example["text"] for example in examples], padding=True, truncation=True, max_length=self.max_length,
             return_tensors="pt",
         )
-        return {"pixel_values": pixels, **tokens}
+        batch = {"pixel_values": pixels, **tokens}
+        if self.positive_column is not None:
+            values = [example.get(self.positive_column) for example in examples]
+            if not all(isinstance(value, int) for value in values):
+                raise ValueError(f"every row needs an integer `{self.positive_column}` (the positive_column: rows "
+                                 f"with equal values are positives); got {values[:4]}")
+            batch["positive_ids"] = torch.tensor(values)
+        return batch
 
 
 #: BERT's masking (Devlin et al. 2019, §3.1): 15 % of the tokens are chosen; of those, 80 % become the mask token,

@@ -6,6 +6,11 @@ the loss pushes apart what is the same. :class:`NoDuplicatesSampler` orders the 
 global batch share a key (sentence-transformers' ``BatchSamplers.NO_DUPLICATES`` does this per batch for one
 process; this sampler does it for the global batch, whose negatives are gathered from every process).
 
+A loss that knows which rows belong together does not need it: CLIP-style training treats repeated captions (or
+classes) as positives of each other (``multi_positive``, :class:`hf_ssl.losses.InfoNCELoss` with ``positive_ids``), so
+the image-text job leaves this sampler off by default (``--no_duplicates true`` turns it on). With a one-positive loss
+(Sentence-BERT's multiple-negatives ranking) it is what keeps repeats from becoming false negatives.
+
 Why a ``Sampler`` of indices rather than a batch sampler: ``Trainer`` builds ``DataLoader(sampler=..., batch_size=
 per_device_batch)`` and ``accelerate`` hands local batch k to process ``k % world_size``; an index order whose every
 consecutive chunk of ``per_device_batch * world_size`` is duplicate-free therefore gives each process a distinct

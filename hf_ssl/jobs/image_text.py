@@ -8,7 +8,12 @@ Two kinds of data:
   text->image recall@1/5 on the held-out pairs;
 - a labelled image dataset (CIFAR-10): captions are built from the class names with :data:`TRAIN_TEMPLATES`, and
   the final evaluation is zero-shot accuracy on the test split with :data:`HELD_OUT_TEMPLATES`, prompts never seen
-  in training (also reported: with the training templates).
+  in training (also reported: with the training templates). Images of one class are positives of each other in the
+  loss (the class label is passed as ``positive_ids``), whichever template captioned them.
+
+Repeated captions (or classes) in a batch are positives of each other (the model's ``multi_positive``, on by default),
+so batches need no de-duplication: ``--no_duplicates`` (off by default) still builds batches without repeats, e.g.
+for ``--multi_positive false`` (the original CLIP loss, where a repeat is a false negative).
 
 The output folder is a vanilla ``VisionTextDualEncoderModel`` with its ``VisionTextDualEncoderProcessor``
 (tokenizer + ``ViTImageProcessor`` with this run's image size and normalisation).
@@ -83,8 +88,10 @@ class ImageTextDataArguments:
     max_train_examples: int | None = field(default=None)
     max_eval_examples: int | None = field(default=None)
     no_duplicates: bool = field(
-        default=True,
-        metadata={"help": "Batches without repeated captions; with template captions, without repeated classes."},
+        default=False,
+        metadata={"help": "Batches without repeated captions; with template captions, without repeated classes. Not "
+                  "needed with multi_positive (the default: repeats are positives of each other); the global batch "
+                  "must then not exceed the number of distinct captions / classes."},
     )
 
 
@@ -114,9 +121,11 @@ class ImageTextJob(PretrainingJob):
         if data_args.no_duplicates:
             keys = self.train_pairs["label"] if self.templated else text_keys(self.train_pairs)
             sampler = NoDuplicatesSampler(keys, batch_size_across_processes(self.training_args), seed=seed)
+        # Captions from class names: every image of a class is a positive of every caption of it, whatever template.
+        positives_by_label = self.templated and model.method_config.multi_positive
         collator = ImageCaptionCollator(
             self.tokenizer, _image_transform(data_args.image_size, data_args.train_crop_scale),
-            data_args.max_caption_length,
+            data_args.max_caption_length, positive_column="label" if positives_by_label else None,
         )
         return JobParts(model=model, train_dataset=self.train_pairs, data_collator=collator, evaluators=[evaluator],
                         train_sampler=sampler)

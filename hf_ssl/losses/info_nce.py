@@ -4,7 +4,8 @@ multiple-negatives ranking, written once.
 van den Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding", arXiv:1807.03748 (Eq. 4);
 Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision", arXiv:2103.00020
 (Fig. 3: symmetric cross-entropy over the image-text similarity matrix, learnable temperature); Henderson et al. 2017,
-"Efficient Natural Language Response Suggestion for Smart Reply", arXiv:1705.00652 (multiple-negatives ranking).
+"Efficient Natural Language Response Suggestion for Smart Reply", arXiv:1705.00652 (multiple-negatives ranking);
+Khosla et al. 2020, "Supervised Contrastive Learning", arXiv:2004.11362 (Eq. 2, L_out: several positives per anchor).
 """
 
 from __future__ import annotations
@@ -34,13 +35,30 @@ class InfoNCELoss(nn.Module):
     text-to-image term; hard negatives are not used in that direction), as CLIP's pseudo-code does:
     ``loss = (CE(logits_per_image) + CE(logits_per_text)) / 2``.
 
+    Several positives per row (``positive_ids``): rows of the global batch that share an id (the same caption, the
+    same class) are positives of each other, not negatives. Each row's target is then the uniform distribution over
+    its positive columns ``P(i)`` (its own key and every key sharing its id; with ``query_negatives`` also the other
+    queries sharing it), and the loss is the soft-target cross-entropy::
+
+        l(q_i) = - 1 / |P(i)| * sum_{p in P(i)} log [ exp(s q_i.c_p) / sum_a exp(s q_i.c_a) ]
+
+    over all columns ``c_a`` as above. This is Khosla et al. 2020's L_out (Eq. 2: the mean over the positives outside
+    the log, which they found to train better than L_in, the mean inside, Table 2) with the other modality's
+    embeddings as the contrasted set; with ``symmetric=True, query_negatives=True`` (two views of one modality) it is
+    SupCon itself (tested against the formula). As a cross-entropy against a uniform soft target it is also the
+    usual CLIP-style treatment of repeated captions: the one-hot diagonal target spread over the duplicates. Simply
+    masking duplicates out of the denominator would stop them being pushed apart but would not pull an image towards
+    the other captions (the other images) of its class. With all ids distinct every ``P(i)`` is the own key alone and
+    the loss is the one-positive loss above, exactly (tested).
+
     Cross-process: keys, hard negatives (and queries, when they are columns) are gathered from every process
     **with gradients** (:func:`hf_ssl.distributed.all_gather_with_grad`) and each process scores only its own n rows
     against the N gathered columns, so memory is ``O(n * N)``, linear in the global batch. The loss returned is the
     mean over the local rows; the mean over processes (what DDP does to the gradients) equals the one-process loss of
     the global batch, in value and in gradient. ``gather_with_grad=False`` gathers without gradients (cheaper; the
     local slice keeps its gradient, the other processes' columns act as constants), as open_clip's default. Every
-    process must pass the same local batch size (``dataloader_drop_last=True``).
+    process must pass the same local batch size (``dataloader_drop_last=True``). ``positive_ids`` are gathered from
+    every process too, so each process scores its rows against the global positive mask.
 
     Args:
         temperature: initial/fixed T; the logits are cosine similarities times ``1 / T`` (CLIP: 0.07 initial,
@@ -58,11 +76,13 @@ class InfoNCELoss(nn.Module):
         hard_negatives: optional ``(n, dim)`` or ``(n, num_negatives, dim)``: row i's hard negatives (e.g. an NLI
             contradiction); they serve as negatives for every query of the global batch, as in-batch negatives do.
         logit_scale: optional scalar tensor, ``log(1 / T)``, overriding the module's own.
+        positive_ids: optional ``(n,)`` integer tensor: rows (of any process) with equal ids are positives of each
+            other (e.g. a caption id or a class id). ``None``: each row's own key is its only positive.
 
     Returns:
         ``(loss, stats)``: the scalar loss and detached diagnostics over the local rows: ``positive_similarity``
-        (mean cosine of the pairs), ``negative_similarity`` (mean cosine of queries to the other keys),
-        ``retrieval_accuracy`` (share of queries whose own key scores highest among the keys), ``logit_scale``
+        (mean cosine of queries to their positive keys), ``negative_similarity`` (mean cosine of queries to the other
+        keys), ``retrieval_accuracy`` (share of queries whose highest-scoring key is a positive), ``logit_scale``
         (the inverse temperature used).
 
     Related: :class:`hf_ssl.losses.NTXentLoss` is this loss with ``symmetric=True, query_negatives=True`` (tested);
@@ -106,6 +126,7 @@ class InfoNCELoss(nn.Module):
         keys: torch.Tensor,
         hard_negatives: torch.Tensor | None = None,
         logit_scale: torch.Tensor | None = None,
+        positive_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         local_batch = _check_pair(queries, keys)
         global_batch = local_batch * world_size()
@@ -122,22 +143,28 @@ class InfoNCELoss(nn.Module):
         all_queries, all_keys = self._gather(queries), self._gather(keys)
         # Global column of local row i: the rows of the lower ranks come first.
         targets = torch.arange(local_batch, device=queries.device) + rank() * local_batch
+        # (n, N): which of the global batch's pairs are positives of each local row (None: only its own).
+        positives = None
+        if positive_ids is not None:
+            positive_ids = _check_positive_ids(positive_ids, local_batch).to(queries.device)
+            positives = positive_ids[:, None] == all_gather_no_grad(positive_ids)[None, :]
 
         key_columns = [all_keys]
         if hard_negatives is not None:
             hard = normalize(hard_negatives, dim=-1)  # (n, h, dim) -> columns (N * h, dim), negative-major
             key_columns += [self._gather(hard[:, j]) for j in range(hard.shape[1])]
-        loss = self._cross_entropy(queries, torch.cat(key_columns), all_queries, targets, scale)
+        loss = self._cross_entropy(queries, torch.cat(key_columns), all_queries, targets, positives, scale)
         if self.symmetric:
-            loss = (loss + self._cross_entropy(keys, all_queries, all_keys, targets, scale)) / 2
+            loss = (loss + self._cross_entropy(keys, all_queries, all_keys, targets, positives, scale)) / 2
 
         with torch.no_grad():
             similarity = queries @ all_keys.T  # (n, N)
-            positive = similarity.gather(1, targets[:, None]).mean()
-            negative_mask = torch.ones_like(similarity, dtype=torch.bool)
-            negative_mask[torch.arange(local_batch), targets] = False
-            negative = similarity[negative_mask].mean() if negative_mask.any() else torch.zeros_like(positive)
-            accuracy = (similarity.argmax(dim=1) == targets).float().mean()
+            if positives is None:
+                positives = torch.zeros_like(similarity, dtype=torch.bool)
+                positives[torch.arange(local_batch), targets] = True
+            positive = similarity[positives].mean()
+            negative = similarity[~positives].mean() if not positives.all() else torch.zeros_like(positive)
+            accuracy = positives.gather(1, similarity.argmax(dim=1, keepdim=True)).float().mean()
         stats = {
             "positive_similarity": positive, "negative_similarity": negative, "retrieval_accuracy": accuracy,
             "logit_scale": scale.detach(),
@@ -152,15 +179,34 @@ class InfoNCELoss(nn.Module):
         start = rank() * tensor.shape[0]
         return torch.cat([gathered[:start], tensor, gathered[start + tensor.shape[0]:]])
 
-    def _cross_entropy(self, rows, columns, same_side, targets, scale) -> torch.Tensor:
+    def _cross_entropy(self, rows, columns, same_side, targets, positives, scale) -> torch.Tensor:
         """Mean cross-entropy of ``rows (n, dim)`` against ``columns (M, dim)`` (target column ``targets``); with
-        ``query_negatives`` the rows' own side ``same_side (N, dim)`` is appended, each row's own entry masked."""
+        ``query_negatives`` the rows' own side ``same_side (N, dim)`` is appended, each row's own entry masked.
+
+        ``positives (n, N)`` (or ``None``): the first N columns that are positives of each row; the target is then
+        uniform over them (and, with ``query_negatives``, over the same-side entries they mark, the row itself
+        excepted), the hard-negative columns never."""
+        own = (torch.arange(rows.shape[0], device=rows.device), targets)
         logits = rows @ columns.T
         if self.query_negatives:
             same = rows @ same_side.T
-            same[torch.arange(rows.shape[0], device=rows.device), targets] = float("-inf")
+            same[own] = float("-inf")
             logits = torch.cat([logits, same], dim=1)
-        return cross_entropy(logits * scale, targets)
+        logits = logits * scale
+        if positives is None:
+            return cross_entropy(logits, targets)
+        hard_columns = columns.shape[0] - positives.shape[1]
+        target = [positives, positives.new_zeros(rows.shape[0], hard_columns)]
+        if self.query_negatives:
+            same_positives = positives.clone()
+            same_positives[own] = False
+            target.append(same_positives)
+        target = torch.cat(target, dim=1).to(logits.dtype)
+        target = target / target.sum(dim=1, keepdim=True)  # (n, columns): uniform over each row's positives
+        # -sum_p t_p log softmax(z)_p = logsumexp(z) - sum_p t_p z_p = CE(z, own) + (z_own - sum_p t_p z_p): the
+        # one-positive loss plus a gap that is exactly 0 (value and gradient) when the own column is the only positive.
+        positive_mean = (target * logits.masked_fill(target == 0, 0.0)).sum(dim=1)  # 0 * -inf would be nan
+        return cross_entropy(logits, targets) + (logits[own] - positive_mean).mean()
 
 
 def _check_pair(queries: torch.Tensor, keys: torch.Tensor) -> int:
@@ -180,6 +226,16 @@ def _check_pair(queries: torch.Tensor, keys: torch.Tensor) -> int:
             "(project both into one space first)"
         )
     return queries.shape[0]
+
+
+def _check_positive_ids(positive_ids: torch.Tensor, local_batch: int) -> torch.Tensor:
+    if not isinstance(positive_ids, torch.Tensor) or positive_ids.shape != (local_batch,) or positive_ids.is_floating_point():
+        shape = tuple(positive_ids.shape) if isinstance(positive_ids, torch.Tensor) else type(positive_ids).__name__
+        raise ValueError(
+            f"positive_ids must be one integer id per row, shape ({local_batch},), equal ids marking positives (a "
+            f"caption or class id); got {shape}"
+        )
+    return positive_ids.long()
 
 
 def _check_hard_negatives(hard_negatives: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:

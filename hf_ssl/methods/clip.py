@@ -6,6 +6,13 @@ so that the N matching (image, caption) pairs of a batch score higher than the N
 cross-entropy over the cosine-similarity matrix scaled by a learnable inverse temperature (Fig. 3), here with the
 other processes' pairs as negatives too (:class:`hf_ssl.losses.InfoNCELoss`).
 
+A batch may hold the same caption several times (CIFAR-10 captioned from 10 class names, a caption set with repeated
+texts): such pairs are positives of each other, not negatives (``multi_positive``, on by default): each image's target
+is spread uniformly over every caption of the global batch identical to its own, and each caption's over their images
+(Khosla et al. 2020's multi-positive L_out, see :class:`~hf_ssl.losses.InfoNCELoss`). A batch may also say which rows
+belong together (``positive_ids``, e.g. the class label: the image-text job passes it for captions built from class
+names), so batches need no de-duplication and any batch size works.
+
 Checkpoint layout: exactly transformers' ``VisionTextDualEncoderModel`` (config ``VisionTextDualEncoderConfig`` plus
 ``ssl_config``; weights ``vision_model.*``, ``text_model.*``, ``visual_projection.weight``, ``text_projection.weight``,
 ``logit_scale``), so ``VisionTextDualEncoderModel.from_pretrained(output_dir)`` (or ``AutoModel``) gives the trained
@@ -17,6 +24,7 @@ transformers agree by construction.
 from __future__ import annotations
 
 import math
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +51,10 @@ class CLIPStyleConfig(SSLMethodConfig):
         al. 2022, arXiv:2111.07991) locks its pretrained tower; sensible with a pretrained text checkpoint and a small
         image-text set.
     gather_with_grad: negatives from the other processes carry gradients (see :class:`InfoNCELoss`).
+    multi_positive: in-batch pairs that share a caption (identical token ids), or a ``positive_ids`` value when the
+        batch carries one, are positives of each other (soft targets uniform over them, from every process). False:
+        the original CLIP loss, each image's own caption is its only positive and a repeated caption is a negative
+        (then only duplicate-free batches are right: ``--no_duplicates true``).
     """
 
     method = "clip"
@@ -50,6 +62,7 @@ class CLIPStyleConfig(SSLMethodConfig):
     max_logit_scale: float = 100.0
     freeze_text_model: bool = False
     gather_with_grad: bool = True
+    multi_positive: bool = True
 
     def __post_init__(self):
         self.check_ranges(positive=("max_logit_scale",))
@@ -59,11 +72,12 @@ class CLIPStyleConfig(SSLMethodConfig):
 class CLIPStyleOutput(ModelOutput):
     """Output of :class:`CLIPStyleForPreTraining`.
 
-    loss: symmetric InfoNCE, mean over the local pairs of both directions.
+    loss: symmetric InfoNCE, mean over the local pairs of both directions (several positives per row where captions
+        or ``positive_ids`` repeat).
     image_embeds / text_embeds: ``(batch, projection_dim)`` projected features (not normalised).
     logit_scale: the inverse temperature used (``exp(logit_scale)``, clipped).
-    positive_similarity / negative_similarity: mean cosine of matching / non-matching pairs.
-    retrieval_accuracy: share of images whose caption is the most similar of the global batch.
+    positive_similarity / negative_similarity: mean cosine of matching (positive) / non-matching pairs.
+    retrieval_accuracy: share of images whose most similar caption of the global batch is a positive.
     """
 
     loss: torch.Tensor | None = None
@@ -81,7 +95,9 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
     Modules (the ``VisionTextDualEncoderModel`` layout): ``vision_model``, ``text_model``, ``visual_projection``,
     ``text_projection`` and the parameter ``logit_scale``; ``encoder`` is the ``VisionTextDualEncoderModel`` that
     shares them (what vanilla loading restores). Inputs (from :class:`hf_ssl.data.collators.ImageCaptionCollator`):
-    ``pixel_values (B, C, H, W)``, ``input_ids``, ``attention_mask`` (and ``token_type_ids``) of B captions.
+    ``pixel_values (B, C, H, W)``, ``input_ids``, ``attention_mask`` (and ``token_type_ids``) of B captions, and
+    optionally ``positive_ids (B,)``: integer ids, equal for pairs that are positives of each other (e.g. the class
+    label); without them (and with ``multi_positive``) identical captions are the positives (:func:`caption_ids`).
     """
 
     method_config_class = CLIPStyleConfig
@@ -182,6 +198,7 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         return_loss: bool = True,
+        positive_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> CLIPStyleOutput:
         if pixel_values is None or input_ids is None:
@@ -201,7 +218,14 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
             text = self.embed_text(input_ids, attention_mask, token_type_ids)
         if not return_loss:
             return CLIPStyleOutput(image_embeds=image, text_embeds=text)
-        loss, stats = self.loss_fn(image, text, logit_scale=self.logit_scale)
+        if positive_ids is not None and not self.method_config.multi_positive:
+            raise ValueError(
+                "positive_ids were given but this model has multi_positive=False (one positive per image); set "
+                "multi_positive true or leave positive_ids out of the batch"
+            )
+        if positive_ids is None and self.method_config.multi_positive:
+            positive_ids = caption_ids(input_ids, attention_mask)
+        loss, stats = self.loss_fn(image, text, logit_scale=self.logit_scale, positive_ids=positive_ids)
         return CLIPStyleOutput(
             loss=loss, image_embeds=image, text_embeds=text, logit_scale=stats["logit_scale"],
             positive_similarity=stats["positive_similarity"], negative_similarity=stats["negative_similarity"],
@@ -231,3 +255,15 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
         # Radford et al. 2021 §2.5: the temperature is "clipped to prevent scaling the logits by more than 100".
         with torch.no_grad():
             self.logit_scale.clamp_(0, math.log(self.method_config.max_logit_scale))
+
+
+def caption_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, T) -> (B,)`` int64 ids, equal exactly for captions with the same tokens (padding ignored), and the same
+    on every process whatever its padding (a hash of the unpadded token ids, so gathered ids compare across
+    processes). The hash is 64 bits: two different captions of one batch share an id with probability ~B^2 / 2^64."""
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    ids = []
+    for row, row_mask in zip(input_ids.cpu(), mask.cpu()):
+        tokens = row[row_mask.bool()].to(torch.int64).numpy().tobytes()
+        ids.append(int.from_bytes(hashlib.blake2b(tokens, digest_size=8).digest(), "little", signed=True))
+    return torch.tensor(ids, dtype=torch.int64, device=input_ids.device)
