@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .image_decoding import to_rgb
+
 #: Per-example seed that an augmentation (:class:`hf_ssl.views.audio.AudioCropTransform`) emits next to its view,
 #: from which :class:`AudioCollator` seeds a method's random choices for the batch (wav2vec 2.0's masks).
 VIEW_SEED = "view_seed"
@@ -145,7 +147,7 @@ class ImageCaptionCollator:
             )
         if any(example.get("image") is None for example in examples):
             raise ValueError("every row needs an `image`; got a row without one")
-        pixels = torch.stack([self.image_transform(example["image"].convert("RGB")) for example in examples])
+        pixels = torch.stack([self.image_transform(to_rgb(example["image"])) for example in examples])
         tokens = self.tokenizer(
             [example["text"] for example in examples], padding=True, truncation=True, max_length=self.max_length,
             return_tensors="pt",

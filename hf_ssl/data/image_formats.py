@@ -27,8 +27,9 @@ from datasets import (
     DatasetDict,
     DatasetInfo,
     Features,
-    Image,
 )
+
+from .image_decoding import PathReportingImage
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class ZipFolderReader(LocalReader):
                 images = [{"bytes": archive.read(member), "path": None} for _, member in chosen]
         labels = [self._class_index[class_name] for class_name, _ in chosen]
         info = self._info.copy()
-        info.features = Features({"image": Image(), "label": ClassLabel(names=self._class_names)})
+        info.features = Features({"image": PathReportingImage(), "label": ClassLabel(names=self._class_names)})
         return Dataset.from_dict({"image": images, "label": labels}, info=info, split=split)
 
 
@@ -260,6 +261,14 @@ def _stored_member_bytes(contents: bytes, member: zipfile.ZipInfo) -> bytes:
     return contents[start : start + member.compress_size]
 
 
+class UnknownSplitError(ValueError):
+    """A split the dataset does not have; ``available`` lists the splits it has."""
+
+    def __init__(self, split: str, source: str, available: Sequence[str]):
+        self.split, self.available = split, list(available)
+        super().__init__(f"Unknown split {split!r} for {source}; available splits: {self.available}.")
+
+
 def load_local_splits(
     reader: LocalReader, split: str | None, max_examples: int | None, seed: int
 ) -> Dataset | DatasetDict:
@@ -267,7 +276,7 @@ def load_local_splits(
     if not available:
         raise ValueError(f"{reader.name} has no splits: there is no data to load.")
     if split is not None and split not in available:
-        raise ValueError(f"Unknown split {split!r} for {reader.name}; available splits: {available}.")
+        raise UnknownSplitError(split, reader.name, available)
     loaded = {}
     for split_name in [split] if split is not None else available:
         labels = reader.labels(split_name)
@@ -321,7 +330,7 @@ def _grayscale_dataset(
     height, width = images.shape[1:]
     header = f"P5\n{width} {height}\n255\n".encode("ascii")
     encoded = [{"bytes": header + image.tobytes(), "path": None} for image in np.ascontiguousarray(images, np.uint8)]
-    info.features = Features({"image": Image(), "label": ClassLabel(names=list(class_names))})
+    info.features = Features({"image": PathReportingImage(), "label": ClassLabel(names=list(class_names))})
     return Dataset.from_dict({"image": encoded, "label": labels.astype(np.int64).tolist()}, info=info, split=split)
 
 

@@ -39,14 +39,26 @@ images load in about 1 s as PGM, against about 5 s with PNG encoding.
 
 Subsets: ``max_examples`` keeps at most that many rows per split, chosen deterministically from ``seed`` and
 balanced over classes (round-robin over the classes of a seeded shuffle), then kept in the source's order.
+
+Image files on disk (an image folder's) are checked before use: :func:`load_image_dataset` scans them in parallel
+(:func:`hf_ssl.data.image_decoding.find_unreadable_images`) and refuses the data with the list of unreadable files, or
+leaves them out with ``skip_bad_files=True``. The ``image`` feature names the file of any later decoding failure.
+
+Held-out images: a source whose only split is the training split (your own folder of class subfolders) has no split
+to measure probes on; :func:`load_image_splits` then holds out :data:`EVAL_FRACTION` of each class, chosen with
+:data:`HOLD_OUT_SEED` whatever the training seed, so a pretraining run and ``hf-ssl evaluate`` measure on the same
+images.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
 from datasets import (
     ClassLabel,
     Dataset,
@@ -57,12 +69,16 @@ from datasets import (
 )
 from PIL import Image as PILImage
 
-logger = logging.getLogger(__name__)
-
+from .image_decoding import (
+    PathReportingImage,
+    UnreadableImageError,
+    find_unreadable_images,
+)
 from .image_formats import (
     EMBEDDED_SUBSET_PATH,
     EmbeddedSubsetReader,
     FashionMnistIdxReader,
+    UnknownSplitError,
     ZipFolderReader,
     balanced_subset_indices,
     find_idx_file,
@@ -75,7 +91,20 @@ from .sources import (
     resolve_dataset,
 )
 
+logger = logging.getLogger(__name__)
+
 EMBEDDED_SOURCE_NAME = "embedded"
+
+#: Share of each class held out for the probes when a labelled source has no evaluation split (like the text job's
+#: ``eval_fraction``); the default of every image job's ``--eval_fraction``.
+EVAL_FRACTION = 0.1
+
+#: Seed of the held-out choice: fixed, not the training seed, so that every run and ``hf-ssl evaluate`` hold out the
+#: same images of a source.
+HOLD_OUT_SEED = 0
+
+#: Unreadable files listed by name in the error of the file scan; the rest are counted.
+_LISTED_BAD_FILES = 20
 
 
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values")
@@ -100,6 +129,8 @@ def load_image_dataset(
     label_column: str | None = None,
     max_examples: int | None = None,
     seed: int = 0,
+    check_files: bool = True,
+    skip_bad_files: bool = False,
 ) -> DatasetDict | Dataset:
     """Load an image dataset in the standard form (columns ``image`` and, when labelled, ``label``).
 
@@ -115,38 +146,144 @@ def load_image_dataset(
             ``coarse_label``. Ignored by the built-in local formats.
         max_examples: keep at most this many rows per split (class-balanced, deterministic given ``seed``).
         seed: seed of the subset choice; it changes nothing when ``max_examples`` is ``None``.
+        check_files: scan the image files the dataset reads from disk (an image folder's) before returning it; each
+            file is opened and checked (:func:`hf_ssl.data.image_decoding.check_image_file`), in parallel.
+        skip_bad_files: leave unreadable files out (each one logged) instead of refusing the data.
 
     Raises:
-        ValueError: with the fix in the message, for a missing path, an unknown split, an empty split, a dataset
-            without an image column, or a Hub dataset that cannot be loaded
-            (:class:`hf_ssl.data.sources.DatasetNotAvailableError` when it is neither local nor reachable).
+        ValueError: with the fix in the message, for a missing path, an unknown split
+            (:class:`~hf_ssl.data.image_formats.UnknownSplitError`), an empty split, a dataset without an image column,
+            or a Hub dataset that cannot be loaded (:class:`hf_ssl.data.sources.DatasetNotAvailableError` when it is
+            neither local nor reachable).
+        UnreadableImageError: the file scan found files that do not decode (all named), and ``skip_bad_files`` is
+            off.
     """
-    if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"source must be a non-empty string, got {source!r}. {_ACCEPTED_SOURCES_HINT}")
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"max_examples must be a positive integer or None, got {max_examples!r}.")
+    loaded = _load(source, split, image_column, label_column, max_examples, seed)
+    if not check_files:
+        return loaded
+    if isinstance(loaded, DatasetDict):
+        return DatasetDict(zip(loaded, screen_image_files(list(loaded.values()), skip_bad_files)))
+    return screen_image_files([loaded], skip_bad_files)[0]
 
-    source = source.strip()
-    if source.lower() == EMBEDDED_SOURCE_NAME:
-        return load_local_splits(EmbeddedSubsetReader(EMBEDDED_SUBSET_PATH), split, max_examples, seed)
 
-    path = Path(resolve_dataset(source)).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(
-                f"{source!r} is a file; load_image_dataset expects a folder. {_ACCEPTED_SOURCES_HINT}"
-            )
-        if (path / "train.zip").is_file():
-            return load_local_splits(ZipFolderReader(path), split, max_examples, seed)
-        if find_idx_file(path, "train", "images") is not None:
-            return load_local_splits(FashionMnistIdxReader(path), split, max_examples, seed)
-        if is_hub_mirror(path):
-            return _load_hub_dataset(str(path), split, image_column, label_column, max_examples, seed)
-        return _load_image_folder(path, split, image_column, label_column, max_examples, seed)
+@dataclass
+class ImageSplits:
+    """The training images and the labelled images the probes measure on (``eval``: ``None`` when there are none).
 
-    if _looks_like_local_path(source):
-        raise ValueError(f"Path {source!r} does not exist. {_ACCEPTED_SOURCES_HINT}")
-    return _load_hub_dataset(source, split, image_column, label_column, max_examples, seed)
+    ``eval_name`` says where ``eval`` comes from: the split's name, or ``"held-out 10% of train"``.
+    """
+
+    train: Dataset
+    eval: Dataset | None
+    eval_name: str | None
+
+
+def load_image_splits(
+    source: str,
+    train_split: str = "train",
+    eval_split: str | None = "test",
+    *,
+    eval_fraction: float = EVAL_FRACTION,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    max_train_examples: int | None = None,
+    max_eval_examples: int | None = None,
+    seed: int = 0,
+    check_files: bool = True,
+    skip_bad_files: bool = False,
+) -> ImageSplits:
+    """The training split and the evaluation images of ``source`` (arguments as :func:`load_image_dataset`'s).
+
+    - ``eval_split`` empty or ``None``: no evaluation images.
+    - the source has ``eval_split``: that split.
+    - the source's only split is ``train_split`` (an image folder without ``test/``): with labels of at least two
+      classes, :func:`hold_out_images` sets ``eval_fraction`` of each class aside (deterministic, the same for every
+      training seed) and the training images are the rest; without labels there is nothing to measure, and all of it
+      trains.
+    - any other missing split: :class:`~hf_ssl.data.image_formats.UnknownSplitError`.
+
+    ``max_train_examples`` / ``max_eval_examples`` cap each part after the hold-out; the file scan checks the rows
+    kept.
+    """
+
+    def load(split: str, max_examples: int | None = None) -> Dataset:
+        return load_image_dataset(source, split, image_column=image_column, label_column=label_column,
+                                  max_examples=max_examples, seed=seed, check_files=False)
+
+    held_out, eval_name = None, None
+    if eval_split:
+        try:
+            held_out, eval_name = load(eval_split, max_eval_examples), eval_split
+        except UnknownSplitError as error:
+            if error.available != [train_split]:
+                raise
+    if held_out is not None or not eval_split:
+        train = load(train_split, max_train_examples)
+    else:
+        everything = load(train_split)
+        if _num_classes(everything) < 2:
+            logger.info("%s has no %r split and no class labels: all of it trains, with no probe", source, eval_split)
+            train = _subset(everything, max_train_examples, seed)
+        else:
+            train, held_out = hold_out_images(everything, eval_fraction)
+            eval_name = f"held-out {eval_fraction:.0%} of {train_split}"
+            logger.info("%s has no %r split: the probes measure on the %s, %d images (--eval_fraction)", source,
+                        eval_split, eval_name, len(held_out))
+            train, held_out = _subset(train, max_train_examples, seed), _subset(held_out, max_eval_examples, seed)
+    if check_files:
+        train, held_out = screen_image_files([train, held_out], skip_bad_files)
+    return ImageSplits(train, held_out, eval_name)
+
+
+def hold_out_images(
+    dataset: Dataset, fraction: float = EVAL_FRACTION, seed: int = HOLD_OUT_SEED
+) -> tuple[Dataset, Dataset]:
+    """``(rest, held_out)``: ``fraction`` of the rows of each class (rounded, at least one of every class with two
+    or more rows; all rows alike without labels), drawn with ``seed``; both parts keep the source's order."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {fraction}; set --eval_fraction, e.g. 0.1")
+    if len(dataset) < 2:
+        raise ValueError(f"cannot hold out images from {len(dataset)} image(s); add images or a test split")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    labels = _labels(dataset)
+    if labels is None:
+        chosen = order[: max(1, round(fraction * len(dataset)))]
+    else:
+        chosen = []
+        for label in np.unique(labels):
+            members = order[labels[order] == label]
+            if len(members) >= 2:
+                chosen.extend(members[: max(1, round(fraction * len(members)))])
+    held = np.zeros(len(dataset), dtype=bool)
+    held[np.asarray(chosen, dtype=np.int64)] = True
+    return dataset.select(np.flatnonzero(~held)), dataset.select(np.flatnonzero(held))
+
+
+def screen_image_files(datasets: list[Dataset | None], skip_bad_files: bool = False) -> list[Dataset | None]:
+    """``datasets`` after one scan of the image files they read from disk (rows whose ``image`` is the path of a local
+    file; encoded bytes are not scanned): unchanged when every file decodes; without the rows of unreadable files
+    (each file logged) when ``skip_bad_files``; otherwise :class:`~hf_ssl.data.image_decoding.UnreadableImageError`
+    naming every unreadable file of all of them. ``None`` entries pass through."""
+    local = {index: _local_image_files(dataset) for index, dataset in enumerate(datasets) if dataset is not None}
+    bad = find_unreadable_images(list(dict.fromkeys(path for files in local.values() for _, path in files)))
+    if not bad:
+        return list(datasets)
+    if not skip_bad_files:
+        listed = [f"{path} ({reason})" for path, reason in list(bad.items())[:_LISTED_BAD_FILES]]
+        more = f" and {len(bad) - len(listed)} more" if len(bad) > len(listed) else ""
+        raise UnreadableImageError(
+            f"{len(bad)} image file(s) cannot be decoded: {'; '.join(listed)}{more}. Replace or remove them, or pass "
+            "--skip_bad_files to train without them (--check_image_files false turns this scan off)."
+        )
+    for path, reason in bad.items():
+        logger.warning("skipping unreadable image file %s (%s)", path, reason)
+    screened = list(datasets)
+    for index, files in local.items():
+        bad_rows = {row for row, path in files if path in bad}
+        if bad_rows:
+            kept = [row for row in range(len(datasets[index])) if row not in bad_rows]
+            screened[index] = datasets[index].select(kept)
+    return screened
 
 
 def standardize_image_dataset(
@@ -206,13 +343,15 @@ def standardize_image_dataset(
         image_feature = dataset.features[image_name]
         if not isinstance(image_feature, Image) or not image_feature.decode:
             try:
-                dataset = dataset.cast_column(image_name, Image())
+                dataset = dataset.cast_column(image_name, PathReportingImage())
                 dataset[0]  # decode one row: a text column casts without error but fails here
             except Exception as error:  # noqa: BLE001 - any failure here means "this column holds no images"
                 raise ValueError(
                     f"Column {image_name!r} of {name} ({image_feature}) cannot be read as images: {error}. Pass "
                     "image_column= (CLI: --image_column) naming a column of PIL images, file paths or encoded bytes."
                 ) from error
+        elif not isinstance(image_feature, PathReportingImage):  # decoding failures then name the file
+            dataset = dataset.cast_column(image_name, PathReportingImage(mode=image_feature.mode))
         if label_name is not None and dataset.features[label_name] != label_feature:
             dataset = dataset.cast_column(label_name, label_feature)
         renames = {old: new for old, new in ((image_name, "image"), (label_name, "label")) if old and old != new}
@@ -260,6 +399,62 @@ def dataset_fingerprint_info(dataset: Dataset | DatasetDict) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _local_image_files(dataset: Dataset) -> list[tuple[int, str]]:
+    """``(row, path)`` of the rows whose image is a local file."""
+    if pc.struct_field(dataset.data.column("image"), "path").null_count == len(dataset.data):
+        return []  # encoded bytes only (the built-in formats, Hub data): no files to scan
+    paths = dataset.select_columns(["image"]).cast_column("image", Image(decode=False)).flatten()["image.path"]
+    return [(row, path) for row, path in enumerate(paths) if path is not None and os.path.isfile(path)]
+
+
+def _labels(dataset: Dataset) -> np.ndarray | None:
+    if "label" not in dataset.column_names:
+        return None
+    return np.asarray(dataset.select_columns(["label"]).with_format("numpy")[:]["label"])
+
+
+def _num_classes(dataset: Dataset) -> int:
+    feature = dataset.features.get("label")
+    return len(feature.names) if isinstance(feature, ClassLabel) else 0
+
+
+def _load(
+    source: str,
+    split: str | None,
+    image_column: str | None,
+    label_column: str | None,
+    max_examples: int | None,
+    seed: int,
+) -> DatasetDict | Dataset:
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"source must be a non-empty string, got {source!r}. {_ACCEPTED_SOURCES_HINT}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be a positive integer or None, got {max_examples!r}.")
+
+    source = source.strip()
+    if source.lower() == EMBEDDED_SOURCE_NAME:
+        return load_local_splits(EmbeddedSubsetReader(EMBEDDED_SUBSET_PATH), split, max_examples, seed)
+
+    path = Path(resolve_dataset(source)).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(
+                f"{source!r} is a file; load_image_dataset expects a folder. {_ACCEPTED_SOURCES_HINT}"
+            )
+        if (path / "train.zip").is_file():
+            return load_local_splits(ZipFolderReader(path), split, max_examples, seed)
+        if find_idx_file(path, "train", "images") is not None:
+            return load_local_splits(FashionMnistIdxReader(path), split, max_examples, seed)
+        if is_hub_mirror(path):
+            return _load_hub_dataset(str(path), split, image_column, label_column, max_examples, seed)
+        return _load_image_folder(path, split, image_column, label_column, max_examples, seed)
+
+    if _looks_like_local_path(source):
+        raise ValueError(f"Path {source!r} does not exist. {_ACCEPTED_SOURCES_HINT}")
+    return _load_hub_dataset(source, split, image_column, label_column, max_examples, seed)
+
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Generic sources: image folders and Hub datasets go through load_dataset, then standardize_image_dataset.
 # --------------------------------------------------------------------------------------------------------------------
@@ -305,7 +500,7 @@ def _load_hub_dataset(
     seed: int,
 ) -> Dataset | DatasetDict:
     try:
-        loaded = load_hub_dataset(name, split=split)
+        loaded = load_hub_dataset(name)  # every split (prepared all the same), so a missing one names the others
     except DatasetNotAvailableError:
         raise
     except Exception as error:  # noqa: BLE001 - re-raised with the name and the options
@@ -314,6 +509,7 @@ def _load_hub_dataset(
             f"failed ({type(error).__name__}: {error}). Check the name (and network access or the local cache), "
             f"or pass an existing local folder or 'embedded'."
         ) from error
+    loaded = _select_split(loaded, split, name)
     standardized = standardize_image_dataset(loaded, image_column, label_column, source=name)
     return _subset(standardized, max_examples, seed)
 
@@ -322,7 +518,7 @@ def _select_split(loaded: Dataset | DatasetDict, split: str | None, source: str)
     if split is None or not isinstance(loaded, DatasetDict):
         return loaded
     if split not in loaded:
-        raise ValueError(f"Unknown split {split!r} for {source}; available splits: {list(loaded)}.")
+        raise UnknownSplitError(split, source, list(loaded))
     return loaded[split]
 
 

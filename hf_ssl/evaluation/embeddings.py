@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..data.image_decoding import to_rgb
 from .features import frozen, module_device
 
 
@@ -43,7 +44,7 @@ def embed_images(model: nn.Module, images: Sequence, transform: Callable, batch_
     chunks = []
     with frozen(model):
         for start in range(0, len(images), batch_size):
-            pixels = torch.stack([transform(image.convert("RGB")) for image in images[start:start + batch_size]])
+            pixels = torch.stack([transform(to_rgb(image)) for image in images[start:start + batch_size]])
             chunks.append(model.embed_image(pixels.to(device)).float().cpu())
     return torch.cat(chunks)
 

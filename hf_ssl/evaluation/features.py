@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..data.image_decoding import to_rgb
 from ..modules.backbones import image_features
 
 DEFAULT_IMAGE_SIZE = 32
@@ -48,6 +49,7 @@ def default_eval_transform(
         resize_size = max(crop_size)
     return v2.Compose(
         [
+            to_rgb,  # every PIL mode (16-bit, alpha, CMYK, EXIF orientation); v2.RGB: tensor inputs
             v2.RGB(),
             v2.ToImage(),
             v2.Resize(resize_size, antialias=True),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..data.image_decoding import to_rgb
 from .features import (
     as_pil_image,
     check_image_dataset,
@@ -92,7 +93,7 @@ def finetune_accuracy(
             raise ValueError(f"{name} has no label column {label_column!r}: the fine-tuning probe needs labels")
     train_transform = v2.Compose(
         [
-            v2.RGB(), v2.ToImage(),
+            to_rgb, v2.RGB(), v2.ToImage(),
             v2.RandomResizedCrop(image_size, scale=tuple(arguments.finetune_crop_scale), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..data.image_decoding import to_rgb
 from ..losses.masked_pixels import normalized_patch_targets, patchify, unpatchify
 from .features import as_pil_image, check_image_dataset
 
@@ -135,7 +136,7 @@ class ReconstructionFigure:
         plain = dataset.select_columns([image_column]).with_format(None)
         images = plain.select(rows)[image_column]
         count = len(rows)
-        self.pixel_values = torch.stack([transform(as_pil_image(image).convert("RGB")) for image in images])
+        self.pixel_values = torch.stack([transform(to_rgb(as_pil_image(image))) for image in images])
         self.num_images = min(num_images, count)
         self.output_path = Path(output_path)
         self.seed = seed

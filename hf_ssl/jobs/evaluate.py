@@ -24,7 +24,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..data.images import load_image_dataset
+from ..data.images import EVAL_FRACTION, ImageSplits, load_image_splits
 from ..data.pairs import HELD_OUT_TEMPLATES, load_sts_benchmark
 from ..evaluation.comparison import (
     compare_with_random_init,
@@ -61,8 +61,35 @@ class ImageDataArguments:
                   "(CIFAR-10 zips, Fashion-MNIST IDX, imagefolder)."},
     )
     train_split: str = field(default="train", metadata={"help": "kNN memory / probe training split."})
-    test_split: str = field(default="test", metadata={"help": "Split the accuracy is measured on."})
+    test_split: str = field(
+        default="test",
+        metadata={"help": "Split the accuracy is measured on. A dataset whose only split is train_split (a folder of "
+                  "class subfolders) holds out eval_fraction of it instead: the images pretraining probed on."},
+    )
+    eval_fraction: float = field(
+        default=EVAL_FRACTION, metadata={"help": "Share of each class held out when there is no test_split."}
+    )
     image_size: int | None = field(default=None, metadata={"help": "Default: the encoder config's image_size."})
+    check_image_files: bool = field(
+        default=True, metadata={"help": "First check that every image file of a local folder decodes."}
+    )
+    skip_bad_files: bool = field(
+        default=False, metadata={"help": "Leave out the files the check finds unreadable (each one logged)."}
+    )
+
+    def load(self, max_train_examples: int | None = None) -> ImageSplits:
+        """The train split and the measured images (``test_split``, or the hold-out pretraining used)."""
+        splits = load_image_splits(
+            self.dataset, self.train_split, self.test_split, eval_fraction=self.eval_fraction,
+            max_train_examples=max_train_examples, check_files=self.check_image_files,
+            skip_bad_files=self.skip_bad_files,
+        )
+        if splits.eval is None:
+            raise ValueError(
+                f"{self.dataset} has no labelled images to measure on (no {self.test_split!r} split, and no class "
+                "labels to hold out from); use a labelled dataset (class subfolders) or name a split: --test_split"
+            )
+        return splits
 
 
 @dataclass
@@ -143,8 +170,8 @@ def main(argv: list[str]) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 def _run_probes(checkpoint: str, arguments: dict[type, Any]) -> dict | str:
     data, probe = arguments[ImageDataArguments], arguments[ProbeArguments]
-    train = load_image_dataset(data.dataset, data.train_split)
-    test = load_image_dataset(data.dataset, data.test_split)
+    splits = data.load()
+    train, test = splits.train, splits.eval
     encoder = AutoModel.from_pretrained(checkpoint)
     size = data.image_size or getattr(encoder.config, "image_size", 224)
     transform = default_eval_transform(size, *_normalisation(checkpoint))
@@ -178,7 +205,7 @@ def _run_zero_shot(checkpoint: str, arguments: dict[type, Any]) -> dict:
     model = AutoSSLModel.from_pretrained(checkpoint).eval()
     if not hasattr(model, "embed_image"):
         raise ValueError(f"{checkpoint} is not an image-text (CLIP-style) checkpoint; zero-shot needs one")
-    test = load_image_dataset(data.dataset, data.test_split)
+    test = data.load(max_train_examples=1).eval  # the train split only decides the hold-out, if there is one
     size = data.image_size or model.config.vision_config.image_size
     transform = default_eval_transform(size, *_normalisation(checkpoint))
     templates = prompts.zero_shot_templates or list(HELD_OUT_TEMPLATES)

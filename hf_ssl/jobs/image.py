@@ -7,11 +7,14 @@ probes) and :class:`hf_ssl.views.MultiCropConfig` (the views). With no config fi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from huggingface_hub import EvalResult
+from transformers.trainer_utils import IntervalStrategy
 
-from ..data.images import load_image_dataset
+from ..data.images import EVAL_FRACTION, load_image_splits
 from ..evaluation.comparison import compare_with_random_init, format_comparison
 from ..evaluation.features import default_eval_transform
 from ..evaluation.knn import KNNEvaluator
@@ -21,6 +24,8 @@ from ..publishing.datasets import model_index_dataset
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
 from .arguments import KNNArguments, VisionEncoderArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED_DEFAULTS: dict = {
     # About 4 minutes of training on the 2-core machine of 2026-11, 16 on one core of the slower one of 2026-12.
@@ -82,7 +87,16 @@ class DataArguments(KNNArguments):
         metadata={"help": "'embedded', a folder (CIFAR-10 zips, Fashion-MNIST IDX, imagefolder) or a Hub dataset."},
     )
     train_split: str = field(default="train")
-    eval_split: str | None = field(default="test", metadata={"help": "Held-out split for kNN; empty to disable."})
+    eval_split: str | None = field(
+        default="test",
+        metadata={"help": "Labelled split of the kNN / linear probes; empty to disable. A dataset whose only split is "
+                  "train_split (a folder of class subfolders) holds out eval_fraction of it instead."},
+    )
+    eval_fraction: float = field(
+        default=EVAL_FRACTION,
+        metadata={"help": "Share of each class held out for the probes when the dataset has no eval_split (the same "
+                  "images for every seed, and for hf-ssl evaluate)."},
+    )
     image_column: str | None = field(default=None)
     label_column: str | None = field(default=None)
     max_train_examples: int | None = field(default=None)
@@ -95,6 +109,14 @@ class DataArguments(KNNArguments):
     )
     final_probes: list[str] = field(
         default_factory=lambda: ["knn", "linear"], metadata={"help": "Probes of the final comparison."}
+    )
+    check_image_files: bool = field(
+        default=True,
+        metadata={"help": "Before training, check that every image file of a local folder decodes (fast, parallel); "
+                  "a bad file stops the run with the list of them."},
+    )
+    skip_bad_files: bool = field(
+        default=False, metadata={"help": "Leave out the files the check finds unreadable (each one logged)."}
     )
 
 
@@ -135,15 +157,13 @@ class ImagePretrainingJob(PretrainingJob):
     def prepare(self) -> JobParts:
         encoder_args, data_args, views = self.arguments
         seed = self.training_args.seed
-
-        def load(split: str | None, max_examples: int | None):
-            return load_image_dataset(
-                data_args.dataset, split, image_column=data_args.image_column, label_column=data_args.label_column,
-                max_examples=max_examples, seed=seed,
-            )
-
-        self.train_raw = load(data_args.train_split, data_args.max_train_examples)
-        self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
+        splits = load_image_splits(
+            data_args.dataset, data_args.train_split, data_args.eval_split, eval_fraction=data_args.eval_fraction,
+            image_column=data_args.image_column, label_column=data_args.label_column,
+            max_train_examples=data_args.max_train_examples, max_eval_examples=data_args.max_eval_examples,
+            seed=seed, check_files=data_args.check_image_files, skip_bad_files=data_args.skip_bad_files,
+        )
+        self.train_raw, self.eval_raw, self.eval_name = splits.train, splits.eval, splits.eval_name
         model = build_image_model(encoder_args, views, self.method_config)
         self.eval_transform = default_eval_transform(native_image_size(encoder_args, views), views.mean, views.std)
         self.has_labels = (
@@ -160,6 +180,9 @@ class ImagePretrainingJob(PretrainingJob):
                 )
             )
         train_dataset = apply_views(self.train_raw, self.view_transform())
+        if not evaluators and self.training_args.eval_strategy != IntervalStrategy.NO:
+            logger.info("no labelled images to probe on and nothing else to evaluate: evaluation is off")
+            self.training_args.eval_strategy = IntervalStrategy.NO
         return JobParts(model=model, train_dataset=train_dataset, evaluators=evaluators)
 
     def view_transform(self):
@@ -180,7 +203,7 @@ class ImagePretrainingJob(PretrainingJob):
             seed=self.training_args.seed, probes=tuple(data_args.final_probes),
         )
         table = (
-            f"Frozen-feature probes on {data_args.dataset} / {data_args.eval_split} "
+            f"Frozen-feature probes on {data_args.dataset} / {self.eval_name} "
             f"(kNN: k={data_args.knn_k}, T={data_args.knn_temperature}, cosine, weighted votes):\n"
             + format_comparison(probes)
         )
@@ -195,9 +218,15 @@ class ImagePretrainingJob(PretrainingJob):
         return [
             EvalResult(
                 task_type="image-classification", **model_index_dataset([data_args.dataset]),
-                dataset_split=data_args.eval_split, metric_type="accuracy", metric_value=float(value),
+                dataset_split=self.eval_name, metric_type="accuracy", metric_value=float(value),
                 metric_name=protocols.get(name, name),
             )
             for name, value in pretrained.items()
             if name in protocols
         ]
+
+    def run_record(self) -> dict[str, Any]:
+        record = super().run_record()
+        if hasattr(self, "eval_name"):  # after prepare(): the split the probes used, e.g. "held-out 10% of train"
+            record["data"]["eval_split"] = self.eval_name
+        return record

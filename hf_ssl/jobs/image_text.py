@@ -27,6 +27,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult
 
 from ..data.collators import ImageCaptionCollator
+from ..data.image_decoding import to_rgb
 from ..data.images import load_image_dataset
 from ..data.pairs import (
     HELD_OUT_TEMPLATES,
@@ -266,6 +267,6 @@ def _image_transform(size: int, min_crop_scale: float):
     if min_crop_scale >= 1.0:
         return default_eval_transform(size, IMAGE_MEAN, IMAGE_STD)
     return v2.Compose([
-        v2.RGB(), v2.ToImage(), v2.RandomResizedCrop(size, scale=(min_crop_scale, 1.0), antialias=True),
+        to_rgb, v2.RGB(), v2.ToImage(), v2.RandomResizedCrop(size, scale=(min_crop_scale, 1.0), antialias=True),
         v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(IMAGE_MEAN), std=list(IMAGE_STD)),
     ])

@@ -120,7 +120,7 @@ class MaskedImagePretrainingJob(ImagePretrainingJob):
         return [
             EvalResult(
                 task_type="image-classification", **model_index_dataset([data_args.dataset]),
-                dataset_split=data_args.eval_split, metric_type="accuracy", metric_value=float(pretrained[name]),
+                dataset_split=self.eval_name, metric_type="accuracy", metric_value=float(pretrained[name]),
                 metric_name=protocol,
             )
             for name, protocol in protocols.items()

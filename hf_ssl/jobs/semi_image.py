@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, AutoModelForImageClassification, ViTImageProcessor
 
-from ..data.images import load_image_dataset
+from ..data.images import ImageSplits, load_image_dataset, load_image_splits
 from ..modules.backbones import ENCODER_PRESETS, encoder_config
 from ..publishing.run_record import recorded_normalisation
 from ..views.weak_strong import ImageWeakStrongConfig, ImageWeakStrongViews
@@ -68,8 +68,16 @@ class SemiImageJob(SemiSupervisedJob):
         return "label"  # load_image_dataset's standard form, whatever --label_column named in the source
 
     def load_split(self, split: str):
+        """``split``; for a dataset whose only split is the train split, the eval split is the held-out share of it
+        (:func:`hf_ssl.data.images.load_image_splits`) and the train split the rest."""
         _, data_args, _ = self.arguments
-        return load_image_dataset(data_args.dataset, split, label_column=data_args.label_column)
+        if split not in (data_args.train_split, data_args.eval_split):
+            return load_image_dataset(data_args.dataset, split, label_column=data_args.label_column)
+        if getattr(self, "_splits", None) is None:
+            self._splits: ImageSplits = load_image_splits(data_args.dataset, data_args.train_split,
+                                                          data_args.eval_split, label_column=data_args.label_column)
+        return self._splits.train if split == data_args.train_split else self._splits.eval
+
 
     def build_classifier(self, class_names: list[str]):
         model_args, _, views = self.arguments

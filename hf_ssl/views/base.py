@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from PIL import Image
 
+from ..data.image_decoding import to_rgb
 from .seeding import INDEX_COLUMN, seeded_map
 
 
@@ -58,7 +59,7 @@ class ImageViewTransform(abc.ABC):
 
     def _checked_views(self, image: Image.Image) -> dict[str, torch.Tensor]:
         self.check_image(image)
-        return self.views(image.convert("RGB"))
+        return self.views(to_rgb(image))
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
         if self.image_column not in batch:

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ...data.image_decoding import to_rgb
 from .protocol import check_columns, split_value
 
 STRONG_AUGMENTATIONS = ("randaugment", "trivialaugment", "none")
@@ -176,7 +177,7 @@ class ImageWeakStrongViews:
                 "with hf_ssl.data.load_image_dataset (or cast the column to datasets.Image())"
             )
         self.check_image(image)
-        return image.convert("RGB")
+        return to_rgb(image)
 
     def _geometric(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         cfg = self.config
