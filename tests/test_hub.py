@@ -158,6 +158,28 @@ def test_every_way_of_publishing_carries_the_generated_card(published):
     assert "--max_steps 2" in command and "--push_to_hub" not in command and "hub_model_id" not in command
 
 
+#: What a push of an image run carries at least (README.md, "What is uploaded"): the model and its processor, the run
+#: record, evaluation and log history, and the card with its figure.
+UPLOADED = {"config.json", "model.safetensors", "preprocessor_config.json", "hf_ssl_run.json", "eval_results.json",
+            "trainer_state.json", "README.md", "training_curves.png"}
+
+
+def test_a_push_uploads_exactly_the_listed_files(published):
+    """The recipe's push (which Trainer's checkpoint pushes precede, each with its training_args.bin) and ``hf-ssl
+    push`` of the same run folder both leave exactly the folder's files minus ``training_args.bin`` and the
+    ``checkpoint-*`` folders. The push is recorded in the run's record, so cards of runs started from it name the
+    repository as their base model."""
+    hub, run_dir = published["hub"], published["run"]
+    assert (run_dir / "training_args.bin").is_file() and any(run_dir.glob("checkpoint-*"))
+    assert hub.commit_count("org/recipe") > 1  # the checkpoint pushes happened
+    expected = {path.name for path in run_dir.iterdir() if path.is_file()} - {"training_args.bin"}
+    assert expected >= UPLOADED
+    for repo in ("org/recipe", "org/cli-push"):
+        assert set(hub.files(repo)) == expected, (repo, sorted(set(hub.files(repo)) ^ expected))
+    record = json.loads((run_dir / "hf_ssl_run.json").read_text())
+    assert record["publication"] == {"hub_model_id": "org/cli-push"}  # the last push of the folder
+
+
 def test_published_repositories_load_as_encoder_without_hf_ssl_and_as_pretraining_model_with_it(published):
     import torch
 

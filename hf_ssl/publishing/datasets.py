@@ -34,7 +34,10 @@ from ..data.sources import (
 class DatasetFacts:
     """What a card says about a known data set (from each dataset's card and licence, and ``hf_ssl/data/assets/
     SOURCE.md`` for the embedded subset). ``note``: what a reader of the numbers should know about the copy hf_ssl's
-    benchmarks read (appended to the name on the card)."""
+    benchmarks read (appended to the name on the card). ``hub_licence``: the licence as a Hub licence identifier
+    (``mit``, ``cc-by-sa-4.0``; https://huggingface.co/docs/hub/repositories-licenses), :data:`PUBLIC_DOMAIN` for data
+    that imposes no terms, ``None`` where no single identifier states it (none stated, or the parts' own licences).
+    ``subset``: set when the data is only part of the Hub dataset ``hub_id``; the card's ``model-index`` names it."""
 
     name: str
     licence: str
@@ -42,10 +45,16 @@ class DatasetFacts:
     split_sizes: dict[str, int] = field(default_factory=dict)
     hub_id: str | None = None
     note: str | None = None
+    hub_licence: str | None = None
+    subset: str | None = None
 
     @property
     def title(self) -> str:
         return f"{self.name} ({self.note})" if self.note else self.name
+
+
+#: ``DatasetFacts.hub_licence`` of public-domain data: no terms to inherit (not a Hub licence identifier).
+PUBLIC_DOMAIN = "public-domain"
 
 
 _FASHION_CITATION = ("Xiao, Rasul & Vollgraf 2017. Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine "
@@ -57,10 +66,11 @@ KNOWN_DATASETS: dict[str, DatasetFacts] = {
     EMBEDDED: DatasetFacts(
         "Fashion-MNIST subset embedded in hf_ssl (hf_ssl/data/assets/fashion_mnist_subset.npz: the first 1,000 / 200 "
         "images per class of the official train / test files)", "MIT (Copyright 2017 Zalando SE)",
-        _FASHION_CITATION, {"train": 10_000, "test": 2_000}, FASHION_MNIST),
+        _FASHION_CITATION, {"train": 10_000, "test": 2_000}, FASHION_MNIST, hub_licence="mit",
+        subset="subset embedded in hf_ssl: 1,000 train / 200 test images per class"),
     FASHION_MNIST: DatasetFacts(
         "Fashion-MNIST", "MIT (Copyright 2017 Zalando SE)", _FASHION_CITATION, {"train": 60_000, "test": 10_000},
-        FASHION_MNIST),
+        FASHION_MNIST, hub_licence="mit"),
     CIFAR10: DatasetFacts(
         "CIFAR-10", "none stated by the authors",
         "Krizhevsky 2009. Learning Multiple Layers of Features from Tiny Images",
@@ -70,7 +80,7 @@ KNOWN_DATASETS: dict[str, DatasetFacts] = {
     FSDD: DatasetFacts(
         "Free Spoken Digit Dataset (8 kHz WAV)", "CC BY-SA 4.0",
         "Jackson et al. Free Spoken Digit Dataset, github.com/Jakobovski/free-spoken-digit-dataset",
-        {"train": 2_700, "test": 300}, FSDD),
+        {"train": 2_700, "test": 300}, FSDD, hub_licence="cc-by-sa-4.0"),
     EMOJI_CAPTIONS: DatasetFacts(
         "Emoji glyphs (64x64) with their Unicode names as captions", "font: SIL OFL 1.1",
         "Unicode emoji names; glyphs rendered from an OFL-licensed font", {"all": 1_373}),
@@ -81,13 +91,14 @@ KNOWN_DATASETS: dict[str, DatasetFacts] = {
     SNLI: DatasetFacts(
         "SNLI", "CC BY-SA 4.0",
         "Bowman et al. 2015. A large annotated corpus for learning natural language inference. arXiv:1508.05326",
-        {"validation": 9_842, "test": 9_824}, SNLI, note="pairs with a gold label"),
+        {"validation": 9_842, "test": 9_824}, SNLI, note="pairs with a gold label", hub_licence="cc-by-sa-4.0"),
     TINY_SHAKESPEARE: DatasetFacts(
         "Tiny Shakespeare", "public domain", "Karpathy 2015. char-rnn, tinyshakespeare/input.txt",
-        hub_id=TINY_SHAKESPEARE),
+        hub_id=TINY_SHAKESPEARE, hub_licence=PUBLIC_DOMAIN),
     WIKITEXT: DatasetFacts(
         "WikiText-2", "CC BY-SA 3.0 / GFDL",
-        "Merity et al. 2016. Pointer Sentinel Mixture Models. arXiv:1609.07843", hub_id=WIKITEXT),
+        "Merity et al. 2016. Pointer Sentinel Mixture Models. arXiv:1609.07843", hub_id=WIKITEXT,
+        hub_licence="cc-by-sa-3.0"),  # dual CC BY-SA 3.0 / GFDL: either may be chosen
 }
 
 
@@ -141,8 +152,16 @@ def model_index_dataset(sources) -> dict[str, str]:
         sources = [part for part in sources.split(",") if part.strip()]
     sources = [str(source).strip() for source in sources or []]
     types = [hub_id_for(source) or public_name(source).split("?")[0] for source in sources]
-    names = [readable_name(source) or kind for source, kind in zip(sources, types)]
+    names = [_index_name(source) or kind for source, kind in zip(sources, types)]
     return {"dataset_type": ",".join(types), "dataset_name": " + ".join(names)}
+
+
+def _index_name(source: str) -> str | None:
+    """The readable name of a known dataset in ``model-index``, with the part of it that was read when that is only a
+    subset (``Fashion-MNIST (subset embedded in hf_ssl: ...)``)."""
+    facts = facts_for(source)
+    name = readable_name(source)
+    return f"{name} ({facts.subset})" if name and facts is not None and facts.subset else name
 
 
 def _file_split(name: str) -> str | None:

@@ -12,9 +12,17 @@ as the whole pretraining model, and whose README.md is the card of :mod:`hf_ssl.
 
 What is uploaded: the model (config, weights), the run record and evaluation, ``trainer_state.json``, the card and its
 figures, and whatever the job saved beside the weights (tokenizer, processor, sentence-transformers modules).
-Not uploaded: ``checkpoint-*`` folders (resume state; Trainer's ``hub_strategy="checkpoint"`` pushes those), names
-starting with ``_``, and ``training_args.bin`` (a pickle of ``TrainingArguments``, which holds ``--hub_token`` when one
-is given on the command line; every setting is in ``hf_ssl_run.json`` without tokens).
+Not uploaded: ``checkpoint-*`` folders (resume state), names starting with ``_``, and ``training_args.bin`` (a pickle
+of ``TrainingArguments``: not loadable without unpickling code, and every setting is in ``hf_ssl_run.json`` anyway).
+A recipe run with ``--push_to_hub`` also pushes while it trains (Trainer's ``hub_strategy``, default ``every_save``),
+and those pushes carry Trainer's ``training_args.bin``: :func:`push_run_directory` deletes it from the repository root
+in its commit, so the repository ends as listed above. ``hub_strategy="checkpoint"`` / ``"all_checkpoints"`` still
+push ``last-checkpoint/`` / ``checkpoint-*/`` (with their ``training_args.bin``), as asked. ``trainer.push_to_hub()``
+is Trainer's own upload of ``output_dir``, ``training_args.bin`` included.
+
+A push records its repository (and a licence given with ``license=``) in the run's ``hf_ssl_run.json`` (under
+``publication``), so later cards, and the cards of runs that start from this one, name the repository as their
+``base_model``.
 
 Authentication is huggingface_hub's (``HF_TOKEN``, ``hf auth login``, or ``token=``); tokens are passed through, never
 written or logged. The endpoint is ``HF_ENDPOINT`` (read by huggingface_hub at import).
@@ -30,10 +38,13 @@ from typing import Any
 from huggingface_hub import CommitInfo, HfApi
 
 from .model_card import write_model_card
-from .run_record import RunDirectory
+from .run_record import RunDirectory, record_publication
 
 #: Never uploaded from a run directory (see the module docstring).
 IGNORED_IN_UPLOADS = ["checkpoint-*", "_*", "training_args.bin", ".ipynb_checkpoints*"]
+#: Deleted from the repository root by :func:`push_run_directory`: what Trainer's pushes during training left there
+#: that the run's upload does not carry (patterns match whole repository paths, so ``last-checkpoint/...`` stays).
+DELETED_IN_UPLOADS = ["training_args.bin"]
 #: Files of a run directory that a pushed model carries along when ``run_directory=`` is given.
 RUN_FILES = ("hf_ssl_run.json", "eval_results.json", "trainer_state.json")
 
@@ -50,7 +61,10 @@ def push_run_directory(
     refresh_card: bool = True,
     card_data: dict[str, Any] | None = None,
 ) -> CommitInfo:
-    """Create ``repo_id`` if needed, (re)write the card of ``run_dir`` as its README.md, and upload the run.
+    """Create ``repo_id`` if needed, (re)write the card of ``run_dir`` as its README.md, and upload the run: one
+    commit that adds the files of the module docstring's list and deletes :data:`DELETED_IN_UPLOADS` from the
+    repository root. Then the repository (and ``card_data["license"]``, if given) is recorded in ``run_dir``'s
+    ``hf_ssl_run.json`` (:func:`hf_ssl.publishing.run_record.record_publication`).
 
     Args:
         run_dir: an hf_ssl output folder (``config.json`` with ``ssl_config``, weights, ``hf_ssl_run.json``, ...).
@@ -64,10 +78,13 @@ def push_run_directory(
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     if refresh_card or not (run_dir / "README.md").is_file():
         write_model_card(run_dir, repo_id=repo_id, **(card_data or {}))
-    return api.upload_folder(
+    commit = api.upload_folder(
         repo_id=repo_id, folder_path=run_dir, commit_message=commit_message, token=token, revision=revision,
-        create_pr=create_pr, ignore_patterns=IGNORED_IN_UPLOADS,
+        create_pr=create_pr, ignore_patterns=IGNORED_IN_UPLOADS, delete_patterns=DELETED_IN_UPLOADS,
     )
+    if not create_pr:
+        record_publication(run_dir, repo_id, license=(card_data or {}).get("license"))
+    return commit
 
 
 def write_trainer_model_card(trainer, language=None, license=None, tags=None, model_name=None, **unused) -> Path:

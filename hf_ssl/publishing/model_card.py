@@ -36,8 +36,10 @@ from ..data.sources import (
     looks_like_path,
     split_source_options,
 )
+from .checkpoints import CHECKPOINT_ALIASES, StartingPoint, starting_point, starting_points
 from .datasets import DatasetFacts, facts_for, model_index_dataset, public_name
 from .figures import plot_training_curves
+from .licences import Licence, model_licence
 from .run_record import (
     DATASET_KEYS,
     RECORD_META_KEYS,
@@ -76,14 +78,21 @@ def build_model_card(
         template_path: a Jinja markdown template; default ``hf_ssl/publishing/templates/model_card.md``.
         figures_dir: where the card's figures are written (the training curves) or copied (the job's figures), so the
             relative links resolve; default ``run_dir``.
-        card_data_overrides: extra ``ModelCardData`` fields (``license``, ``language``, ``tags`` are merged).
+        card_data_overrides: extra ``ModelCardData`` fields (``language``; ``tags`` are merged; ``license`` states the
+            model's licence, else it is inherited from the data and the starting checkpoints where they agree:
+            :mod:`hf_ssl.publishing.licences`).
+
+    ``base_model`` is the Hub id of each checkpoint the run started from (:mod:`hf_ssl.publishing.checkpoints`).
     """
     run = RunDirectory.load(run_dir)
     figures_dir = Path(figures_dir) if figures_dir is not None else run.path
-    context = card_context(run, repo_id=repo_id, figures_dir=figures_dir)
+    licence = model_licence(run, stated=card_data_overrides.pop("license", None))
+    context = card_context(run, repo_id=repo_id, figures_dir=figures_dir, licence=licence)
     tags = list(dict.fromkeys(context["tags"] + list(card_data_overrides.pop("tags", None) or [])))
+    base_models = [start["hub_id"] for start in context["starts"] if start["hub_id"]]
     data = ModelCardData(
-        library_name="transformers", tags=tags, pipeline_tag=context["pipeline_tag"],
+        library_name="transformers", tags=tags, pipeline_tag=context["pipeline_tag"], license=licence.hub_id,
+        base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
         datasets=context["data"].get("hub_ids") or None,
         eval_results=card_eval_results(run) or None, model_name=context["model_name"] if run.eval_results else None,
         **card_data_overrides,
@@ -108,12 +117,16 @@ def write_model_card(run_dir: str | Path, output: str | Path | None = None, repo
     return output
 
 
-def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> dict[str, Any]:
+def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path,
+                 licence: Licence | None = None) -> dict[str, Any]:
     """The template's variables (all plain strings, numbers, lists and dicts)."""
 
     method_class = run.method_class
+    licence = licence or model_licence(run)
+    starts = starting_points(run)
     record = run.record
-    location = repo_id or record.get("training", {}).get("output_dir") or str(run.path)
+    output_dir = str(record.get("training", {}).get("output_dir") or "")
+    location = repo_id or (_portable_output(output_dir) if output_dir else run.path.name)
     model_name = (repo_id or location).rstrip("/").split("/")[-1]
     data = dataset_description(run)
     figures = _place_figures(run, figures_dir, model_name)
@@ -134,7 +147,8 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> d
         "semi_supervised": run.semi_supervised,
         "labelled": run.argument_sections.get("data", {}).get("num_labelled_examples"),
         "unlabelled": run.argument_sections.get("data", {}).get("num_unlabelled_examples"),
-        "sections": {name: _setting_rows(values) for name, values in run.argument_sections.items()},
+        "sections": {name: _setting_rows(_portable_settings(values, output_dir))
+                     for name, values in run.argument_sections.items()},
         "training": training_rows(run),
         "hardware": record.get("hardware", "not recorded"),
         "world_size": record.get("world_size"),
@@ -145,8 +159,12 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path) -> d
         "probe_table": probe_table(probes) if len(probes) > 1 else None,  # baselines beside the trained model
         "figures": figures,
         "usage_code": usage_code(run, location),
-        "limitations": limitations(run, data),
-        "reproduce": reproduce_command(record) if record else None,
+        "starts": [{"hub_id": start.hub_id, "markdown": start.markdown(), "flag": start.flag} for start in starts],
+        "origin": origin_phrase(run, starts),
+        "licence": {"hub_id": licence.hub_id, "text": licence.text},
+        "limitations": limitations(run, data, licence),
+        "reproduce": "\n".join(reproduce_commands(run, starts)) if record else None,
+        "reproduce_steps": len(reproduce_commands(run, starts)) if record else 0,
         "has_record": bool(record),
         "tags": ["hf_ssl", "semi-supervised-learning" if run.semi_supervised else "self-supervised-learning",
                  run.method, run.config.get("model_type", "")],
@@ -300,12 +318,14 @@ def _part_name(source: str, shown: str, facts: DatasetFacts | None) -> str:
 
 def card_eval_results(run: RunDirectory) -> list[EvalResult]:
     """The run's ``EvalResult`` list with each ``dataset_type`` the Hub id and ``dataset_name`` a readable name
-    (records that name a local copy, ``embedded`` or a ``?split=`` option are mapped; unknown datasets kept)."""
+    (records that name a local copy, ``embedded`` or a ``?split=`` option are mapped; unknown datasets kept). A result
+    on the run's own training data is named as the run read it: the embedded subset of Fashion-MNIST says so."""
+    own_data = {hub_id_for(source): source for source in run.training_data() if hub_id_for(source)}
     results = []
     for result in run.eval_results:
         recorded_type, recorded_name = str(result.dataset_type or ""), str(result.dataset_name or "")
         if recorded_type:
-            reference = model_index_dataset(recorded_type)
+            reference = model_index_dataset(own_data.get(recorded_type) or recorded_type)
             known = any(hub_id_for(part) or local_only_name(part) for part in recorded_type.split(","))
             result.dataset_type = reference["dataset_type"]
             if (known or recorded_name in ("", EMBEDDED, recorded_type) or looks_like_path(recorded_name)
@@ -435,7 +455,7 @@ def pipeline_tag(run: RunDirectory) -> str:
     return PIPELINE_TAGS.get(run.job, "feature-extraction")
 
 
-def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
+def limitations(run: RunDirectory, data: dict[str, Any], licence: Licence | None = None) -> list[str]:
     """Run-specific caveats: baselines that beat the pretrained encoder, small budgets, subsets, licences."""
     notes: list[str] = []
     probes = run.evaluation.get("probes", {})
@@ -464,7 +484,24 @@ def limitations(run: RunDirectory, data: dict[str, Any]) -> list[str]:
         notes.append("No final evaluation was recorded for this run (no eval_results.json).")
     if data["licence"].startswith("unknown"):
         notes.append("The training data's licence is not known to hf_ssl; check it before redistributing.")
+    if licence is not None and licence.hub_id is None:
+        notes.append(f"The model's licence is {licence.text}.")
     return notes
+
+
+def origin_phrase(run: RunDirectory, starts: list[StartingPoint]) -> str:
+    """How the model came to be, for the card's first sentence: ``pretrained without labels`` (from random init),
+    ``fine-tuned from [org/name](...)``, ``fine-tuned semi-supervised from ...``, or, for an image-text model whose
+    text tower started from a checkpoint, ``trained from ... (its text tower; the vision tower from random init)``."""
+    towers = [start for start in starts if start.flag == "text_encoder"]
+    whole = [start for start in starts if start.flag != "text_encoder"]
+    if whole:
+        names = " and ".join(start.markdown() for start in whole)
+        return f"fine-tuned{' semi-supervised' if run.semi_supervised else ''} from {names}"
+    if towers:
+        return (f"trained from {' and '.join(start.markdown() for start in towers)} (its text tower; the vision tower "
+                "from random init)")
+    return "trained semi-supervised from random init" if run.semi_supervised else "pretrained without labels"
 
 
 def lower_is_better_metric(name: str) -> bool:
@@ -472,54 +509,101 @@ def lower_is_better_metric(name: str) -> bool:
     return any(word in name.lower() for word in ("loss", "perplexity", "error", "distance"))
 
 
+def reproduce_commands(run: RunDirectory, starts: list[StartingPoint] | None = None,
+                       _seen: frozenset[Path] = frozenset()) -> list[str]:
+    """The commands that reproduce ``run``: first those of each local hf_ssl run it started from that is not on the
+    Hub (from that run's own record, recursively), then :func:`reproduce_command` of ``run``."""
+    seen = _seen | {run.path.resolve()}
+    commands: list[str] = []
+    for start in starting_points(run) if starts is None else starts:
+        if start.hub_id is None and start.run is not None and start.run.record and start.run.path.resolve() not in seen:
+            commands += [command for command in reproduce_commands(start.run, _seen=seen) if command not in commands]
+    return [*commands, reproduce_command(run.record)]
+
+
 def reproduce_command(record: dict[str, Any]) -> str:
     """``python recipes/pretrain.py ...``: the recorded argv (publishing flags and tokens removed), or, for records
     written before the argv was stored, every recorded setting as flags.
 
-    The command runs on another machine: an ``--output_dir`` that is absolute or under a temporary folder becomes
-    ``outputs/<its last component>``, and a local copy of a known dataset in a data flag (``--dataset``,
-    ``--sts_dataset``, ...) its Hub id (:func:`hf_ssl.publishing.datasets.public_name`: a file inside the copy keeps
-    its split, ``stanfordnlp/snli?split=validation``)."""
+    The command runs on another machine, so it names nothing of the machine that trained: an ``--output_dir`` that is
+    absolute or under a temporary folder becomes ``outputs/<its last component>``; a local copy of a known dataset in
+    a data flag (``--dataset``, ``--sts_dataset``, ...) its Hub id (:func:`hf_ssl.publishing.datasets.public_name`: a
+    file inside the copy keeps its split, ``stanfordnlp/snli?split=validation``), another absolute data path its last
+    component; a checkpoint flag (``--encoder``, ``--init_from``, ``--text_encoder``, ``--tokenizer``) the Hub id of
+    its checkpoint where one is known (``minilm`` for the packaged MiniLM), else, when absolute or temporary,
+    ``outputs/<its last component>`` (the output of the command that reproduces that run); any other absolute or
+    temporary path its last component."""
     argv = record.get("argv")
     if argv is None:
         argv = _argv_from_settings(record)
     argv = _without_publishing_flags([_relative_config_path(argv[0])] + list(argv[1:]) if argv else [])
     script = "recipes/finetune.py" if str(record.get("job", "")).startswith("semi_") else "recipes/pretrain.py"
-    return shlex.join(["python", script, *_portable_argv(argv)])
+    output_dir = str(record.get("training", {}).get("output_dir") or "")
+    return shlex.join(["python", script, *_portable_argv(argv, output_dir)])
 
 
 #: Flags whose values name datasets (mapped to Hub ids in a reproduction command).
 _DATA_FLAGS = frozenset(f"--{key}" for key in (*DATASET_KEYS, "sts_dataset"))
+#: Flags whose value names a checkpoint (mapped to its Hub id in a reproduction command); each takes one value.
+_CHECKPOINT_FLAGS = frozenset({"--encoder", "--init_from", "--text_encoder", "--tokenizer"})
+_SINGLE_VALUE_FLAGS = _CHECKPOINT_FLAGS | {"--output_dir"}
 
 
-def _portable_argv(argv: list[str]) -> list[str]:
+def _portable_argv(argv: list[str], output_dir: str = "") -> list[str]:
     portable: list[str] = []
     flag = None  # the flag whose values follow
     for item in argv:
         if item.startswith("--"):
             name, equals, value = item.partition("=")
-            portable.append(f"{name}={_portable_value(name, value)}" if equals else item)
+            portable.append(f"{name}={_portable_value(name, value, output_dir)}" if equals else item)
             flag = None if equals else name
         else:
-            portable.append(_portable_value(flag, item) if flag else item)
-            flag = None if flag == "--output_dir" else flag
+            portable.append(_portable_value(flag, item, output_dir))
+            flag = None if flag in _SINGLE_VALUE_FLAGS else flag
     return portable
 
 
-def _portable_value(flag: str, value: str) -> str:
+def _portable_value(flag: str | None, value: str, output_dir: str = "") -> str:
     if flag == "--output_dir":
-        path = Path(value)
-        temporary = any(part.lower() in ("tmp", "temp") for part in path.parts)
-        return f"outputs/{path.name}" if (path.is_absolute() or temporary) and path.name else value
+        return _portable_output(value)
     if flag in _DATA_FLAGS:
         return ",".join(_portable_dataset(part) for part in value.split(","))
-    return value
+    if flag in _CHECKPOINT_FLAGS:
+        return _portable_checkpoint(flag, value, output_dir)
+    return Path(value).name if _is_machine_path(value) and Path(value).name else value
+
+
+def _portable_output(value: str) -> str:
+    """An output folder of this machine (absolute, or temporary) as ``outputs/<its last component>``."""
+    path = Path(value)
+    return f"outputs/{path.name}" if (path.is_absolute() or _is_temporary(value)) and path.name else value
+
+
+def _portable_checkpoint(flag: str, value: str, output_dir: str) -> str:
+    start = starting_point(flag.lstrip("-"), value, output_dir)
+    if start.hub_id is None:
+        return _portable_output(value)
+    if value in CHECKPOINT_ALIASES or any(part in CHECKPOINT_ALIASES for part in Path(value).parts):
+        # the packaged MiniLM by its short name, which works offline too
+        return next(alias for alias, hub_id in CHECKPOINT_ALIASES.items() if hub_id == start.hub_id)
+    return start.hub_id
+
+
+def _is_temporary(value: str) -> bool:
+    """A path under a temporary folder (``/tmp``, ``%TEMP%``, pytest's ``pytest-of-*``)."""
+    parts = [part.lower() for part in Path(value).parts]
+    return len(parts) > 1 and any(part in ("tmp", "temp") or part.startswith("pytest-of-") for part in parts)
+
+
+def _is_machine_path(value: str) -> bool:
+    """A path that names a place on the machine that trained: absolute, under the home folder, or temporary."""
+    return Path(value).is_absolute() or value.startswith("~") or _is_temporary(value)
 
 
 def _portable_dataset(value: str) -> str:
     name = bare_name(value)
     local = looks_like_path(name) or Path(name).expanduser().exists()
-    return public_name(value) if local and hub_id_for(name) else value
+    return public_name(value) if local and (hub_id_for(name) or _is_machine_path(name)) else value
 
 
 def _relative_config_path(argument: str) -> str:
@@ -553,6 +637,18 @@ def _argv_from_settings(record: dict[str, Any]) -> list[str]:
     values.update({key: training[key] for key in ("output_dir", "logging_steps", "save_steps", *TRAINING_KEYS)
                    if key in training and training[key] is not None})
     return settings_to_argv({key: value for key, value in values.items() if key != "init_from" or value})
+
+
+def _portable_settings(values: dict[str, Any], output_dir: str) -> dict[str, Any]:
+    """A record section with every path of the machine that trained mapped as in :func:`reproduce_command`."""
+    def portable(key: str, value: Any) -> Any:
+        if isinstance(value, str) and value:
+            return _portable_value(f"--{key}", value, output_dir)
+        if isinstance(value, (list, tuple)):
+            return [portable(key, item) for item in value]
+        return value
+
+    return {key: portable(key, value) for key, value in values.items()}
 
 
 def _setting_rows(values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:

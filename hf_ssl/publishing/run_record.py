@@ -28,9 +28,16 @@ TRAINING_CURVES = "training_curves.png"
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 
 
+#: Record key of what publishing added after the run: ``{"hub_model_id": ..., "license": ...}`` (the repository the
+#: run was pushed to and the licence stated then), so later cards, and the cards of runs that start from this one,
+#: name them.
+PUBLICATION = "publication"
+
+
 #: Record keys that are not argument sections.
 RECORD_META_KEYS = frozenset(
-    {"job", "method", "training", "world_size", "global_batch_size", "hardware", "wall_time_seconds", "argv"}
+    {"job", "method", "training", "world_size", "global_batch_size", "hardware", "wall_time_seconds", "argv",
+     PUBLICATION}
 )
 
 
@@ -118,6 +125,15 @@ class RunDirectory:
                 return section
         return {}
 
+    def training_data(self) -> list[str]:
+        """The training data as recorded: one value per corpus (a list, or a comma-separated ``--dataset``)."""
+        section = self.data_section()
+        value = next((section[key] for key in DATASET_KEYS if section.get(key)), None)
+        if value is None:
+            return []
+        values = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        return [str(item).strip() for item in values if str(item).strip()]
+
     def figures(self) -> list[Path]:
         """Figures the job saved at the top of the run directory (the training curves are drawn separately)."""
         return sorted(p for p in self.path.iterdir()
@@ -192,6 +208,20 @@ def write_run_record(
     }
     with open(os.path.join(output_dir, "hf_ssl_run.json"), "w") as handle:
         json.dump(record, handle, indent=2, default=str)
+
+
+def record_publication(run_dir, hub_model_id: str, license: str | None = None) -> None:
+    """Add the repository ``run_dir`` was pushed to (and the licence stated for it, if any) to its run record under
+    :data:`PUBLICATION`; a folder without a record is left alone."""
+    path = Path(run_dir) / RUN_RECORD
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text())
+    publication = {**record.get(PUBLICATION, {}), "hub_model_id": hub_model_id}
+    if license:
+        publication["license"] = license
+    record[PUBLICATION] = publication
+    path.write_text(json.dumps(record, indent=2, default=str))
 
 
 def is_token_name(name: str) -> bool:
