@@ -1,6 +1,7 @@
 """CLIP-style dual encoder (its 2-process check is in test_info_nce.py): loss = open_clip's ClipLoss on its features, vanilla VisionTextDualEncoderModel loading
 without hf_ssl, locked text tower, the job end to end on the emoji captions, zero-shot /
-retrieval metrics, and bad input."""
+retrieval metrics, and bad input. Repeated captions / classes as positives of each other, on 1 and 2 processes and
+through the CIFAR-10 job."""
 
 import json
 import math
@@ -10,7 +11,9 @@ import textwrap
 
 import pytest
 import torch
+import test_distributed
 from conftest import BLOCK_HF_SSL, tiny_vit_config
+from test_distributed import run_worker
 from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch
 
 from hf_ssl import AutoSSLModel, CLIPStyleForPreTraining
@@ -18,13 +21,17 @@ from hf_ssl.data.collators import ImageCaptionCollator
 from hf_ssl.data.pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, load_emoji_captions
 from hf_ssl.evaluation.retrieval import retrieval_recall
 from hf_ssl.evaluation.zero_shot import zero_shot_accuracy
+from hf_ssl.losses import InfoNCELoss
+from hf_ssl.methods.clip import caption_ids
 
 EMOJI = "emoji_captions"  # a folder with no Hub copy, found by this name under HF_SSL_DATA_DIR
 
 
-def tiny_clip(**settings):
-    return CLIPStyleForPreTraining.from_vision_text(tiny_vit_config(), tiny_bert_config(), projection_dim=16,
-                                                    **settings)
+def tiny_clip(initializer_range=None, **settings):
+    vision, text = tiny_vit_config(), tiny_bert_config()
+    if initializer_range is not None:  # at the default (0.02) the 1-layer towers' outputs barely depend on the input
+        vision.initializer_range = text.initializer_range = initializer_range
+    return CLIPStyleForPreTraining.from_vision_text(vision, text, projection_dim=16, **settings)
 
 
 def clip_batch(batch=6, seed=0):
@@ -251,3 +258,136 @@ def test_recipe_configs_parse(config):
     assert isinstance(method_config, CLIPStyleConfig) and method_config.freeze_text_model
     assert json.loads(encoder_args.encoder_config_overrides) == {"num_hidden_layers": 4}
     assert training_args.output_dir == "x"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Repeated captions and classes: positives of each other
+CIFAR10 = "uoft-cs/cifar10"
+MULTI_POSITIVE_WORKER = test_distributed.WORKER.with_name("distributed_worker_clip_multi_positive.py")
+
+
+def repeated_caption_batch(rows=(0, 1, 0, 2, 1, 0)):
+    """Six images, captions 0, 1, 0, 2, 1, 0 of three distinct ones (padded differently where repeated)."""
+    batch = clip_batch()
+    batch["input_ids"], batch["attention_mask"] = batch["input_ids"][list(rows)], batch["attention_mask"][list(rows)]
+    return batch
+
+
+def test_repeated_captions_are_positives_of_each_other():
+    """Ids from the captions: the soft-target loss on the model's own features. Text dropout makes the twins' caption
+    embeddings differ, so the loss differs from the one-positive ClipLoss (with identical twin embeddings the two
+    coincide, see test_info_nce.py); ``multi_positive=False`` is ClipLoss, and batch-given ids replace caption ids."""
+    from open_clip.loss import ClipLoss
+
+    batch = repeated_caption_batch()
+    normalize = torch.nn.functional.normalize
+
+    def clip_loss(output, model):
+        return ClipLoss()(normalize(output.image_embeds, dim=-1), normalize(output.text_embeds, dim=-1),
+                          model.logit_scale.exp())
+
+    torch.manual_seed(0)
+    model = tiny_clip(initializer_range=0.2)
+    for module in model.text_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.1
+    output = model.train()(**batch)
+    expected, _ = InfoNCELoss(0.07, symmetric=True)(output.image_embeds, output.text_embeds,
+                                                    logit_scale=model.logit_scale,
+                                                    positive_ids=torch.tensor([0, 1, 0, 2, 1, 0]))
+    torch.testing.assert_close(output.loss, expected)
+    assert (output.loss - clip_loss(output, model)).abs() > 1e-3  # the twins are no longer negatives
+    torch.manual_seed(0)
+    one_positive = tiny_clip(initializer_range=0.2, multi_positive=False)
+    original = one_positive(**batch)
+    torch.testing.assert_close(original.loss, clip_loss(original, one_positive))
+    # Batch-given ids (e.g. the class) take the place of the caption ids.
+    grouped = model.eval()(**clip_batch(), positive_ids=torch.tensor([4, 4, 4, 9, 9, 9]))
+    expected, _ = InfoNCELoss(0.07, symmetric=True)(grouped.image_embeds, grouped.text_embeds,
+                                                    logit_scale=model.logit_scale,
+                                                    positive_ids=torch.tensor([0, 0, 0, 1, 1, 1]))
+    torch.testing.assert_close(grouped.loss, expected)
+    assert (grouped.loss - clip_loss(grouped, model)).abs() > 1e-2
+    with pytest.raises(ValueError, match="set multi_positive true or leave positive_ids out"):
+        one_positive(**clip_batch(), positive_ids=torch.zeros(6, dtype=torch.long))
+
+
+def test_caption_ids_are_equal_exactly_for_equal_captions_whatever_the_padding():
+    input_ids = torch.tensor([[101, 7, 8, 0, 0], [101, 7, 8, 9, 0], [101, 7, 8, 0, 0], [101, 8, 7, 0, 0]])
+    attention_mask = (input_ids != 0).long()
+    ids = caption_ids(input_ids, attention_mask).tolist()
+    assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3
+    assert caption_ids(input_ids[:1, :3], attention_mask[:1, :3]).tolist() == ids[:1]  # shorter padding, same id
+
+
+def test_image_caption_collator_passes_a_positive_column():
+    from PIL import Image as PILImage
+
+    from hf_ssl.evaluation.features import default_eval_transform
+
+    image = PILImage.new("RGB", (16, 16))
+    rows = [{"image": image, "text": f"a photo of a {name}.", "label": label}
+            for name, label in (("cat", 3), ("ship", 8), ("cat", 3))]
+    collator = ImageCaptionCollator(TinyTokenizer(), default_eval_transform(16), positive_column="label")
+    assert collator(rows)["positive_ids"].tolist() == [3, 8, 3]
+    assert "positive_ids" not in ImageCaptionCollator(TinyTokenizer(), default_eval_transform(16))(rows)
+    with pytest.raises(ValueError, match="integer `label`"):
+        collator([{"image": image, "text": "a cat"}])
+
+
+@pytest.fixture(scope="module")
+def multi_positive_gloo_runs(tmp_path_factory):
+    """The multi-positive worker on 1 process with the global batch and on 2 gloo processes with half each."""
+    tmp_path = tmp_path_factory.mktemp("gloo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(test_distributed, "WORKER", MULTI_POSITIVE_WORKER)
+        single, double = run_worker(tmp_path, "all", 1), run_worker(tmp_path, "all", 2)
+    assert single["world_size"] == 1 and double["world_size"] == 2
+    return single["result"], double["result"]
+
+
+def test_two_processes_with_repeated_ids_match_one_process_with_double_batch(multi_positive_gloo_runs):
+    """Positive ids shared across the two shards: each process needs the gathered ids (the global positive mask)."""
+    single, double = multi_positive_gloo_runs
+    for variant, expected in single["loss"].items():
+        for key, value in expected.items():
+            torch.testing.assert_close(double["loss"][variant][key], value, msg=f"{variant}: {key}")
+        assert expected["keys"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("variant", ["repeated_captions", "class_ids"])
+def test_two_process_clip_with_repeats_matches_one_process(multi_positive_gloo_runs, variant):
+    """The DDP model with captions repeated across the shards (ids from the captions) or with class ids."""
+    single, double = (run[variant] for run in multi_positive_gloo_runs)
+    torch.testing.assert_close(double["loss"], single["loss"], rtol=1e-5, atol=1e-6)
+    assert double["grads"].keys() == single["grads"].keys() and len(single["grads"]) > 10
+    for name, grad in single["grads"].items():
+        torch.testing.assert_close(double["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.needs_data(CIFAR10)
+def test_cifar10_recipe_trains_with_more_pairs_than_classes(tmp_path, monkeypatch):
+    """A global batch of 20 over 10 classes (each caption template names one of them): no longer refused, and the
+    class label reaches the loss as positive_ids, so same-class images are positives of each other."""
+    from hf_ssl.jobs.runner import run
+
+    seen = []
+    forward = CLIPStyleForPreTraining.forward
+
+    def recording_forward(self, *args, **kwargs):
+        seen.append(kwargs.get("positive_ids"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(CLIPStyleForPreTraining, "forward", recording_forward)
+    probes = run([
+        "recipes/configs/clip-vit-tiny-minilm-cifar10.yaml", "--output_dir", str(tmp_path / "out"),
+        "--image_size", "16", "--encoder_config_overrides",
+        '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+        "--projection_dim", "16", "--max_steps", "2", "--per_device_train_batch_size", "20",
+        "--max_train_examples", "200", "--max_eval_examples", "40", "--eval_strategy", "no", "--use_cpu", "true",
+        "--disable_tqdm", "true",
+    ])
+    assert set(probes["pretrained"]) == {"zero_shot_top1_held_out_templates", "zero_shot_top1_train_templates"}
+    training_batches = [ids for ids in seen if ids is not None]
+    assert len(training_batches) == 2
+    assert all(ids.shape == (20,) and len(ids.unique()) <= 10 for ids in training_batches)  # classes repeat

@@ -49,7 +49,10 @@ class InfoNCELoss(nn.Module):
     usual CLIP-style treatment of repeated captions: the one-hot diagonal target spread over the duplicates. Simply
     masking duplicates out of the denominator would stop them being pushed apart but would not pull an image towards
     the other captions (the other images) of its class. With all ids distinct every ``P(i)`` is the own key alone and
-    the loss is the one-positive loss above, exactly (tested).
+    the loss is the one-positive loss above, exactly (tested). Where the rows sharing an id have identical keys (one
+    caption repeated, a deterministic text tower) their logits are equal and the loss and its gradient are those of the
+    one-positive loss too (tested); the soft target matters where positives differ: other captions or images of a
+    class, or repeats made different by dropout or augmentation.
 
     Cross-process: keys, hard negatives (and queries, when they are columns) are gathered from every process
     **with gradients** (:func:`hf_ssl.distributed.all_gather_with_grad`) and each process scores only its own n rows

@@ -11,7 +11,9 @@ texts): such pairs are positives of each other, not negatives (``multi_positive`
 is spread uniformly over every caption of the global batch identical to its own, and each caption's over their images
 (Khosla et al. 2020's multi-positive L_out, see :class:`~hf_ssl.losses.InfoNCELoss`). A batch may also say which rows
 belong together (``positive_ids``, e.g. the class label: the image-text job passes it for captions built from class
-names), so batches need no de-duplication and any batch size works.
+names), so batches need no de-duplication and any batch size works. For a caption repeated word for word the soft
+target changes the loss only where the repeats embed differently (text dropout in training), and the diagnostics (a
+repeat retrieved counts as right); grouping by class changes it wherever a class has several captions or images.
 
 Checkpoint layout: exactly transformers' ``VisionTextDualEncoderModel`` (config ``VisionTextDualEncoderConfig`` plus
 ``ssl_config``; weights ``vision_model.*``, ``text_model.*``, ``visual_projection.weight``, ``text_projection.weight``,
