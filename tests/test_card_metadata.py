@@ -136,7 +136,7 @@ def test_licences_are_inherited_only_where_every_source_agrees(base_and_continue
     assert licence("Salesforce/wikitext").hub_id == "cc-by-sa-3.0"
     assert licence("/data/copies/fsdd").hub_id == "cc-by-sa-4.0"  # a local copy of a known dataset
     unknown = licence("uoft-cs/cifar10")  # the CIFAR-10 authors state none
-    assert unknown.hub_id is None and "does not know the licence of CIFAR-10" in unknown.text
+    assert unknown.hub_id is None and "does not know the licence of every source: CIFAR-10 (unknown)" in unknown.text
     assert licence("/home/me/my_images").hub_id is None
     mixed = licence("stanfordnlp/snli", encoder="minilm")
     assert mixed.hub_id is None and "SNLI (cc-by-sa-4.0), all-MiniLM-L6-v2 (apache-2.0)" in mixed.text

@@ -60,7 +60,7 @@ def model_licence(run: RunDirectory, stated: str | None = None, _depth: int = 0)
     if len(terms) == 1 and not unknown:
         return Licence(terms[0], f"{terms[0]}, inherited from its sources: {listing}")
     if unknown:
-        reason = f"hf_ssl does not know the licence of {' and '.join(unknown)} (sources: {listing})"
+        reason = f"hf_ssl does not know the licence of every source: {listing}"
     elif terms:
         reason = f"its sources carry different licences: {listing}"
     else:

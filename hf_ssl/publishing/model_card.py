@@ -490,17 +490,18 @@ def limitations(run: RunDirectory, data: dict[str, Any], licence: Licence | None
 
 
 def origin_phrase(run: RunDirectory, starts: list[StartingPoint]) -> str:
-    """How the model came to be, for the card's first sentence: ``pretrained without labels`` (from random init),
-    ``fine-tuned from [org/name](...)``, ``fine-tuned semi-supervised from ...``, or, for an image-text model whose
-    text tower started from a checkpoint, ``trained from ... (its text tower; the vision tower from random init)``."""
+    """How the model came to be, for the card's first sentence (``A ... encoder <this> with **method**``):
+    ``pretrained without labels`` (from random init), ``fine-tuned from [org/name](...)``, ``fine-tuned
+    semi-supervised from ...``, or, for an image-text model whose text tower started from a checkpoint, ``with its text
+    tower fine-tuned from ... and its vision tower from random init, trained``."""
     towers = [start for start in starts if start.flag == "text_encoder"]
     whole = [start for start in starts if start.flag != "text_encoder"]
     if whole:
         names = " and ".join(start.markdown() for start in whole)
         return f"fine-tuned{' semi-supervised' if run.semi_supervised else ''} from {names}"
     if towers:
-        return (f"trained from {' and '.join(start.markdown() for start in towers)} (its text tower; the vision tower "
-                "from random init)")
+        return (f"with its text tower fine-tuned from {' and '.join(start.markdown() for start in towers)} and its "
+                "vision tower from random init, trained")
     return "trained semi-supervised from random init" if run.semi_supervised else "pretrained without labels"
 
 
