@@ -2,7 +2,8 @@
 
     hf-ssl pretrain [CONFIG.yaml] [--flag value ...]      pretrain; the same arguments as recipes/pretrain.py.
                                                           No arguments: the embedded default (a short DINO run).
-    hf-ssl finetune CONFIG.yaml [--flag value ...]        semi-supervised fine-tuning; the arguments of recipes/finetune.py
+    hf-ssl finetune [CONFIG.yaml] [--flag value ...]      semi-supervised fine-tuning; the arguments of recipes/finetune.py
+                                                          No arguments: FixMatch, CIFAR-10 with 40 labels.
     hf-ssl evaluate CHECKPOINT [--task probe] [...]       evaluate a checkpoint's encoder (kNN / linear probe, ...)
     hf-ssl card RUN_DIR [--output PATH]                   (re)generate the model card of a run directory
     hf-ssl push RUN_DIR --hub_model_id ORG/NAME           write the card and upload the run to the Hub
@@ -19,6 +20,13 @@ Run ``hf-ssl COMMAND --help`` for the arguments of one command. Examples:
 
 Pushing needs a token with write access: ``HF_TOKEN`` or ``hf auth login`` (preferred to ``--token``/``--hub_token``:
 command lines end up in shell histories; hf_ssl never writes a token into a file).
+
+Errors: a mistake of the user prints one line, ``hf-ssl COMMAND: error: <problem and fix>``, on stderr, and exits
+with 2 for a command line that cannot run as given (unknown or malformed flags, contradicting flags, an output folder
+that already holds a run: hf_ssl.training.errors.UsageError) or 1 for any other user error: ValueError (bad
+settings, data that does not fit the method, a dataset that is not available), OSError (missing files, the Hub,
+permissions, disk) and ImportError (an optional extra that is not installed). Every other exception is a bug and
+keeps its traceback. ``hf-ssl --debug COMMAND ...`` or ``HF_SSL_DEBUG=1`` shows the traceback of user errors too.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,12 +45,23 @@ from .methods import METHOD_REGISTRY
 from .publishing.hub import push_run_directory
 from .publishing.model_card import write_model_card
 from .semi import SEMI_METHOD_REGISTRY
+from .training.errors import ArgumentParser, UsageError
 
 RECIPE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+#: Set to 1 to see the traceback of user errors (as ``hf-ssl --debug COMMAND``).
+DEBUG_VARIABLE = "HF_SSL_DEBUG"
+#: Exceptions reported on one line: the user's to fix (see the module docstring). Anything else is a bug.
+USER_ERRORS = (ValueError, OSError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``hf-ssl COMMAND ...`` and return its exit status: 0, 2 (usage error), 1 (other user error), 130
+    (interrupted). User errors print one line on stderr unless ``--debug`` (before the command) or ``HF_SSL_DEBUG=1``
+    asks for the traceback; then, like every other exception (a bug), they propagate."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+    while argv and argv[0] == "--debug":
+        debug, argv = True, argv[1:]
     commands: dict[str, Callable[[list[str]], int | None]] = {
         "pretrain": _pretrain, "finetune": _finetune, "evaluate": evaluate.main, "card": _card, "push": _push,
         "list": _list,
@@ -50,10 +70,32 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     if argv[0] not in commands:
-        print(__doc__)
-        print(f"unknown command {argv[0]!r}; choose one of {', '.join(commands)}", file=sys.stderr)
+        print(f"hf-ssl: error: unknown command {argv[0]!r}; choose one of {', '.join(commands)} (`hf-ssl --help` "
+              "describes them)", file=sys.stderr)
         return 2
-    return commands[argv[0]](argv[1:]) or 0
+    try:
+        return commands[argv[0]](argv[1:]) or 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"hf-ssl {argv[0]}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"hf-ssl {argv[0]}: error: {one_line(error)}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a user error on one line; the exception's type leads where the message alone would not say what
+    went wrong (``FileNotFoundError: [Errno 2] ...``), and a hint at ``--debug`` closes all but usage errors."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or repr(error)
+    if isinstance(error, UsageError):
+        return message
+    if not isinstance(error, ValueError):
+        message = f"{type(error).__name__}: {message}"
+    return f"{message} (traceback: hf-ssl --debug ... or {DEBUG_VARIABLE}=1)"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -63,18 +105,25 @@ def _pretrain(argv: list[str]) -> int:
               "Pretrain with a recipe config (recipes/configs/<method>-<backbone>-<dataset>.yaml); flags after the file\n"
               "override it; without a file, flags override the embedded default (a short DINO run). The method picks\n"
               "the job and its flags: `hf-ssl pretrain --method simclr --help` lists SimCLR's. Every flag follows:\n")
-    run(argv)  # `--help` is answered by HfArgumentParser with every flag of the job, the method and the trainer
+    run(argv, prog="hf-ssl pretrain")  # `--help`: HfArgumentParser lists every flag of the job, method and trainer
     return 0
+
+
+#: The method of ``hf-ssl finetune`` without a config file or ``--method``.
+DEFAULT_FINETUNE_METHOD = "fixmatch"
 
 
 def _finetune(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: hf-ssl finetune CONFIG.yaml [--flag value ...]\n\n"
+        print("usage: hf-ssl finetune [CONFIG.yaml] [--flag value ...]\n\n"
               "Semi-supervised fine-tuning of a classifier with a recipe config (recipes/configs/<method>-<backbone>-\n"
-              "<dataset>-<labels>.yaml); flags after the file override it. `hf-ssl finetune --method fixmatch --help`\n"
+              "<dataset>-<labels>.yaml); flags after the file override it; without a file, flags override the\n"
+              "method's defaults (FixMatch unless --method says otherwise). `hf-ssl finetune --method fixmatch --help`\n"
               "lists the flags of a method and its job. Every flag follows:\n")
-        argv = ["--method", "fixmatch", *argv]
-    run(argv)
+    if not (argv and argv[0].endswith((".yaml", ".yml"))) and "--method" not in argv \
+            and not any(item.startswith("--method=") for item in argv):
+        argv = ["--method", DEFAULT_FINETUNE_METHOD, *argv]  # without a config: a semi-supervised default
+    run(argv, prog="hf-ssl finetune")
     return 0
 
 
@@ -93,7 +142,7 @@ def _card_overrides(args: argparse.Namespace) -> dict:
 
 
 def _card(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hf-ssl card",
         description="Write the model card of a run directory (config.json with ssl_config, hf_ssl_run.json, "
         "eval_results.json, trainer_state.json) with its figures (training curves, the job's PNGs) beside it.",
@@ -114,7 +163,7 @@ def _card(argv: list[str]) -> int:
 
 
 def _push(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hf-ssl push",
         description="Regenerate the model card of a run directory and upload the run (model, record, evaluation, "
         "card, figures; not the checkpoint-* folders nor training_args.bin) to a Hub model repository, creating it "
@@ -146,7 +195,7 @@ def _push(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------------------------------------------------
 def _list(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hf-ssl list",
         description="Every method, self-supervised and semi-supervised: its class, job (the kind of data), paper, "
         "default settings (the flags of `hf-ssl pretrain|finetune --method NAME`), and its recipe configs.",

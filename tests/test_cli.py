@@ -7,10 +7,13 @@ import dataclasses
 import json
 
 import pytest
+from conftest import local_dataset
 from huggingface_hub import ModelCard
+from transformers import TrainerCallback
 
 from hf_ssl.cli import main
 from hf_ssl.jobs.evaluate import EVALUATION_TASKS, register_evaluation_task
+from hf_ssl.jobs.runner import parse_arguments, run
 from hf_ssl.methods import METHOD_REGISTRY
 from hf_ssl.semi import SEMI_METHOD_REGISTRY
 
@@ -66,8 +69,8 @@ def test_card_writes_a_card_and_its_figures_where_asked(tmp_path, capsys):
     card = ModelCard.load(tmp_path / "cards" / "x" / "README.md")
     assert card.data.license == "mit" and "fashion" in card.data.tags and "dino" in card.data.tags
     assert "wrote" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="output_dir"):
-        main(["card", str(tmp_path / "missing")])
+    assert main(["card", str(tmp_path / "missing")]) == 1  # one line naming the fix, no traceback
+    assert "output_dir" in capsys.readouterr().err
 
 
 @dataclasses.dataclass
@@ -120,8 +123,54 @@ def test_evaluate_zero_shot_task_on_a_saved_image_text_model(tmp_path, capsys):
                  "--zero_shot_templates", "a photo of a {}.", "a picture of a {}."]) == 0
     result = _json_output(capsys)
     assert 0.0 <= result["zero_shot_top1"] <= 1.0 and result["templates"] == ["a photo of a {}.", "a picture of a {}."]
-    with pytest.raises(ValueError, match="image-text"):  # a vision-only checkpoint is refused with a reason
-        from conftest import tiny_dino
+    from conftest import tiny_dino
 
-        tiny_dino().save_pretrained(tmp_path / "dino")
-        main(["evaluate", str(tmp_path / "dino"), "--task", "zero-shot", "--dataset", "embedded"])
+    tiny_dino().save_pretrained(tmp_path / "dino")  # a vision-only checkpoint is refused with a reason
+    assert main(["evaluate", str(tmp_path / "dino"), "--task", "zero-shot", "--dataset", "embedded"]) == 1
+    assert "image-text" in capsys.readouterr().err
+
+
+class _Started(Exception):
+    """Raised by :class:`_StopAfterFirstStep`: the run parsed, loaded its data, built its model and took a step."""
+
+
+class _StopAfterFirstStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        raise _Started(state.global_step)
+
+
+ALL_METHODS = sorted(METHOD_REGISTRY) + sorted(SEMI_METHOD_REGISTRY)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_pretrain_without_a_config_starts_every_method_from_its_own_defaults(method, tmp_path):
+    """`hf-ssl pretrain --method M` (no config file) takes a training step with M's own settings: the image methods
+    on the embedded images with two views (DINO's multi-crop and settings are DINO's), the others on their default
+    public dataset (its local copy)."""
+    argv = ["--method", method, "--output_dir", str(tmp_path / method), "--per_device_train_batch_size", "4",
+            "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]
+    *job_arguments, method_config, training = parse_arguments(argv)
+    assert isinstance(method_config, _method_config_class(method))
+    views = job_arguments[2] if len(job_arguments) > 2 else None
+    if method != "dino" and hasattr(views, "num_local_crops"):  # DINO's multi-crop stays DINO's
+        assert views.num_local_crops == 0
+    data = job_arguments[1]
+    datasets = data.dataset if isinstance(data.dataset, list) else [data.dataset]
+    for name in datasets:
+        if name != "embedded":
+            local_dataset(name)
+    with pytest.raises(_Started):
+        run(argv, callbacks=[_StopAfterFirstStep()])
+
+
+def _method_config_class(method: str):
+    if method in SEMI_METHOD_REGISTRY:
+        return SEMI_METHOD_REGISTRY[method].config_class
+    return METHOD_REGISTRY[method].method_config_class
+
+
+def test_a_missing_dataset_is_one_line_naming_the_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_SSL_DATA_DIR", raising=False)
+    assert main(["pretrain", "--method", "mlm", "--output_dir", str(tmp_path / "mlm")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--dataset" in error and "Salesforce/wikitext" in error

@@ -31,6 +31,8 @@ class SSLTrainingArguments(TrainingArguments):
     (collators keep the labels of labelled data; models that do not name them never see them).
     ``ddp_find_unused_parameters=False``:
     every trainable parameter gets a gradient (the teacher has none), so DDP's extra graph traversal is wasted.
+    ``overwrite_output_dir`` (``--overwrite``): the flag of transformers 4's example scripts, which transformers 5's
+    ``TrainingArguments`` dropped; :func:`hf_ssl.training.output_dir.prepare_output_dir` applies it.
     """
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
@@ -44,6 +46,13 @@ class SSLTrainingArguments(TrainingArguments):
     )
     dataloader_pin_memory: bool | None = field(
         default=None, metadata={"help": "Pin host memory for the dataloader (default: only when CUDA is used)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"aliases": ["--overwrite"],
+                  "help": "Replace the run that output_dir holds: its model, checkpoints, record, evaluation and card "
+                  "are deleted before training (other files stay). Without it, hf-ssl refuses a folder that holds a "
+                  "run; --resume_from_checkpoint continues that run instead."},
     )
     max_train_minutes: float | None = field(
         default=None,

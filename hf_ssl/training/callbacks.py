@@ -1,4 +1,5 @@
-"""Trainer callbacks that carry per-step SSL work: the method's schedules / EMA, and the views' epoch."""
+"""Trainer callbacks that carry per-step SSL work (the method's schedules / EMA, the views' epoch), the time budget,
+label-free evaluators, and the record of which method wrote a checkpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
+from transformers.trainer_callback import ExportableState
 
 from ..schedules import TrainingProgress
 from .arguments import global_batch_size
@@ -116,3 +118,20 @@ class EvaluatorCallback(TrainerCallback):
         if metrics is not None:
             metrics.update(results)
         state.log_history.append({**results, "step": state.global_step})
+
+
+class RunMethodRecord(TrainerCallback, ExportableState):
+    """Records the method and job of a run in every checkpoint it writes.
+
+    Trainer saves the ``state()`` of its ``ExportableState`` callbacks in the checkpoint's ``trainer_state.json``
+    (``stateful_callbacks.RunMethodRecord.args``), so that resuming the checkpoint with another method is refused
+    before anything loads (:func:`hf_ssl.training.output_dir.check_checkpoint_method`); a semi-supervised
+    checkpoint's ``config.json`` is a classifier's and would not tell.
+    """
+
+    def __init__(self, method: str, job: str | None = None):
+        self.method = method
+        self.job = job
+
+    def state(self) -> dict:
+        return {"args": {"method": self.method, "job": self.job}, "attributes": {}}

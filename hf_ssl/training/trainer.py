@@ -27,6 +27,7 @@ from ..distributed import has_batch_norm
 from ..publishing.hub import write_trainer_model_card
 from .arguments import global_batch_size
 from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
+from .output_dir import check_checkpoint_method
 
 logger = logging.get_logger(__name__)
 
@@ -196,6 +197,9 @@ class SSLTrainer(Trainer):
         # attention.query`, vs `layers.N.attention.q_proj` in memory): the encoder weights would be skipped silently
         # on resume (seen with 5.24). `from_pretrained` applies the key mapping; the strict copy fails loudly.
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        method = (getattr(getattr(target, "config", None), "ssl_config", None) or {}).get("method")
+        if method is not None:  # a DINO checkpoint resumed by SimCLR: refused, naming both, before any weight loads
+            check_checkpoint_method(resume_from_checkpoint, method)
         weights = [os.path.join(resume_from_checkpoint, name) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)]
         if isinstance(target, PreTrainedModel) and any(os.path.isfile(path) for path in weights):
             restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
