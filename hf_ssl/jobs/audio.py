@@ -129,8 +129,10 @@ class AudioPretrainingJob(PretrainingJob):
                 batch_size=data_args.probe_batch_size,
             )
         evaluators = [self.evaluator] if self.evaluator is not None else []
+        # Trainer saves its processing_class with the model: in every checkpoint and at the root.
         return JobParts(
-            model=model, train_dataset=apply_views(train, transform), data_collator=collator, evaluators=evaluators
+            model=model, train_dataset=apply_views(train, transform), data_collator=collator, evaluators=evaluators,
+            trainer_kwargs={"processing_class": self.feature_extractor},
         )
 
     def save_extras(self, output_dir: str, model) -> None:

@@ -22,6 +22,7 @@ from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import check_patch_size, encoder_config
 from ..publishing.datasets import model_index_dataset
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
+from ..views.processors import build_image_processor
 from .arguments import KNNArguments, VisionEncoderArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
@@ -183,7 +184,9 @@ class ImagePretrainingJob(PretrainingJob):
         if not evaluators and self.training_args.eval_strategy != IntervalStrategy.NO:
             logger.info("no labelled images to probe on and nothing else to evaluate: evaluation is off")
             self.training_args.eval_strategy = IntervalStrategy.NO
-        return JobParts(model=model, train_dataset=train_dataset, evaluators=evaluators)
+        # Trainer saves its processing_class with the model: in every checkpoint and at the root.
+        return JobParts(model=model, train_dataset=train_dataset, evaluators=evaluators,
+                        trainer_kwargs={"processing_class": self.image_processor()})
 
     def view_transform(self):
         """The training views of one example (multi-crop here; MAE: one view). Called after the data is loaded."""
@@ -192,6 +195,15 @@ class ImagePretrainingJob(PretrainingJob):
     def extra_evaluators(self) -> list:
         """Evaluators run before the kNN monitor (MAE: the reconstruction figure). Called after the data is loaded."""
         return []
+
+    def image_processor(self):
+        """The processor published with the encoder: the probes' transform at the encoder's native resolution, with
+        the views' normalisation (``AutoImageProcessor`` / ``pipeline("image-feature-extraction")`` use it)."""
+        encoder_args, _, views = self.arguments[:3]
+        return build_image_processor(native_image_size(encoder_args, views), views.mean, views.std)
+
+    def save_extras(self, output_dir: str, model) -> None:
+        self.image_processor().save_pretrained(output_dir)
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
         encoder_args, data_args, views = self.arguments

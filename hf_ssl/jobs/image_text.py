@@ -16,7 +16,7 @@ so batches need no de-duplication: ``--no_duplicates`` (off by default) still bu
 for ``--multi_positive false`` (the original CLIP loss, where a repeat is a false negative).
 
 The output folder is a vanilla ``VisionTextDualEncoderModel`` with its ``VisionTextDualEncoderProcessor``
-(tokenizer + ``ViTImageProcessor`` with this run's image size and normalisation).
+(tokenizer + the image processor of this run's evaluation transform, size and normalisation).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from ..modules.backbones import encoder_config
 from ..modules.text_encoder import PACKAGED_MINILM, resolve_text_checkpoint
 from ..publishing.datasets import model_index_dataset
 from ..training.arguments import batch_size_across_processes
+from ..views.processors import build_image_processor
 from .arguments import VisionEncoderArguments, parse_json_object
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
@@ -128,8 +129,9 @@ class ImageTextJob(PretrainingJob):
             self.tokenizer, _image_transform(data_args.image_size, data_args.train_crop_scale),
             data_args.max_caption_length, positive_column="label" if positives_by_label else None,
         )
+        # Trainer saves its processing_class with the model: in every checkpoint and at the root.
         return JobParts(model=model, train_dataset=self.train_pairs, data_collator=collator, evaluators=[evaluator],
-                        train_sampler=sampler)
+                        train_sampler=sampler, trainer_kwargs={"processing_class": self.processor()})
 
     def load_data(self):
         """(train pairs, held-out pairs); sets ``templated`` and ``class_names``."""
@@ -190,16 +192,17 @@ class ImageTextJob(PretrainingJob):
             **dataclass_values(self.method_config),
         )
 
-    def save_extras(self, output_dir: str, model) -> None:
-        from transformers import VisionTextDualEncoderProcessor, ViTImageProcessor
+    def processor(self):
+        """The ``VisionTextDualEncoderProcessor`` published with the model (``AutoProcessor``): the tokenizer and the
+        evaluation's image transform (this run's image size, :data:`IMAGE_MEAN` / :data:`IMAGE_STD`)."""
+        from transformers import VisionTextDualEncoderProcessor
 
         _, data_args = self.arguments
-        size = data_args.image_size
-        image_processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(IMAGE_MEAN),
-                                            image_std=list(IMAGE_STD))
-        VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=self.tokenizer).save_pretrained(
-            output_dir
-        )
+        image_processor = build_image_processor(data_args.image_size, IMAGE_MEAN, IMAGE_STD)
+        return VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=self.tokenizer)
+
+    def save_extras(self, output_dir: str, model) -> None:
+        self.processor().save_pretrained(output_dir)
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
         import torch
@@ -258,7 +261,7 @@ class ImageTextJob(PretrainingJob):
 
 
 def _image_transform(size: int, min_crop_scale: float):
-    """PIL -> ``(3, size, size)`` normalised like the saved ``ViTImageProcessor`` (resize, rescale, mean/std 0.5);
+    """PIL -> ``(3, size, size)`` as the saved image processor prepares it (resize, center crop, rescale, mean/std 0.5);
     with ``min_crop_scale < 1`` a random resized crop first (training augmentation, no flips: emoji arrows have a
     direction)."""
     import torch

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from transformers import AutoConfig, AutoModelForImageClassification, ViTImageProcessor
+from transformers import AutoConfig, AutoModelForImageClassification
 
 from ..data.images import ImageSplits, load_image_dataset, load_image_splits
 from ..modules.backbones import ENCODER_PRESETS, encoder_config
 from ..publishing.run_record import recorded_normalisation
+from ..views.processors import build_image_processor
 from ..views.weak_strong import ImageWeakStrongConfig, ImageWeakStrongViews
 from .arguments import VisionEncoderArguments
 from .semi import ClassifierArguments, SemiDataArguments, SemiSupervisedJob
@@ -78,7 +79,6 @@ class SemiImageJob(SemiSupervisedJob):
                                                           data_args.eval_split, label_column=data_args.label_column)
         return self._splits.train if split == data_args.train_split else self._splits.eval
 
-
     def build_classifier(self, class_names: list[str]):
         model_args, _, views = self.arguments
         model = classifier_from(model_args.encoder, class_names, image_size=views.image_size,
@@ -100,5 +100,4 @@ class SemiImageJob(SemiSupervisedJob):
     def save_extras(self, output_dir: str, model) -> None:
         # AutoImageProcessor / pipeline("image-classification") prepare images exactly as training evaluated them.
         _, _, views = self.arguments
-        ViTImageProcessor(size={"height": views.image_size, "width": views.image_size}, image_mean=views.mean,
-                          image_std=views.std).save_pretrained(output_dir)
+        build_image_processor(views.image_size, views.mean, views.std, center_crop=False).save_pretrained(output_dir)

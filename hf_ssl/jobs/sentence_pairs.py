@@ -109,8 +109,10 @@ class SentencePairsJob(PretrainingJob):
                 monitor = monitor.select(range(min(len(monitor), data_args.monitor_max_examples)))
             evaluators.append(STSEvaluator(monitor, self.tokenizer, "sts_dev", settings.max_seq_length))
         collator = SentenceTupleCollator(self.tokenizer, settings.max_seq_length)
+        # Trainer saves its processing_class with the model: in every checkpoint and at the root.
         return JobParts(
-            model=model, train_dataset=pairs, data_collator=collator, evaluators=evaluators, train_sampler=sampler
+            model=model, train_dataset=pairs, data_collator=collator, evaluators=evaluators, train_sampler=sampler,
+            trainer_kwargs={"processing_class": self.tokenizer},
         )
 
     def build_model(self):

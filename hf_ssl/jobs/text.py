@@ -144,7 +144,9 @@ class TextPretrainingJob(PretrainingJob):
         self.evaluator = MaskedLMEvaluator(
             self.eval_sequences, self.collator(settings, seed=seed), batch_size=args.per_device_eval_batch_size
         )
-        return JobParts(model=model, train_dataset=train_sequences, data_collator=collator, evaluators=[self.evaluator])
+        # Trainer saves its processing_class with the model: in every checkpoint and at the root.
+        return JobParts(model=model, train_dataset=train_sequences, data_collator=collator, evaluators=[self.evaluator],
+                        trainer_kwargs={"processing_class": self.tokenizer})
 
     def collator(self, settings, seed: int | None = None):
         use_cuda = self.training_args.device.type == "cuda"

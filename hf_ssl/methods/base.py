@@ -1,12 +1,13 @@
 """What every pretraining method shares: the checkpoint layout and the per-step interface the trainer calls.
 
-Checkpoint layout (why vanilla transformers loads our checkpoints): the model's ``config`` *is* the encoder's config
-(``ViTConfig``, ``ResNetConfig``, ``TimmWrapperConfig``, ...) with one extra field, ``ssl_config`` (the method's
-hyperparameters as a dict, ``{"method": "dino", ...}``). The published encoder's weights sit under the encoder's
-native prefix (``vit.``, ``resnet.``, ``timm_model.``), exactly where ``AutoModelForImageClassification`` looks for
-them, and every other weight (student, heads, centre, queue) under names vanilla classes ignore. So
-``AutoModel.from_pretrained(out_dir)`` without hf_ssl gives the published encoder, and
-``hf_ssl.AutoSSLModel.from_pretrained(out_dir)`` gives the whole pretraining model back.
+Checkpoint layout (why vanilla transformers loads our checkpoints, see :mod:`.published_layout`): the model's
+``config`` *is* the encoder's config (``ViTConfig``, ``ResNetConfig``, ``TimmWrapperConfig``, ...) with one extra field,
+``ssl_config`` (the method's hyperparameters as a dict, ``{"method": "dino", ...}``). ``model.safetensors`` holds the
+published encoder's weights alone, under the encoder's native prefix (``vit.``, ``resnet.``, ``timm_model.``), exactly
+where ``AutoModel`` and ``AutoModelForImageClassification`` look for them; every other weight (student, heads, centre,
+queue) sits beside it in ``ssl_state.safetensors``. So ``AutoModel.from_pretrained(out_dir)`` without hf_ssl gives the
+published encoder with no load report, and ``hf_ssl.AutoSSLModel.from_pretrained(out_dir)`` gives the whole pretraining
+model back.
 
 Per-step interface (the trainer never asks which method it runs; see ``hf_ssl.training.callbacks.SSLMethodCallback``):
 ``set_progress`` before each optimizer step's forward passes (schedules), ``before_optimizer_step`` after backward
@@ -26,6 +27,14 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from ..modules.backbones import build_encoder
 from ..modules.initialization import init_head_weights
 from ..schedules import TrainingProgress
+from .published_layout import (
+    HUB_KWARGS,
+    encoder_prefixes,
+    load_published_layout,
+    published_names,
+    split_published_root,
+    vanilla_only_weights,
+)
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
 
@@ -101,12 +110,37 @@ class SSLPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
-        """As ``PreTrainedModel.from_pretrained``; the config is read with ``AutoConfig`` (it is the encoder's)."""
+        """As ``PreTrainedModel.from_pretrained``; the config is read with ``AutoConfig`` (it is the encoder's).
+
+        Reads both files of the published layout (``model.safetensors`` and ``ssl_state.safetensors``, see
+        :mod:`.published_layout`) through transformers' loading, key conversions included; a folder of the earlier
+        layout (every weight in ``model.safetensors``) loads as it always did.
+        """
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if config is None:
-            hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-            hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
             config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
+        state = (load_published_layout(str(pretrained_model_name_or_path), **hub_kwargs)
+                 if pretrained_model_name_or_path is not None and "state_dict" not in kwargs else None)
+        if state is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
+        loading = {key: value for key, value in kwargs.items() if key not in HUB_KWARGS}
+        return super().from_pretrained(None, *args, config=config, state_dict=state, **loading)
+
+    def save_pretrained(self, save_directory, *args, state_dict=None, is_main_process: bool = True, **kwargs):
+        """As ``PreTrainedModel.save_pretrained``, in the published layout (:mod:`.published_layout`): the published
+        model's weights in ``model.safetensors``, the rest of the method's state in ``ssl_state.safetensors``."""
+        vanilla_only = vanilla_only_weights(self, self.encoder)
+        state = dict(self.state_dict() if state_dict is None else state_dict)
+        state.update({key: value for key, value in vanilla_only.items() if key not in state})
+        super().save_pretrained(save_directory, *args, state_dict=state, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            split_published_root(save_directory, self.published_prefixes(), published_names(self, vanilla_only))
+
+    def published_prefixes(self) -> tuple[str, ...]:
+        """Module paths (or parameter names) whose weights ``model.safetensors`` keeps: those of the published encoder
+        (``("vit",)``; a dual encoder's towers, projections and ``logit_scale``). Override to publish a head that the
+        vanilla class serves as well (masked-LM: the ``fill-mask`` head)."""
+        return encoder_prefixes(self, self.encoder)
 
     def _init_weights(self, module):
         # Encoders are PreTrainedModels and keep their own initialisation; this only reaches the method's heads.
@@ -244,8 +278,7 @@ class AutoSSLModel:
     @staticmethod
     def from_pretrained(pretrained_model_name_or_path, **kwargs) -> SSLPreTrainedModel:
         # The Hub arguments (token for private repositories, revision, cache) apply to the config too.
-        hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-        hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         method = (getattr(config, "ssl_config", None) or {}).get("method")
         if method not in METHOD_REGISTRY:

@@ -189,6 +189,11 @@ class MaskedLMForPreTraining(SSLPreTrainedModel):
             return None
         return self.cls.seq_relationship if self.config.model_type == "bert" else self.sop_classifier
 
+    def published_prefixes(self) -> tuple[str, ...]:
+        # pipeline("fill-mask") loads the masked-LM head with the encoder; the pair head stays in the method's state.
+        head = "cls.predictions" if self.config.model_type == "bert" else "predictions"
+        return (*super().published_prefixes(), head)
+
     def _init_weights(self, module):
         # The heads are transformers' own modules: initialise them as the encoder's PreTrainedModel class does
         # (normal(0, initializer_range), zero decoder bias), not with hf_ssl's generic head init.
