@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY_DINO_RUN_FLAGS
 from huggingface_hub import ModelCard
 
+from hf_ssl.cli import main
 from hf_ssl.data.sources import STSB
 from hf_ssl.jobs.runner import run
 from hf_ssl.publishing.checkpoints import MINILM, starting_points
@@ -77,6 +78,29 @@ def test_a_continued_run_names_its_start_inherits_the_licence_and_reproduces_bot
     assert build_model_card(base).data.license == "apache-2.0"
     assert model_licence(RunDirectory.load(continued)).hub_id is None  # apache-2.0 start + MIT data: not guessed
     assert build_model_card(continued, license="cc-by-4.0").data.license == "cc-by-4.0"
+
+
+def test_a_few_label_run_from_a_pretrained_encoder_names_it(base_and_continued, tmp_path):
+    """``hf-ssl finetune --encoder <an hf_ssl output>``: the classifier's card says it was fine-tuned semi-supervised
+    from that output, and names its repository as ``base_model`` once the output is pushed."""
+    base = tmp_path / "dino-base"
+    shutil.copytree(base_and_continued[0], base, ignore=shutil.ignore_patterns("checkpoint-*"))
+    output_dir = tmp_path / "fixmatch-from-dino"
+    assert main(["finetune", "--method", "fixmatch", "--dataset", "embedded", "--encoder", str(base),
+                 "--labels_per_class", "2", "--max_unlabelled_examples", "32", "--max_eval_examples", "20",
+                 "--unlabelled_batch_ratio", "2", "--per_device_train_batch_size", "4", "--max_steps", "1",
+                 "--save_steps", "1", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+                 "--output_dir", str(output_dir)]) == 0
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.base_model is None and card.data.license == "mit"
+    assert "classifier fine-tuned semi-supervised from `dino-base` (the output of an hf_ssl dino run" in card.text
+    first, second = _commands(card)
+    assert first[1] == "recipes/pretrain.py" and second[second.index("--encoder") + 1] == "outputs/dino-base"
+    record_publication(base, "org/dino-base")
+    card = build_model_card(output_dir)
+    assert card.data.base_model == "org/dino-base"
+    assert "fine-tuned semi-supervised from [org/dino-base](https://huggingface.co/org/dino-base)" in card.text
+    assert str(tmp_path) not in str(card)
 
 
 @pytest.mark.needs_data(STSB)
