@@ -76,7 +76,7 @@ def clip_step(variant: str, world: int, rank: int) -> dict:
 
 def main():
     out_file = sys.argv[2]
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -10,8 +10,8 @@ import sys
 import textwrap
 
 import pytest
-import torch
 import test_distributed
+import torch
 from conftest import BLOCK_HF_SSL, tiny_vit_config
 from test_distributed import run_worker
 from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch

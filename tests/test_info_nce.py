@@ -183,10 +183,10 @@ def test_without_gradient_gathering_one_process_is_unchanged():
 # ----------------------------------------------------------------------------------------------------------------------
 # Several positives per row: rows sharing a positive id (a caption, a class)
 VARIANTS = {
-    "one_way": dict(),
-    "symmetric": dict(symmetric=True),
-    "symmetric_hard": dict(symmetric=True),
-    "query_negatives": dict(symmetric=True, query_negatives=True),
+    "one_way": {},
+    "symmetric": {"symmetric": True},
+    "symmetric_hard": {"symmetric": True},
+    "query_negatives": {"symmetric": True, "query_negatives": True},
 }
 
 
@@ -237,6 +237,10 @@ def test_rows_sharing_an_id_are_positives_formula_in_value_and_gradient(symmetri
         torch.testing.assert_close(got, want)
     one_positive, _ = InfoNCELoss(0.1, symmetric=symmetric)(queries, keys, hard_negatives)
     assert not torch.isclose(loss, one_positive)  # the repeats are no longer negatives
+    cosine = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(keys, dim=-1).T
+    same = torch.tensor(ids)[:, None] == torch.tensor(ids)[None, :]
+    torch.testing.assert_close(stats["positive_similarity"], cosine[same].mean().detach())
+    torch.testing.assert_close(stats["negative_similarity"], cosine[~same].mean().detach())
 
 
 def test_supcon_is_the_symmetric_loss_with_query_negatives_and_ids():

@@ -207,7 +207,7 @@ class InfoNCELoss(nn.Module):
         target = torch.cat(target, dim=1).to(logits.dtype)
         target = target / target.sum(dim=1, keepdim=True)  # (n, columns): uniform over each row's positives
         # -sum_p t_p log softmax(z)_p = logsumexp(z) - sum_p t_p z_p = CE(z, own) + (z_own - sum_p t_p z_p): the
-        # one-positive loss plus a gap that is exactly 0 (value and gradient) when the own column is the only positive.
+        # one-positive loss plus a gap that is exactly 0 (its gradient too) when the own column is the only positive.
         positive_mean = (target * logits.masked_fill(target == 0, 0.0)).sum(dim=1)  # 0 * -inf would be nan
         return cross_entropy(logits, targets) + (logits[own] - positive_mean).mean()
 
@@ -232,8 +232,9 @@ def _check_pair(queries: torch.Tensor, keys: torch.Tensor) -> int:
 
 
 def _check_positive_ids(positive_ids: torch.Tensor, local_batch: int) -> torch.Tensor:
-    if not isinstance(positive_ids, torch.Tensor) or positive_ids.shape != (local_batch,) or positive_ids.is_floating_point():
-        shape = tuple(positive_ids.shape) if isinstance(positive_ids, torch.Tensor) else type(positive_ids).__name__
+    is_tensor = isinstance(positive_ids, torch.Tensor)
+    if not is_tensor or positive_ids.shape != (local_batch,) or positive_ids.is_floating_point():
+        shape = tuple(positive_ids.shape) if is_tensor else type(positive_ids).__name__
         raise ValueError(
             f"positive_ids must be one integer id per row, shape ({local_batch},), equal ids marking positives (a "
             f"caption or class id); got {shape}"

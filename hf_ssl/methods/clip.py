@@ -25,8 +25,8 @@ transformers agree by construction.
 
 from __future__ import annotations
 
-import math
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
