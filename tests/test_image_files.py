@@ -175,6 +175,23 @@ def test_a_labelled_folder_without_test_split_holds_out_the_same_images_every_ti
     assert _paths(ImageDataArguments(dataset=str(labelled_folder)).load().eval) == _paths(first.eval)
 
 
+def test_a_hub_dataset_with_only_a_train_split_holds_out_too(tmp_path):
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    encoded = []
+    for index in range(20):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), index * 10, dtype=np.uint8)).save(buffer, "PNG")
+        encoded.append({"bytes": buffer.getvalue(), "path": None})
+    features = Features({"img": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    table = Dataset.from_dict({"img": encoded, "label": [index % 2 for index in range(20)]}, features=features)
+    (tmp_path / "data").mkdir()
+    table.to_parquet(tmp_path / "data" / "train-00000-of-00001.parquet")  # a copy of a Hub dataset repository
+    splits = load_image_splits(str(tmp_path))
+    assert (len(splits.train), len(splits.eval), splits.eval_name) == (18, 2, "held-out 10% of train")
+
+
 def test_a_missing_split_is_still_refused_when_the_dataset_has_others():
     with pytest.raises(UnknownSplitError, match="'validation'.*available splits: \\['train', 'test'\\]"):
         load_image_splits("embedded", eval_split="validation")

@@ -5,8 +5,9 @@ The standard form
 Every loader here returns a ``datasets.Dataset`` (one split) or a ``datasets.DatasetDict`` (all splits, keyed
 ``train``, ``test``, ...) whose columns are exactly:
 
-- ``image``: feature ``datasets.Image()``; rows decode to ``PIL.Image.Image`` on access (nothing is decoded at load
-  time, so loading stays fast and memory stays small);
+- ``image``: feature ``datasets.Image()`` (:class:`~hf_ssl.data.image_decoding.PathReportingImage`, whose decoding
+  errors name the file); rows decode to ``PIL.Image.Image`` on access (nothing is decoded at load time, so loading
+  stays fast and memory stays small), in the file's own mode: :func:`~hf_ssl.data.image_decoding.to_rgb` makes RGB;
 - ``label``: feature ``datasets.ClassLabel`` with class names, present only when the source has labels. A dataset
   without labels keeps only ``image`` (SSL pretraining does not need labels; probes do).
 
@@ -403,7 +404,7 @@ def _local_image_files(dataset: Dataset) -> list[tuple[int, str]]:
     """``(row, path)`` of the rows whose image is a local file."""
     if pc.struct_field(dataset.data.column("image"), "path").null_count == len(dataset.data):
         return []  # encoded bytes only (the built-in formats, Hub data): no files to scan
-    paths = dataset.select_columns(["image"]).cast_column("image", Image(decode=False)).flatten()["image.path"]
+    paths = pc.struct_field(dataset.select_columns(["image"]).with_format("arrow")[:]["image"], "path").to_pylist()
     return [(row, path) for row, path in enumerate(paths) if path is not None and os.path.isfile(path)]
 
 
@@ -500,16 +501,17 @@ def _load_hub_dataset(
     seed: int,
 ) -> Dataset | DatasetDict:
     try:
-        loaded = load_hub_dataset(name)  # every split (prepared all the same), so a missing one names the others
+        loaded = load_hub_dataset(name, split=split)
     except DatasetNotAvailableError:
         raise
     except Exception as error:  # noqa: BLE001 - re-raised with the name and the options
+        if split is not None and str(error).startswith("Unknown split"):
+            _select_split(load_hub_dataset(name), split, name)  # UnknownSplitError, with the splits it has
         raise ValueError(
             f"Could not load {name!r}: it is not a local path, and loading it as a Hugging Face Hub dataset "
             f"failed ({type(error).__name__}: {error}). Check the name (and network access or the local cache), "
             f"or pass an existing local folder or 'embedded'."
         ) from error
-    loaded = _select_split(loaded, split, name)
     standardized = standardize_image_dataset(loaded, image_column, label_column, source=name)
     return _subset(standardized, max_examples, seed)
 
