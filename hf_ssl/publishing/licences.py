@@ -20,7 +20,7 @@ from pathlib import Path
 from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.repocard import metadata_load
 
-from ..data.sources import bare_name
+from ..data.sources import bare_name, readable_name
 from .checkpoints import KNOWN_CHECKPOINTS, StartingPoint, starting_points
 from .datasets import PUBLIC_DOMAIN, facts_for, public_name
 from .run_record import PUBLICATION, RunDirectory
@@ -76,7 +76,7 @@ def data_sources(run: RunDirectory) -> list[Source]:
     sources = []
     for item in values:
         facts = facts_for(item)
-        sources.append(Source(facts.name if facts else f"`{public_name(bare_name(item))}`",
+        sources.append(Source(readable_name(item) or f"`{public_name(bare_name(item))}`",
                               facts.hub_licence if facts else None))
     return sources
 

@@ -125,6 +125,7 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path,
     licence = licence or model_licence(run)
     starts = starting_points(run)
     record = run.record
+    commands = reproduce_commands(run, starts) if record else []
     output_dir = str(record.get("training", {}).get("output_dir") or "")
     location = repo_id or (_portable_output(output_dir) if output_dir else run.path.name)
     model_name = (repo_id or location).rstrip("/").split("/")[-1]
@@ -163,8 +164,8 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path,
         "origin": origin_phrase(run, starts),
         "licence": {"hub_id": licence.hub_id, "text": licence.text},
         "limitations": limitations(run, data, licence),
-        "reproduce": "\n".join(reproduce_commands(run, starts)) if record else None,
-        "reproduce_steps": len(reproduce_commands(run, starts)) if record else 0,
+        "reproduce": "\n".join(commands) if commands else None,
+        "reproduce_steps": len(commands),
         "has_record": bool(record),
         "tags": ["hf_ssl", "semi-supervised-learning" if run.semi_supervised else "self-supervised-learning",
                  run.method, run.config.get("model_type", "")],
