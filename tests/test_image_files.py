@@ -25,7 +25,7 @@ from hf_ssl.data.image_decoding import (
 from hf_ssl.data.image_formats import UnknownSplitError
 from hf_ssl.data.images import EVAL_FRACTION, load_image_dataset, load_image_splits
 from hf_ssl.jobs.evaluate import ImageDataArguments
-from hf_ssl.jobs.runner import run
+from hf_ssl.jobs.runner import parse_arguments, run
 
 ROOT = Path(__file__).resolve().parents[1]
 WHITE = ALPHA_BACKGROUND
@@ -173,6 +173,18 @@ def test_a_labelled_folder_without_test_split_holds_out_the_same_images_every_ti
     assert _paths(first.eval) == _paths(again.eval)
     assert not set(_paths(first.eval)) & set(_paths(first.train))
     assert _paths(ImageDataArguments(dataset=str(labelled_folder)).load().eval) == _paths(first.eval)
+
+
+def test_semi_supervised_fine_tuning_measures_on_the_same_hold_out(labelled_folder, tmp_path):
+    from hf_ssl.jobs.semi_image import SemiImageJob
+
+    config = ROOT / "recipes" / "configs" / "fixmatch-vit-tiny-cifar10-40.yaml"
+    *arguments, method, training = parse_arguments([str(config), "--dataset", str(labelled_folder),
+                                                    "--output_dir", str(tmp_path / "run")])
+    job = SemiImageJob(arguments, method, training)
+    held_out = job.load_split(arguments[1].eval_split)
+    assert _paths(held_out) == _paths(load_image_splits(str(labelled_folder)).eval)
+    assert len(job.load_split(arguments[1].train_split)) == 18
 
 
 def test_a_hub_dataset_with_only_a_train_split_holds_out_too(tmp_path):
