@@ -142,6 +142,10 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         self._gumbel_temperature = self.method_config.max_gumbel_temperature
         self.quantizer.temperature = self._gumbel_temperature
 
+    def published_prefixes(self) -> tuple[str, ...]:
+        # The published root stays a whole Wav2Vec2ForPreTraining checkpoint (module docstring), quantizer included.
+        return tuple(name for name, _ in self._pretraining.named_children())
+
     def _init_weights(self, module):
         # transformers' initialisation (Gumbel projection N(0, 1), uniform codebook, Kaiming convolutions), not the
         # heads' truncated normal; project_hid / project_q keep nn.Linear's default, as Wav2Vec2ForPreTraining does.
