@@ -149,7 +149,7 @@ def test_pretrain_without_a_config_starts_every_method_from_its_own_defaults(met
     public dataset (its local copy)."""
     argv = ["--method", method, "--output_dir", str(tmp_path / method), "--per_device_train_batch_size", "4",
             "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]
-    *job_arguments, method_config, training = parse_arguments(argv)
+    *job_arguments, method_config, _ = parse_arguments(argv)
     assert isinstance(method_config, _method_config_class(method))
     views = job_arguments[2] if len(job_arguments) > 2 else None
     if method != "dino" and hasattr(views, "num_local_crops"):  # DINO's multi-crop stays DINO's

@@ -10,8 +10,8 @@ package (flags without a config file override that default). The other image met
 encoder and budget with their own settings and two views; every other job's argument defaults are a run of its own
 (a public dataset, reached online or through ``HF_SSL_DATA_DIR``; without it the error names ``--dataset``).
 
-Bad command lines raise :class:`hf_ssl.training.errors.UsageError` (unknown flags, malformed values, an output folder that
-already holds a run: see :mod:`hf_ssl.training.output_dir`) before any data or weights load.
+Bad command lines raise :class:`hf_ssl.training.errors.UsageError` (unknown flags, malformed values, an output
+folder that already holds a run: see :mod:`hf_ssl.training.output_dir`) before any data or weights load.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import yaml
 from transformers import set_seed
 from transformers.utils import logging
 
-from ..training.errors import DataclassArgumentParser, UsageError, unknown_flags
 from ..methods.base import METHOD_REGISTRY
 from ..publishing.hub import push_run_directory
 from ..publishing.model_card import write_model_card
@@ -35,6 +34,7 @@ from ..publishing.run_record import settings_to_argv, write_run_record
 from ..semi.base import SEMI_METHOD_REGISTRY
 from ..training.arguments import SSLTrainingArguments, global_batch_size
 from ..training.callbacks import RunMethodRecord
+from ..training.errors import DataclassArgumentParser, UsageError, unknown_flags
 from ..training.output_dir import prepare_output_dir
 from ..training.trainer import SSLTrainer
 from .base import JOB_REGISTRY, PretrainingJob
@@ -49,11 +49,12 @@ def job_class_for(method: str, modality: str | None = None) -> type[PretrainingJ
     if method in SEMI_METHOD_REGISTRY:
         job_name = f"semi_{modality or 'image'}"
         if job_name not in JOB_REGISTRY:
-            raise ValueError(f"unknown modality {modality!r} for {method}; choose image, text or audio")
+            raise UsageError(f"unknown modality {modality!r} for {method}; choose --modality image, text or audio")
         return JOB_REGISTRY[job_name]
     if method not in METHOD_REGISTRY:
         known = sorted(METHOD_REGISTRY) + sorted(SEMI_METHOD_REGISTRY)
-        raise ValueError(f"unknown method {method!r}; available: {known}")
+        raise UsageError(f"unknown method {method!r}; choose --method among {', '.join(known)} (`hf-ssl list` "
+                         "describes them)")
     job_name = METHOD_REGISTRY[method].pretraining_job
     if job_name not in JOB_REGISTRY:
         raise ValueError(f"method {method!r} names the job {job_name!r}, which is not registered in hf_ssl.jobs")

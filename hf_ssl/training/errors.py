@@ -8,6 +8,7 @@ the problem and the fix. It subclasses ``ValueError``, so code that catches ``Va
 :class:`ArgumentParser` and :class:`DataclassArgumentParser` are ``argparse.ArgumentParser`` and
 ``transformers.HfArgumentParser`` whose errors (``invalid int value``, ``expected one argument``, ...) raise
 :class:`UsageError` instead of printing the whole usage and exiting; ``--help`` still prints and exits as usual.
+The dataclass parser also names unknown flags, matching them exactly (no abbreviations).
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ class ArgumentParser(_RaisesUsageError, argparse.ArgumentParser):
 
 
 class DataclassArgumentParser(_RaisesUsageError, HfArgumentParser):
-    """``transformers.HfArgumentParser`` whose errors raise :class:`UsageError`, unknown flags included."""
+    """``transformers.HfArgumentParser`` whose errors raise :class:`UsageError`, unknown flags included.
+
+    Flags are matched exactly (``allow_abbrev=False``): with hundreds of flags, a typo such as ``--temperatur``
+    should be named, not taken for ``--temperature``, and a recorded command must keep its meaning when flags are
+    added.
+    """
+
+    def __init__(self, dataclass_types, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(dataclass_types, **kwargs)
 
     def parse_args_into_dataclasses(self, args=None, return_remaining_strings=False, **kwargs):
         *parsed, remaining = super().parse_args_into_dataclasses(args=args, return_remaining_strings=True, **kwargs)

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from .errors import UsageError
 from ..methods.base import METHOD_REGISTRY
 from ..publishing.run_record import EVAL_RESULTS, FIGURE_SUFFIXES, RUN_RECORD
 from .callbacks import RunMethodRecord
+from .errors import UsageError
 
 #: Weight files of a saved model (``save_pretrained``, sharded or not, safetensors or pickle).
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
@@ -173,8 +173,9 @@ def prepare_output_dir(training_args, method: str, job: str | None = None) -> st
 
     ``training_args``: :class:`~hf_ssl.training.arguments.SSLTrainingArguments`; its ``resume_from_checkpoint`` is
     resolved in place (``true`` -> the last checkpoint's path). With ``overwrite_output_dir``, the old run's files are
-    deleted by the main process while the others wait. Raises :class:`~hf_ssl.training.errors.UsageError` for a folder that
-    holds a run, a checkpoint that does not exist or was trained by another method, and contradicting flags.
+    deleted by the main process while the others wait. Raises :class:`~hf_ssl.training.errors.UsageError` for a
+    folder that holds a run, a checkpoint that does not exist or was trained by another method, and contradicting
+    flags.
     """
     output_dir = training_args.output_dir
     overwrite = getattr(training_args, "overwrite_output_dir", False)
