@@ -131,3 +131,22 @@ def test_a_checkpoint_of_another_method_is_refused_before_loading(dino_run, tmp_
 def test_overwrite_and_resume_from_the_same_folder_contradict(dino_run):
     with pytest.raises(UsageError, match="drop one of the two flags"):
         run(["--output_dir", str(dino_run), *TINY, "--overwrite", "--resume_from_checkpoint", "true"])
+
+
+def test_the_trainer_itself_refuses_a_checkpoint_of_another_method(dino_run, tmp_path, embedded_images):
+    """Code that drives SSLTrainer directly gets the same refusal from ``train(resume_from_checkpoint=...)``."""
+    from conftest import tiny_vit_config
+
+    from hf_ssl import SimCLRForPreTraining
+    from hf_ssl.training import SSLTrainer
+    from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
+
+    views = MultiCropConfig(global_crop_size=16, local_crop_size=8, num_local_crops=0)
+    dataset = apply_views(embedded_images["train"].select(range(16)), MultiCropTransform(views))
+    model = SimCLRForPreTraining.from_encoder_config(tiny_vit_config(16))
+    trainer = SSLTrainer(model=model, train_dataset=dataset, args=SSLTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=3, use_cpu=True, report_to="none"))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    with pytest.raises(UsageError, match="trained with dino, not simclr"):
+        trainer.train(resume_from_checkpoint=str(dino_run / "checkpoint-2"))
+    assert all(value.equal(before[name]) for name, value in model.state_dict().items())  # nothing was loaded
