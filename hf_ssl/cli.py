@@ -9,11 +9,15 @@
     hf-ssl push RUN_DIR --hub_model_id ORG/NAME           write the card and upload the run to the Hub
     hf-ssl list [METHOD]                                  methods, their jobs, papers, settings and recipe configs
 
-Run ``hf-ssl COMMAND --help`` for the arguments of one command. Examples:
+Run ``hf-ssl COMMAND --help`` for the arguments of one command. An output folder holds one run: training into a folder
+that holds one is refused unless the command resumes it (``--resume_from_checkpoint true``: its last checkpoint) or
+replaces it (``--overwrite``). Examples:
 
     hf-ssl pretrain                                                       # 4 minutes on CPU, embedded data
     hf-ssl pretrain recipes/configs/dino-vit-tiny-cifar10.yaml --max_steps 2000 --output_dir runs/dino
     hf-ssl pretrain recipes/configs/dino-vit-tiny-cifar10.yaml --push_to_hub --hub_model_id me/dino-cifar10
+    hf-ssl pretrain recipes/configs/dino-vit-tiny-cifar10.yaml --output_dir runs/dino --resume_from_checkpoint true
+    hf-ssl pretrain recipes/configs/dino-vit-tiny-cifar10.yaml --output_dir runs/dino --overwrite  # replace that run
     hf-ssl evaluate runs/dino --dataset uoft-cs/cifar10 --compare_random_init
     hf-ssl card runs/dino --output model_cards/dino-vit-tiny-cifar10/README.md
     hf-ssl push runs/dino --hub_model_id me/dino-cifar10 --private
