@@ -121,9 +121,9 @@ def _finetune(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print("usage: hf-ssl finetune [CONFIG.yaml] [--flag value ...]\n\n"
               "Semi-supervised fine-tuning of a classifier with a recipe config (recipes/configs/<method>-<backbone>-\n"
-              "<dataset>-<labels>.yaml); flags after the file override it; without a file, flags override the\n"
-              "method's defaults (FixMatch unless --method says otherwise).\n"
-              "`hf-ssl finetune --method fixmatch --help` lists the flags of a method and its job. Every flag follows:\n")
+              "<dataset>-<labels>.yaml); flags after the file override it; without a file, flags override\n"
+              "the method's defaults (FixMatch unless --method says otherwise). `hf-ssl finetune --method\n"
+              "fixmatch --help` lists the flags of a method and its job. Every flag follows:\n")
     if not (argv and argv[0].endswith((".yaml", ".yml"))) and "--method" not in argv \
             and not any(item.startswith("--method=") for item in argv):
         argv = ["--method", DEFAULT_FINETUNE_METHOD, *argv]  # without a config: a semi-supervised default
