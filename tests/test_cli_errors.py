@@ -98,3 +98,8 @@ def test_the_console_prints_one_line_and_nothing_else():
     assert completed.returncode == 2 and completed.stdout == ""
     assert completed.stderr.strip() == ("hf-ssl pretrain: error: unknown argument(s) --nope for byol (image job); "
                                         "`hf-ssl pretrain --method byol --help` lists the arguments")
+
+
+def test_finetune_without_a_config_or_method_is_fixmatch(capsys):
+    assert main(["finetune", "--nope"]) == 2
+    assert "for fixmatch (semi_image job); `hf-ssl finetune --method fixmatch --help`" in _one_line_error(capsys)
