@@ -47,7 +47,8 @@ def _old_run(folder):
     for step in (1, 5, 9):
         (folder / f"checkpoint-{step}").mkdir(parents=True)
         (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"old")
-    for name in ("model.safetensors", "config.json", "hf_ssl_run.json", "eval_results.json", "trainer_state.json"):
+    for name in ("model.safetensors", "ssl_state.safetensors", "config.json", "hf_ssl_run.json", "eval_results.json",
+                 "trainer_state.json"):
         (folder / name).write_text("{}")
     (folder / "README.md").write_text("the old run's card")
     (folder / "attention_maps.png").write_bytes(b"old figure")
@@ -84,6 +85,7 @@ def test_overwrite_deletes_the_old_run_and_only_it(tmp_path):
     run(["--output_dir", str(out), *TINY, "--overwrite", "--save_total_limit", "1"])
     assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-2"]  # no old checkpoint survives
     assert not (out / "attention_maps.png").exists() and not (out / "runs").exists()
+    assert (out / "ssl_state.safetensors").read_bytes() != b"{}"  # the new run's method state, not the old one's
     assert (out / "README.md").read_text() != "the old run's card"
     assert json.loads((out / "hf_ssl_run.json").read_text())["training"]["overwrite_output_dir"] is True
     assert (out / "notes.txt").read_text() == "mine" and (out / "my_data" / "config.json").is_file()
@@ -116,6 +118,10 @@ def test_a_checkpoint_of_another_method_is_refused_before_loading(dino_run, tmp_
     with pytest.raises(UsageError, match="was trained with dino, not simclr: resume it with --method dino"):
         run(["--method", "simclr", "--output_dir", str(dino_run), "--resume_from_checkpoint", str(checkpoint),
              "--max_steps", "3"])
+    earlier = tmp_path / "earlier" / "checkpoint-7"  # a pretraining checkpoint without the record: its config tells
+    earlier.mkdir(parents=True)
+    (earlier / "config.json").write_text(json.dumps({"model_type": "vit", "ssl_config": {"method": "byol"}}))
+    assert checkpoint_method(earlier) == ("byol", None)
     # A semi-supervised checkpoint's config.json is a classifier's: the record in its trainer state tells.
     semi = tmp_path / "semi" / "checkpoint-4"
     semi.mkdir(parents=True)

@@ -28,13 +28,14 @@ from pathlib import Path
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..methods.base import METHOD_REGISTRY
+from ..methods.published_layout import SSL_STATE_NAME
 from ..publishing.run_record import EVAL_RESULTS, FIGURE_SUFFIXES, RUN_RECORD
 from .callbacks import RunMethodRecord
 from .errors import UsageError
 
-#: Weight files of a saved model (``save_pretrained``, sharded or not, safetensors or pickle).
+#: Weight files of a saved model (``save_pretrained``, sharded or not, safetensors or pickle; hf_ssl's method state).
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-                   "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json")
+                   "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json", SSL_STATE_NAME)
 #: Files a run writes at the top of ``output_dir``, besides its figures: the model and its processor / tokenizer /
 #: feature extractor (``save_pretrained``), the sentence-transformers files of a Sentence-BERT run, the run record,
 #: evaluation, trainer state and card. :func:`clear_run` deletes these, the folders below and nothing else.
@@ -133,8 +134,8 @@ def resolve_checkpoint(value: str | bool | None, output_dir: str | os.PathLike) 
 
 def checkpoint_method(checkpoint: str | os.PathLike) -> tuple[str, str | None] | None:
     """``(method, job)`` that trained ``checkpoint``: from the :class:`RunMethodRecord` in its ``trainer_state.json``,
-    else (a pretraining checkpoint of an older version) from the model class its ``config.json`` names, with the job
-    unknown. ``None`` when neither tells."""
+    else (a pretraining checkpoint of an earlier version) from its ``config.json`` (``ssl_config.method``, or the
+    pretraining class it names), with the job unknown. ``None`` when none tells."""
     folder = Path(checkpoint)
     state = _read_json(folder / "trainer_state.json")
     record = (state.get("stateful_callbacks") or {}).get(RunMethodRecord.__name__)
@@ -142,8 +143,12 @@ def checkpoint_method(checkpoint: str | os.PathLike) -> tuple[str, str | None] |
         record = record[0] if record else None
     if isinstance(record, dict) and (record.get("args") or {}).get("method"):
         return record["args"]["method"], record["args"].get("job")
+    config = _read_json(folder / "config.json")
+    method = (config.get("ssl_config") or {}).get("method") if isinstance(config.get("ssl_config"), dict) else None
+    if method:
+        return method, None
     classes = {model_class.__name__: name for name, model_class in METHOD_REGISTRY.items()}
-    for architecture in _read_json(folder / "config.json").get("architectures") or []:
+    for architecture in config.get("architectures") or []:
         if architecture in classes:
             return classes[architecture], None
     return None
