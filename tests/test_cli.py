@@ -89,8 +89,8 @@ def test_evaluate_tasks_are_a_registry(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out) == {"echo": 3.0, "checkpoint": "some/checkpoint"}
     finally:
         EVALUATION_TASKS.pop("echo")
-    with pytest.raises(SystemExit):
-        main(["evaluate", "some/checkpoint", "--task", "echo"])
+    assert main(["evaluate", "some/checkpoint", "--task", "echo"]) == 2  # an unknown task: one line
+    assert "unknown task 'echo'" in capsys.readouterr().err
 
 
 def _json_output(capsys) -> dict:

@@ -26,6 +26,7 @@ def _one_line_error(capsys) -> str:
     (["pretrain", "--nope", "3"], "--nope"),
     (["pretrain", "--method", "simclr", "--max_step=3", "--temperatur", "0.1"], "--temperatur"),
     (["finetune", "--method", "fixmatch", "--labels", "4"], "--labels"),
+    (["evaluate", "run", "--nope", "2"], "--nope"),
     (["card", "run", "--nope"], "--nope"),
     (["list", "--nope"], "--nope"),
 ])

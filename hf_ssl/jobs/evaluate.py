@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..data.images import EVAL_FRACTION, ImageSplits, load_image_splits
@@ -37,6 +37,7 @@ from ..evaluation.zero_shot import zero_shot_accuracy
 from ..methods import METHOD_REGISTRY, AutoSSLModel, SentenceBertForPreTraining
 from ..modules.text_encoder import resolve_text_checkpoint
 from ..publishing.run_record import recorded_normalisation
+from ..training.errors import DataclassArgumentParser
 from .arguments import KNNArguments
 
 
@@ -153,7 +154,7 @@ def main(argv: list[str]) -> int:
     if argv and not argv[0].startswith("-"):
         argv = ["--checkpoint", argv[0], *argv[1:]]
     classes = list(dict.fromkeys(cls for task in EVALUATION_TASKS.values() for cls in task.argument_classes))
-    parser = HfArgumentParser(
+    parser = DataclassArgumentParser(  # errors raise UsageError: one line in hf-ssl
         [EvaluateArguments, *classes], prog="hf-ssl evaluate",
         description="Evaluate a checkpoint on one task. Tasks: "
         + "; ".join(f"{name}: {task.help}" for name, task in EVALUATION_TASKS.items()) + ".",
