@@ -12,7 +12,10 @@ method's unsupervised weight ...) and its output (a classifier, not an encoder) 
 runner (hf_ssl.jobs.runner), which picks the job from the method.
 """
 
-from hf_ssl.jobs.runner import run
+import sys
+
+from hf_ssl.cli import main
 
 if __name__ == "__main__":
-    run()
+    # Through the CLI: a user error is one line naming the fix (HF_SSL_DEBUG=1 shows the traceback).
+    sys.exit(main(["finetune", *sys.argv[1:]]))

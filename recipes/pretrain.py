@@ -6,7 +6,10 @@ Flags after the config file override it. The final model is saved at the root of
 ``transformers.AutoModel.from_pretrained(output_dir)`` loads the published encoder. See README.md.
 """
 
-from hf_ssl.jobs.runner import run
+import sys
+
+from hf_ssl.cli import main
 
 if __name__ == "__main__":
-    run()
+    # Through the CLI: a user error is one line naming the fix (HF_SSL_DEBUG=1 shows the traceback).
+    sys.exit(main(["pretrain", *sys.argv[1:]]))

@@ -28,9 +28,10 @@ TINY = TINY_DINO_RUN_FLAGS + ["--momentum_teacher", "0.9"]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A real run (embedded Fashion-MNIST, 2 DINO steps); `--hub_token` given but nothing is pushed."""
+    """A real run (embedded Fashion-MNIST, 2 DINO steps); `--hub_token` given but nothing is pushed; `--overwrite`
+    (a flag of this run's folder, not of its settings)."""
     out = tmp_path_factory.mktemp("card") / "dino-tiny"
-    run([*TINY, "--output_dir", str(out), "--hub_token", SECRET])
+    run([*TINY, "--output_dir", str(out), "--hub_token", SECRET, "--overwrite"])
     return out
 
 
@@ -66,7 +67,7 @@ def test_the_reproduction_command_parses_to_the_recorded_settings(run_dir):
     for source in (record, {key: value for key, value in record.items() if key != "argv"}):  # argv, or settings
         command = reproduce_command(source)
         assert command.startswith("python recipes/pretrain.py") and SECRET not in command
-        assert "--hub_token" not in command and "--push_to_hub" not in command
+        assert "--hub_token" not in command and "--push_to_hub" not in command and "--overwrite" not in command
         encoder, data, views, method, training = parse_arguments(shlex.split(command)[2:])
         assert method.to_dict() == record["method"]
         assert vars(data) == record["data"] and vars(views) == record["views"]

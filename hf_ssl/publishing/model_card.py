@@ -59,7 +59,8 @@ TRAINING_KEYS = (
 )
 #: Flags never written into the reproduction command (they publish, or they are secrets).
 _UNREPRODUCED_FLAGS = ("--push_to_hub", "--hub_model_id", "--hub_token", "--hub_private_repo", "--hub_strategy",
-                       "--hub_revision", "--hub_always_push", "--resume_from_checkpoint")
+                       "--hub_revision", "--hub_always_push", "--resume_from_checkpoint", "--overwrite",
+                       "--overwrite_output_dir")
 
 
 # --------------------------------------------------------------------------------------------------------------------
