@@ -26,6 +26,7 @@ from hf_ssl import AutoSSLModel
 from hf_ssl.methods import METHOD_REGISTRY
 from hf_ssl.methods.published_layout import SSL_STATE_NAME
 from hf_ssl.modules.audio_encoder import audio_encoder_config
+from hf_ssl.modules.backbones import encoder_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,6 +45,11 @@ def tiny_resnet() -> ResNetConfig:
     return ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", image_size=16)
 
 
+def tiny_dino_on(config):
+    return METHOD_REGISTRY["dino"].from_encoder_config(config, out_dim=64, hidden_dim=32, bottleneck_dim=16,
+                                                       freeze_last_layer_epochs=0.0)
+
+
 AUDIO_CONV = {"conv_dim": [16, 16, 16], "conv_stride": [5, 4, 2], "conv_kernel": [10, 8, 4], "hidden_size": 16,
               "num_conv_pos_embedding_groups": 2}
 #: Every method at a tiny size, and the class a user loads its published folder with.
@@ -53,6 +59,7 @@ TINY_MODELS = {
         tiny_vit_config(), projection_hidden_dim=32, projection_dim=16), "AutoModel"),
     "simclr-resnet": (lambda: METHOD_REGISTRY["simclr"].from_encoder_config(
         tiny_resnet(), projection_hidden_dim=32, projection_dim=16), "AutoModel"),
+    "dino-timm": (lambda: tiny_dino_on(encoder_config("timm:test_resnet", 32, 4, {})), "AutoModel"),
     "byol": (lambda: METHOD_REGISTRY["byol"].from_encoder_config(
         tiny_vit_config(), projection_hidden_dim=32, projection_dim=16, prediction_hidden_dim=32), "AutoModel"),
     "simsiam": (lambda: METHOD_REGISTRY["simsiam"].from_encoder_config(
@@ -376,3 +383,35 @@ def test_the_image_processor_reproduces_the_evaluation_transform():
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.25]
     processed = build_image_processor(16, mean, std)(image, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(processed, default_eval_transform(16, mean, std)(image)[None], atol=0.05, rtol=0)
+
+
+SEMI_IMAGE_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
+    """
+    from PIL import Image
+    from transformers import AutoImageProcessor, pipeline
+    out = {}
+    for folder in sys.argv[1:]:
+        processor = AutoImageProcessor.from_pretrained(folder)
+        top = pipeline("image-classification", model=folder)(Image.new("L", (28, 28)))[0]
+        out[folder] = {"processor": type(processor).__name__, "size": dict(processor.size), "label": top["label"]}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_semi_supervised_outputs_and_checkpoints_hold_the_classifier_processor(tmp_path):
+    from conftest import CLASSES
+
+    from hf_ssl.jobs.runner import run
+
+    out = tmp_path / "run"
+    run(["--method", "fixmatch", "--dataset", "embedded", "--encoder", "vit-tiny", "--encoder_config_overrides",
+         TINY_VIT, "--patch_size", "7", "--image_size", "28", "--labels_per_class", "2", "--max_unlabelled_examples",
+         "32", "--max_eval_examples", "20", "--unlabelled_batch_ratio", "2", "--per_device_train_batch_size", "4",
+         "--max_steps", "2", "--save_steps", "2", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+         "--output_dir", str(out)])
+    seen = json.loads(run_without_hf_ssl(SEMI_IMAGE_SCRIPT, str(out), str(out / "checkpoint-2")).stdout.splitlines()[-1])
+    for folder in (out, out / "checkpoint-2"):
+        values = seen[str(folder)]
+        assert values["processor"].startswith("ViTImageProcessor") and values["size"] == {"height": 28, "width": 28}
+        assert values["label"] in CLASSES

@@ -23,6 +23,7 @@ from ..data.audio import load_audio_dataset
 from ..modules.audio_encoder import AUDIO_ENCODER_PRESETS, audio_encoder_config
 from ..views.weak_strong import AudioWeakStrongConfig, AudioWeakStrongViews
 from .audio import build_feature_extractor
+from .base import JobParts
 from .semi import ClassifierArguments, SemiDataArguments, SemiSupervisedJob
 
 
@@ -70,6 +71,11 @@ class SemiAudioJob(SemiSupervisedJob):
         model_args, _, config = self.arguments
         return AudioWeakStrongViews(self.feature_extractor, self.feature_extractor.sampling_rate,
                                     model_args.crop_seconds, config=config)
+
+    def prepare(self) -> JobParts:
+        parts = super().prepare()
+        parts.trainer_kwargs["processing_class"] = self.feature_extractor  # Trainer saves it with every checkpoint
+        return parts
 
     def save_extras(self, output_dir: str, model) -> None:
         # AutoFeatureExtractor / pipeline("audio-classification") prepare clips exactly as training did.

@@ -22,6 +22,7 @@ from ..publishing.run_record import recorded_normalisation
 from ..views.processors import build_image_processor
 from ..views.weak_strong import ImageWeakStrongConfig, ImageWeakStrongViews
 from .arguments import VisionEncoderArguments
+from .base import JobParts
 from .semi import ClassifierArguments, SemiDataArguments, SemiSupervisedJob
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,16 @@ class SemiImageJob(SemiSupervisedJob):
         model_args, data_args, config = self.arguments
         return ImageWeakStrongViews(config, image_column="image")
 
-    def save_extras(self, output_dir: str, model) -> None:
-        # AutoImageProcessor / pipeline("image-classification") prepare images exactly as training evaluated them.
+    def image_processor(self):
+        """The processor published with the classifier (``AutoImageProcessor``, ``pipeline("image-classification")``):
+        the plain view's resize and normalisation, at the resolution :meth:`build_classifier` settled."""
         _, _, views = self.arguments
-        build_image_processor(views.image_size, views.mean, views.std, center_crop=False).save_pretrained(output_dir)
+        return build_image_processor(views.image_size, views.mean, views.std, center_crop=False)
+
+    def prepare(self) -> JobParts:
+        parts = super().prepare()
+        parts.trainer_kwargs["processing_class"] = self.image_processor()  # Trainer saves it with every checkpoint
+        return parts
+
+    def save_extras(self, output_dir: str, model) -> None:
+        self.image_processor().save_pretrained(output_dir)

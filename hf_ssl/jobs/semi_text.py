@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from ..data.pairs import load_pairs
 from ..modules.text_encoder import TEXT_ENCODER_PRESETS, resolve_text_checkpoint
 from ..views.weak_strong import TextWeakStrongConfig, TextWeakStrongViews
+from .base import JobParts
 from .semi import ClassifierArguments, SemiDataArguments, SemiSupervisedJob
 
 
@@ -70,6 +71,11 @@ class SemiTextJob(SemiSupervisedJob):
         texts = zip(*(unlabelled[column] for column in columns)) if len(columns) > 1 else unlabelled[columns[0]]
         return TextWeakStrongViews.fit(texts, self.tokenizer, model_args.max_length, config=config,
                                        input_columns=columns)
+
+    def prepare(self) -> JobParts:
+        parts = super().prepare()
+        parts.trainer_kwargs["processing_class"] = self.tokenizer  # Trainer saves it with every checkpoint
+        return parts
 
     def save_extras(self, output_dir: str, model) -> None:
         # AutoTokenizer / pipeline("text-classification") tokenise exactly as training did.
