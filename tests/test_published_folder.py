@@ -261,9 +261,9 @@ def test_image_outputs_and_checkpoints_hold_the_image_processor_of_the_run(tmp_p
         assert values["size"] == {"height": 28, "width": 28}
         assert values["mean"] == [0.3] * 3 and values["std"] == [0.2, 0.25, 0.3]
         # the processor prepares images as the run's probes did (shorter side to 28 px, center crop, normalise)
-        torch.testing.assert_close(torch.tensor(values["pixels"]), pixels, atol=0.05, rtol=0)
+        torch.testing.assert_close(torch.tensor(values["pixels"]), pixels, atol=1e-5, rtol=0)
         if folder == out:
-            torch.testing.assert_close(torch.tensor(values["features"]), expected, atol=0.05, rtol=0)
+            torch.testing.assert_close(torch.tensor(values["features"]), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.needs_data(WIKITEXT)
@@ -384,7 +384,7 @@ def test_the_image_processor_reproduces_the_evaluation_transform():
     image = Image.fromarray((np.arange(48 * 32 * 3) % 253).astype("uint8").reshape(32, 48, 3))
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.25]
     processed = build_image_processor(16, mean, std)(image, return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(processed, default_eval_transform(16, mean, std)(image)[None], atol=0.05, rtol=0)
+    torch.testing.assert_close(processed, default_eval_transform(16, mean, std)(image)[None], atol=1e-5, rtol=0)
 
 
 SEMI_IMAGE_SCRIPT = BLOCK_HF_SSL + textwrap.dedent(
