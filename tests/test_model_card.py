@@ -58,8 +58,15 @@ def test_the_run_writes_a_card_whose_model_index_equals_its_metrics(run_dir):
 def test_the_card_states_the_encoder_size_that_vanilla_transformers_loads(run_dir):
     from transformers import AutoModel
 
+    from safetensors.torch import load_file
+
     encoder = AutoModel.from_pretrained(run_dir)
-    assert f"({encoder.num_parameters():,})" in (run_dir / "README.md").read_text()
+    text = (run_dir / "README.md").read_text()
+    assert f"({encoder.num_parameters():,})" in text
+    # every tensor of the pretraining checkpoint: the published root and the method's ssl_state beside it
+    tensors = sum(t.numel() for name in ("model.safetensors", "ssl_state.safetensors")
+                  for t in load_file(run_dir / name).values())
+    assert "every tensor of the pretraining checkpoint" in text and f"({tensors:,})" in text
 
 
 def test_the_reproduction_command_parses_to_the_recorded_settings(run_dir):

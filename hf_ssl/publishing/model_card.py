@@ -36,6 +36,7 @@ from ..data.sources import (
     looks_like_path,
     split_source_options,
 )
+from ..methods.published_layout import SSL_STATE_NAME
 from .checkpoints import CHECKPOINT_ALIASES, StartingPoint, starting_point, starting_points
 from .datasets import DatasetFacts, facts_for, model_index_dataset, public_name
 from .figures import plot_training_curves
@@ -214,6 +215,8 @@ def _checkpoint_numel(path: Path) -> int | None:
     index = path / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else (
         ["model.safetensors"] if (path / "model.safetensors").is_file() else [])
+    if files and (path / SSL_STATE_NAME).is_file():  # the pretraining-only weights, beside the published ones
+        files.append(SSL_STATE_NAME)
     if not files:
         return None
     total = 0
