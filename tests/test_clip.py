@@ -391,3 +391,17 @@ def test_cifar10_recipe_trains_with_more_pairs_than_classes(tmp_path, monkeypatc
     training_batches = [ids for ids in seen if ids is not None]
     assert len(training_batches) == 2
     assert all(ids.shape == (20,) and len(ids.unique()) <= 10 for ids in training_batches)  # classes repeat
+
+
+@pytest.mark.parametrize(("no_duplicates", "multi_positive", "batch", "expected"), [
+    (None, True, 10, True), (None, True, 20, False), (None, False, 10, True), (True, True, 10, True),
+    (False, True, 10, False), (False, False, 10, False),
+])
+def test_batches_are_deduplicated_where_a_batch_fits_the_classes(no_duplicates, multi_positive, batch, expected):
+    """Unset, de-duplication is on while a global batch fits the distinct classes (more negatives per batch), off
+    beyond (repeats become positives), and always on for the one-positive loss; an explicit value wins."""
+    from hf_ssl.jobs.image_text import _deduplicate
+
+    labels = [index % 10 for index in range(100)]
+    assert _deduplicate(no_duplicates, multi_positive, labels, batch) is expected
+

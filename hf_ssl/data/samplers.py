@@ -8,7 +8,8 @@ process; this sampler does it for the global batch, whose negatives are gathered
 
 A loss that knows which rows belong together does not need it: CLIP-style training treats repeated captions (or
 classes) as positives of each other (``multi_positive``, :class:`hf_ssl.losses.InfoNCELoss` with ``positive_ids``), so
-the image-text job leaves this sampler off by default (``--no_duplicates true`` turns it on). With a one-positive loss
+the image-text job uses this sampler only where a global batch fits the distinct captions / classes (more distinct
+classes per batch: more negatives), and otherwise lets repeats be positives. With a one-positive loss
 (Sentence-BERT's multiple-negatives ranking) it is what keeps repeats from becoming false negatives.
 
 Why a ``Sampler`` of indices rather than a batch sampler: ``Trainer`` builds ``DataLoader(sampler=..., batch_size=
@@ -53,7 +54,7 @@ class NoDuplicatesSampler(Sampler[int]):
                 f"{len(keys)} examples cannot fill one batch of {global_batch_size}; lower per_device_train_batch_size"
             )
         self.keys = [_as_key_set(key) for key in keys]
-        distinct = len(set().union(*self.keys))
+        distinct = distinct_key_count(self.keys)
         if distinct < global_batch_size:  # each row of a batch needs a value no other row has
             raise ValueError(
                 f"the data has too few distinct texts/keys ({distinct}) for batches of {global_batch_size} without "
@@ -109,6 +110,12 @@ class NoDuplicatesSampler(Sampler[int]):
                 )
             batches.append(members)
         return [index for batch in batches for index in batch]
+
+
+def distinct_key_count(keys: Sequence) -> int:
+    """How many distinct values ``keys`` hold (as :class:`NoDuplicatesSampler` compares them): a global batch without
+    repeats can hold at most this many rows."""
+    return len(set().union(*(_as_key_set(key) for key in keys)))
 
 
 def _as_key_set(key) -> frozenset:
