@@ -7,6 +7,8 @@
   Teacher, Tarvainen & Valpola 2017 §3).
 - :class:`EntropyLoss`: the entropy of the predictions, minimised to push decision boundaries into low-density regions
   (Grandvalet & Bengio 2005).
+- :class:`SharpenedKLLoss`: KL divergence from a sharpened, confidence-masked target distribution to the prediction
+  (UDA, Xie et al. 2020, §3.2 and Appendix C).
 
 Targets never carry gradients: pseudo-labels and teacher outputs are detached here, whatever the caller passes.
 """
@@ -88,3 +90,41 @@ class EntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         log_probabilities = logits.float().log_softmax(dim=-1)
         return -(log_probabilities.exp() * log_probabilities).sum(dim=-1).mean()
+
+
+def sharpen(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``p^(1/T) / sum_c p_c^(1/T)`` per row of ``(batch, num_classes)`` probabilities (MixMatch's and UDA's
+    sharpening; ``T = 1``: unchanged, ``T -> 0``: one-hot). Computed in log space, so tiny probabilities stay finite."""
+    if temperature <= 0:
+        raise ValueError(f"the sharpening temperature must be > 0, got {temperature}")
+    return (probabilities.clamp(min=1e-12).log() / temperature).softmax(dim=-1)
+
+
+class SharpenedKLLoss(nn.Module):
+    """``mean_b [ mask_b * KL(q_b || softmax(logits_b)) ]`` with ``q_b = sharpen(softmax(target_logits_b), T)`` and
+    ``mask_b = [max softmax(target_logits_b) >= threshold]`` (the confidence before sharpening), UDA's consistency
+    (Xie et al. 2020, Eq. 1 with the confidence-based masking and sharpening of §3.2 / Appendix C).
+
+    As in :class:`PseudoLabelLoss`, the mean runs over the whole unlabelled batch. ``q`` carries no gradient; the
+    KL's ``sum q log q`` term is constant in the classifier's parameters, so the gradient is the soft-target
+    cross-entropy's. Returns ``(loss, PseudoLabels)`` (argmax, confidence and mask of the target, for diagnostics).
+    """
+
+    def __init__(self, temperature: float = 0.4, threshold: float = 0.8):
+        super().__init__()
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"the confidence threshold must be in [0, 1], got {threshold}")
+        sharpen(torch.ones(1, 1), temperature)  # refuses a temperature <= 0 now rather than at the first step
+        self.temperature = temperature
+        self.threshold = threshold
+
+    def forward(self, logits: torch.Tensor, target_logits: torch.Tensor) -> tuple[torch.Tensor, PseudoLabels]:
+        with torch.no_grad():
+            probabilities = target_logits.detach().float().softmax(dim=-1)
+            confidence, labels = probabilities.max(dim=-1)
+            mask = (confidence >= self.threshold).float()
+            target = sharpen(probabilities, self.temperature)
+        log_predictions = logits.float().log_softmax(dim=-1)
+        divergence = (target * (target.clamp(min=1e-12).log() - log_predictions)).sum(dim=-1)
+        return (divergence * mask).mean(), PseudoLabels(labels, confidence, mask)
+

@@ -16,6 +16,7 @@ from .mean_teacher import MeanTeacher, MeanTeacherConfig
 from .pi_model import PiModel, PiModelConfig
 from .pseudo_label import PseudoLabel, PseudoLabelConfig
 from .supervised import SupervisedOnly, SupervisedOnlyConfig
+from .uda import UDA, UDAConfig
 
 __all__ = [
     "SEMI_METHOD_REGISTRY",
@@ -32,4 +33,6 @@ __all__ = [
     "SemiSupervisedOutput",
     "SupervisedOnly",
     "SupervisedOnlyConfig",
+    "UDA",
+    "UDAConfig",
 ]
