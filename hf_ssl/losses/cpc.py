@@ -4,13 +4,25 @@ its audio experiments and of wav2vec (Schneider et al. 2019, arXiv:1904.05862).
 
 Two pieces: :func:`sample_negative_frames` draws the negatives (never a padded frame), :class:`CPCInfoNCELoss` scores
 the predictions against the true future frame and those negatives.
+
+Data parallel: the candidate frames are gathered from every process (with gradients) and the negatives drawn from the
+global batch with a seed shared by all processes, so N processes with one shard each compute exactly the loss and
+(DDP-averaged) gradients of one process with the whole batch.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.functional import cross_entropy
+from torch.nn.functional import cross_entropy, pad
+
+from ..distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    all_reduce_sum,
+    rank,
+    world_size,
+)
 
 NEGATIVE_SAMPLING_MODES = ("batch", "same_utterance", "other_utterances")
 
@@ -83,7 +95,14 @@ class CPCInfoNCELoss(nn.Module):
 
     The score is the log-bilinear ``f_k = exp(z^T W_k c_t)`` of the paper (no temperature). A negative that *is* the
     positive frame (possible because negatives are shared across the K steps) is removed from that row, as
-    transformers' wav2vec 2.0 loss does for identical codevectors. Negatives come from the local batch.
+    transformers' wav2vec 2.0 loss does for identical codevectors.
+
+    Across processes (``torch.distributed``): negatives come from the *global* batch, the shards of every process
+    gathered in rank order with gradients (:func:`gather_candidate_frames`), and are drawn for the whole global batch
+    from a seed that rank 0 takes from its RNG and shares, each process keeping its own rows, so an utterance gets the
+    same negatives whichever process holds it. Each process divides its summed loss by the global prediction count
+    over the number of processes: DDP's gradient average is then the gradient of the global mean, and the mean of the
+    processes' losses is the one-process loss.
 
     Args:
         num_negatives: N (CPC's reference implementation: 128; wav2vec: 10).
@@ -93,11 +112,12 @@ class CPCInfoNCELoss(nn.Module):
         predictions: ``(batch, frames, K, dim)``; ``predictions[b, t, k - 1]`` predicts ``targets[b, t + k]``.
         targets: ``(batch, frames, dim)`` encoder outputs z.
         frame_mask: ``(batch, frames)`` bool, True for real frames (a valid prefix per utterance).
-        negative_indices: optional ``(batch, frames, N)`` flat indices into ``batch * frames`` (default: sampled).
+        negative_indices: optional ``(batch, frames, N)`` flat indices into the frames of the batch, ``batch * frames``
+            on one process (across processes: into the gathered ``global_batch * max_frames``; default: sampled).
 
     Returns:
-        ``(loss, stats)``: the scalar loss and detached ``accuracy`` (fraction of predictions whose positive scores
-        highest) and ``num_predictions``.
+        ``(loss, stats)``: the scalar loss and detached ``accuracy`` (fraction of the global batch's predictions whose
+        positive scores highest) and ``num_predictions`` (of the global batch).
     """
 
     def __init__(self, num_negatives: int = 128, negative_sampling: str = "batch"):
@@ -125,10 +145,14 @@ class CPCInfoNCELoss(nn.Module):
                 f"predictions (batch, frames, K, dim) = {tuple(predictions.shape)} needs targets (batch, frames, dim) "
                 f"and frame_mask (batch, frames); got {tuple(targets.shape)} and {tuple(frame_mask.shape)}"
             )
+        candidates, candidate_mask, first_row = gather_candidate_frames(targets, frame_mask)  # (B_g, T_g, dim)
+        global_frames = candidate_mask.shape[1]
         if negative_indices is None:
-            negative_indices = sample_negative_frames(frame_mask, self.num_negatives, self.negative_sampling)
-        flat_targets = targets.reshape(batch * frames, dim)
-        negatives = flat_targets[negative_indices]  # (B, T, N, dim)
+            global_indices = sample_negative_frames(
+                candidate_mask, self.num_negatives, self.negative_sampling, generator=_shared_generator(targets.device)
+            )
+            negative_indices = global_indices[first_row : first_row + batch, :frames]
+        negatives = candidates.reshape(-1, dim)[negative_indices]  # (B, T, N, dim)
 
         # Positive of (b, t, k): frame t + k of the same utterance; valid when both t and t + k are real frames.
         time = torch.arange(frames, device=targets.device)
@@ -140,18 +164,54 @@ class CPCInfoNCELoss(nn.Module):
 
         positive_logits = (predictions * positives).sum(-1, keepdim=True)  # (B, T, K, 1)
         negative_logits = torch.einsum("btkd,btnd->btkn", predictions, negatives)  # (B, T, K, N)
-        positive_index = torch.arange(batch, device=targets.device)[:, None, None] * frames + future[None]  # (B,T,K)
+        rows = first_row + torch.arange(batch, device=targets.device)
+        positive_index = rows[:, None, None] * global_frames + future[None]  # (B, T, K) in the gathered frames
         negative_logits = negative_logits.masked_fill(
             negative_indices[:, :, None, :] == positive_index[..., None], float("-inf")
         )
         logits = torch.cat([positive_logits, negative_logits], dim=-1)[valid]  # (P, 1 + N)
-        if logits.shape[0] == 0:
+        with torch.no_grad():
+            correct = (logits.argmax(dim=-1) == 0).sum()
+            counts = all_reduce_sum(torch.stack([correct.new_tensor(logits.shape[0]), correct]).float())
+        if counts[0] == 0:
             raise ValueError(
                 "no (frame, future frame) pair in this batch: every utterance is at most 1 frame long after the "
                 "convolutional encoder; use longer audio crops"
             )
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        loss = cross_entropy(logits.float(), target)
-        with torch.no_grad():
-            accuracy = (logits.argmax(dim=-1) == 0).float().mean()
-        return loss, {"accuracy": accuracy, "num_predictions": torch.tensor(float(logits.shape[0]))}
+        # Sum over this process's predictions / (global count / processes): DDP's average is the global mean.
+        loss = cross_entropy(logits.float(), target, reduction="sum") * (world_size() / float(counts[0]))
+        return loss, {"accuracy": counts[1] / counts[0], "num_predictions": counts[0].cpu()}
+
+
+def gather_candidate_frames(
+    targets: torch.Tensor, frame_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The frames of the global batch, negatives' candidates: every process's ``(batch, frames, dim)`` shard,
+    gathered in rank order with gradients and padded to the longest shard's frames.
+
+    Returns ``(candidates, candidate_mask, first_row)``: ``(global_batch, max_frames, dim)``, its ``(global_batch,
+    max_frames)`` bool mask of real frames, and the row where this process's utterances start. Shards may differ in
+    batch size and frames (each collator pads to its own longest utterance). One process: the inputs and 0.
+    """
+    if world_size() == 1:
+        return targets, frame_mask, 0
+    batch, frames, _ = targets.shape
+    sizes = all_gather_no_grad(torch.tensor([[batch, frames]], device=targets.device))  # (world, 2)
+    max_batch, max_frames = (int(size) for size in sizes.max(dim=0).values)
+    padding = (0, max_frames - frames, 0, max_batch - batch)
+    gathered = all_gather_with_grad(pad(targets, (0, 0, *padding)))  # (world * max_batch, max_frames, dim)
+    gathered_mask = all_gather_no_grad(pad(frame_mask.to(torch.uint8), padding)).bool()
+    shard_sizes = sizes[:, 0].tolist()
+    keep = torch.cat(
+        [torch.arange(size, device=targets.device) + shard * max_batch for shard, size in enumerate(shard_sizes)]
+    )
+    return gathered[keep], gathered_mask[keep], sum(shard_sizes[: rank()])
+
+
+def _shared_generator(device: torch.device) -> torch.Generator:
+    """A generator seeded from rank 0's global RNG (the trainer seeds and checkpoints it), the same on every process."""
+    seed = torch.randint(2**62, (1,))
+    if world_size() > 1:
+        seed = all_gather_no_grad(seed.to(device))[0].cpu()
+    return torch.Generator(device=device).manual_seed(int(seed))

@@ -4,7 +4,8 @@ Contrastive Predictive Coding", arXiv:1807.03748, §2 and §3.1), with wav2vec's
 
 A strided 1-D convolutional encoder maps the waveform to frames ``z_t``; an autoregressive GRU summarises
 ``z_{<=t}`` into a context ``c_t``; for each of K future steps a linear map ``W_k`` predicts ``z_{t+k}`` from ``c_t``,
-scored with InfoNCE against negatives drawn from the batch (:class:`hf_ssl.losses.cpc.CPCInfoNCELoss`).
+scored with InfoNCE against negatives drawn from the batch, the global batch across processes
+(:class:`hf_ssl.losses.cpc.CPCInfoNCELoss`).
 
 Checkpoint layout (why vanilla transformers loads the CPC encoder): the config is a ``Wav2Vec2Config`` and the
 encoder a ``Wav2Vec2Model`` under ``wav2vec2.`` with **no transformer layer** (``num_hidden_layers = 0``), so that
@@ -68,7 +69,8 @@ class CPCConfig(SSLMethodConfig):
 class CPCOutput(ModelOutput):
     """Output of :class:`CPCForPreTraining`.
 
-    loss: scalar InfoNCE (CPC Eq. 4), mean over the valid (frame, step) predictions of the local batch.
+    loss: scalar InfoNCE (CPC Eq. 4), mean over the valid (frame, step) predictions; across processes, this
+        process's share (see :class:`hf_ssl.losses.cpc.CPCInfoNCELoss`), whose mean over processes is the global mean.
     prediction_accuracy: fraction of predictions whose true future frame outscores every negative.
     encoded: ``(batch, frames, hidden)`` encoder outputs z (``Wav2Vec2Model.last_hidden_state``).
     context: ``(batch, frames, context_dim)`` GRU outputs c.

@@ -37,6 +37,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 )
 from transformers.utils import ModelOutput
 
+from ..distributed import all_reduce_sum, world_size
 from ..modules.audio_encoder import check_audio_input, feature_frame_mask, frame_lengths
 from .base import SSLMethodConfig, SSLPreTrainedModel, TrainingProgress
 
@@ -83,7 +84,9 @@ class Wav2Vec2SSLOutput(ModelOutput):
 
     loss: ``(L_m + diversity_loss_weight * L_d * n_local) / n_global``: the contrastive loss summed over the local
         masked frames divided by the global masked-frame count, so that summing over micro-batches and averaging
-        gradients over processes gives the mean over every masked frame of the optimizer step.
+        gradients over processes gives the mean over every masked frame of the optimizer step. Without
+        ``num_items_in_batch`` (outside the Trainer), ``n_global`` is the all-reduced count over the number of
+        processes. L_d is computed from each process's own codebook use, as in fairseq.
     contrastive_loss: L_m per masked frame of the local batch; diversity_loss: L_d (Eq. 4) of the local batch.
     codevector_perplexity: perplexity of the codebook use over the masked frames (G * V at best).
     num_masked_frames: masked frames in the local batch.
@@ -268,7 +271,12 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
                 projected_quantized_states=outputs.projected_quantized_states,
             )
         # transformers: loss = sum over masked frames of L_m + alpha * L_d * n_local; normalise by the global count.
-        denominator = num_items_in_batch if num_items_in_batch is not None else num_masked
+        # Without the Trainer's count: the masked frames of every process over the number of processes, so that DDP's
+        # gradient average (and the mean of the processes' losses) is the global batch's mean.
+        if num_items_in_batch is None:
+            denominator = all_reduce_sum(num_masked.detach().float().clone()) / world_size()
+        else:
+            denominator = num_items_in_batch
         if isinstance(denominator, torch.Tensor):
             denominator = denominator.to(outputs.loss.device, outputs.loss.dtype)
         return Wav2Vec2SSLOutput(
