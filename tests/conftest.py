@@ -156,9 +156,10 @@ def tiny_classifier(seed: int = 0, **config_overrides):
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    config = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, num_labels=10, id2label=dict(enumerate(CLASSES)),
-                       label2id={name: index for index, name in enumerate(CLASSES)}, **config_overrides)
+    settings = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, num_labels=10, id2label=dict(enumerate(CLASSES)),
+                    label2id={name: index for index, name in enumerate(CLASSES)})
+    config = ViTConfig(**{**settings, **config_overrides})
     return ViTForImageClassification(config)
 
 

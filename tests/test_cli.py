@@ -159,8 +159,16 @@ def test_pretrain_without_a_config_starts_every_method_from_its_own_defaults(met
     for name in datasets:
         if name != "embedded":
             local_dataset(name)
+    if method in FLAG_NEEDED:  # no default can stand in for it: one line names the flag
+        with pytest.raises(ValueError, match=FLAG_NEEDED[method]):
+            run(argv, callbacks=[_StopAfterFirstStep()])
+        return
     with pytest.raises(_Started):
         run(argv, callbacks=[_StopAfterFirstStep()])
+
+
+#: Methods that cannot start without a flag naming something of the user's.
+FLAG_NEEDED = {"distillation": "--teacher"}
 
 
 def _method_config_class(method: str):

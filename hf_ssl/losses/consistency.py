@@ -7,6 +7,7 @@
   Teacher, Tarvainen & Valpola 2017 §3).
 - :class:`EntropyLoss`: the entropy of the predictions, minimised to push decision boundaries into low-density regions
   (Grandvalet & Bengio 2005).
+- :class:`DistillationLoss`: a teacher's softened predictions as targets, with the ``T^2`` factor (Hinton et al. 2015).
 - :class:`SharpenedKLLoss`: KL divergence from a sharpened, confidence-masked target distribution to the prediction
   (UDA, Xie et al. 2020, §3.2 and Appendix C).
 
@@ -127,4 +128,27 @@ class SharpenedKLLoss(nn.Module):
         log_predictions = logits.float().log_softmax(dim=-1)
         divergence = (target * (target.clamp(min=1e-12).log() - log_predictions)).sum(dim=-1)
         return (divergence * mask).mean(), PseudoLabels(labels, confidence, mask)
+
+
+class DistillationLoss(nn.Module):
+    """``T^2 mean_b KL(softmax(teacher_b / T) || softmax(student_b / T))`` (Hinton, Vinyals & Dean 2015, "Distilling
+    the Knowledge in a Neural Network", arXiv:1503.02531, §2): the ``T^2`` factor keeps the gradient's scale
+    independent of ``T`` (the soft-target gradients scale as ``1 / T^2``). Logits ``(batch, num_classes)``; the
+    teacher's are detached."""
+
+    def __init__(self, temperature: float = 2.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"the distillation temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(f"student and teacher must predict the same classes, got logits {tuple(student_logits.shape)}"
+                             f" and {tuple(teacher_logits.shape)}")
+        temperature = self.temperature
+        target = (teacher_logits.detach().float() / temperature).log_softmax(dim=-1)
+        log_predictions = (student_logits.float() / temperature).log_softmax(dim=-1)
+        divergence = (target.exp() * (target - log_predictions)).sum(dim=-1)
+        return temperature ** 2 * divergence.mean()
 

@@ -11,6 +11,7 @@ from .base import (
     SemiSupervisedMethod,
     SemiSupervisedOutput,
 )
+from .distillation import Distillation, DistillationConfig
 from .fixmatch import FixMatch, FixMatchConfig
 from .mean_teacher import MeanTeacher, MeanTeacherConfig
 from .pi_model import PiModel, PiModelConfig
@@ -20,6 +21,8 @@ from .uda import UDA, UDAConfig
 
 __all__ = [
     "SEMI_METHOD_REGISTRY",
+    "Distillation",
+    "DistillationConfig",
     "FixMatch",
     "FixMatchConfig",
     "MeanTeacher",

@@ -215,6 +215,13 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
         return values
 
 
+def prediction_labels(logits: torch.Tensor) -> PseudoLabels:
+    """A prediction's argmax as pseudo-labels, all kept: the diagnostics of methods whose targets are distributions
+    (a teacher's, another view's), not thresholded labels."""
+    confidence, labels = logits.detach().float().softmax(dim=-1).max(dim=-1)
+    return PseudoLabels(labels, confidence, torch.ones_like(confidence))
+
+
 def split_labels(labelled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """A labelled batch as ``(the classifier's inputs, labels (B,))``."""
     return {key: value for key, value in labelled.items() if key != "labels"}, labelled["labels"]

@@ -25,13 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses.consistency import PseudoLabels, SoftmaxMSELoss
+from ..losses.consistency import SoftmaxMSELoss
 from ..schedules import TrainingProgress
 from .base import (
     SemiSupervisedConfig,
     SemiSupervisedMethod,
     SemiSupervisedOutput,
     classifier_logits,
+    prediction_labels,
     split_labels,
 )
 
@@ -76,10 +77,5 @@ class MeanTeacher(SemiSupervisedMethod):
         supervised = self.supervised_loss(logits_labelled, labels)
         unsupervised = self.consistency(logits_student, logits_teacher)
         return self.combine(supervised, unsupervised, progress, self.diagnostics(
-            _teacher_labels(logits_teacher), unlabelled.get("audit_labels")))
+            prediction_labels(logits_teacher), unlabelled.get("audit_labels")))
 
-
-def _teacher_labels(logits: torch.Tensor) -> PseudoLabels:
-    """The teacher's argmax as pseudo-labels, all kept: for the diagnostics of consistency methods."""
-    confidence, labels = logits.detach().float().softmax(dim=-1).max(dim=-1)
-    return PseudoLabels(labels, confidence, torch.ones_like(confidence))

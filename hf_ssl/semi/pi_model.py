@@ -26,9 +26,9 @@ from .base import (
     SemiSupervisedMethod,
     SemiSupervisedOutput,
     classifier_logits,
+    prediction_labels,
     split_labels,
 )
-from .mean_teacher import _teacher_labels
 
 
 @dataclass
@@ -62,4 +62,4 @@ class PiModel(SemiSupervisedMethod):
         supervised = self.supervised_loss(logits_labelled, labels)
         unsupervised = self.consistency(logits_first, logits_second.detach())
         return self.combine(supervised, unsupervised, progress, self.diagnostics(
-            _teacher_labels(logits_second), unlabelled.get("audit_labels")))
+            prediction_labels(logits_second), unlabelled.get("audit_labels")))
