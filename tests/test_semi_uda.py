@@ -96,7 +96,8 @@ def test_uda_step_is_the_papers_equation():
 def test_uda_is_registered_and_refuses_bad_settings():
     assert SEMI_METHOD_REGISTRY["uda"] is UDA
     for settings, message in (({"temperature": 0.0}, "temperature"), ({"threshold": 1.5}, "threshold"),
-                              ({"tsa_schedule": "cosine"}, "tsa_schedule")):
+                              ({"tsa_schedule": "cosine"}, "tsa_schedule"),
+                              ({"tsa_schedule": "log", "mixup_alpha": 0.5}, "annealing needs each labelled")):
         with pytest.raises(ValueError, match=message):
             UDAConfig(**settings)
 

@@ -28,6 +28,7 @@ from ..distributed import all_reduce_sum
 from ..losses.consistency import PseudoLabels
 from ..modules.ema import ema_update_, make_teacher
 from ..schedules import TrainingProgress
+from ..views.mixing import LabelledBatchMixer
 
 #: Every semi-supervised method by name (``SemiSupervisedConfig.method``), filled by subclassing.
 SEMI_METHOD_REGISTRY: dict[str, type[SemiSupervisedMethod]] = {}
@@ -44,6 +45,10 @@ class SemiSupervisedConfig:
     rampup_shape: ``"sigmoid"`` (``exp(-5 (1 - t)^2)``, Laine & Aila 2017 §3.1) or ``"linear"`` (Lee 2013).
     ema_decay: decay of an exponential moving average of the classifier, parameters and BatchNorm buffers (timm's
         ``ModelEmaV2``), evaluated and published instead of the trained weights; ``None``: no EMA.
+    mixup_alpha / cutmix_alpha: mix the labelled image batches with mixup / CutMix (Beta(alpha, alpha); 0: off; both:
+        one of them per batch) and learn from the soft targets (:class:`hf_ssl.views.mixing.LabelledBatchMixer`).
+        Label smoothing is ``TrainingArguments.label_smoothing_factor``. Both regularise every method, the
+        supervised-only baseline included.
     ema_warmup: use ``min(ema_decay, 1 - 1 / (n + 1))`` at the n-th update (Mean Teacher's reference code, Tarvainen
         & Valpola 2017), so the EMA starts as the plain average of the weights so far instead of being dominated by
         the initial ones for ~1 / (1 - ema_decay) steps: at 0.999, a 300-step run would otherwise publish an average
@@ -60,6 +65,8 @@ class SemiSupervisedConfig:
     rampup_shape: str = "sigmoid"
     ema_decay: float | None = None
     ema_warmup: bool = True
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
     def __post_init__(self):
         if self.unlabelled_batch_ratio < 1:
@@ -70,6 +77,8 @@ class SemiSupervisedConfig:
             raise ValueError(f"rampup_fraction must be in [0, 1], got {self.rampup_fraction}")
         if self.rampup_shape not in RAMPUP_SHAPES:
             raise ValueError(f"rampup_shape must be one of {RAMPUP_SHAPES}, got {self.rampup_shape!r}")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {self.mixup_alpha} and {self.cutmix_alpha}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
 
@@ -136,6 +145,7 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
         self.ema_model: nn.Module | None = None
         self.label_smoothing = 0.0
         self.num_classes = 0
+        self.labelled_mixer: LabelledBatchMixer | None = None
 
     @property
     def unlabelled_views(self) -> tuple[str, ...]:
@@ -145,6 +155,8 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
         """Build what depends on the classifier and the data: an EMA copy when ``ema_decay`` is set (frozen: out of the
         optimizer and of DDP). Subclasses extend it (class priors, per-example memories)."""
         self.num_classes = int(model.config.num_labels)
+        if self.config.mixup_alpha > 0 or self.config.cutmix_alpha > 0:
+            self.labelled_mixer = LabelledBatchMixer(self.num_classes, self.config.mixup_alpha, self.config.cutmix_alpha)
         if self.config.ema_decay is not None and self.ema_model is None:
             self.ema_model = make_teacher(model)
             self.ema_model.eval()
@@ -156,6 +168,11 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
         """The step's loss. ``labelled``: the classifier's inputs and ``labels`` ``(B,)``; ``unlabelled``:
         ``{"views": [inputs of each view in unlabelled_views], "indices": (mu B,), "audit_labels": (mu B,)
         (optional)}``. ``audit_labels`` may only feed :meth:`diagnostics`, never the loss."""
+
+    def mix_labelled(self, labelled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The labelled training batch, mixed with mixup / CutMix when the config asks (labels become ``(B, K)``
+        probabilities), else as it is."""
+        return self.labelled_mixer(labelled) if self.labelled_mixer is not None else labelled
 
     def after_optimizer_step(self, model: nn.Module, progress: TrainingProgress) -> None:
         """After ``optimizer.step()``: the EMA follows the classifier (parameters and BatchNorm buffers)."""
@@ -180,8 +197,11 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
 
     # ----------------------------------------------------------------------------------------------------------------
     def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy on the labelled batch (with ``TrainingArguments.label_smoothing_factor``, set by the trainer).
-        Labels outside ``[0, num_labels)`` are refused with the fix."""
+        """Cross-entropy on the labelled batch (with ``TrainingArguments.label_smoothing_factor``, set by the trainer):
+        ``labels`` are class indices ``(B,)``, or probabilities ``(B, K)`` after mixup / CutMix. Class indices outside
+        ``[0, num_labels)`` are refused with the fix."""
+        if labels.dim() == 2:  # soft targets (mixed batches)
+            return F.cross_entropy(logits.float(), labels.float(), label_smoothing=self.label_smoothing)
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
             raise ValueError(
                 f"labels must lie in [0, {logits.shape[-1]}) (the classifier's num_labels), got "

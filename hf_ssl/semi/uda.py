@@ -74,6 +74,9 @@ class UDAConfig(SemiSupervisedConfig):
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.tsa_schedule != "none" and self.tsa_schedule not in TSA_SCHEDULES:
             raise ValueError(f"tsa_schedule must be 'none' or one of {sorted(TSA_SCHEDULES)}, got {self.tsa_schedule!r}")
+        if self.tsa_schedule != "none" and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
+            raise ValueError("training-signal annealing needs each labelled example's class: use tsa_schedule none with "
+                             "mixup / CutMix, or leave mixup_alpha and cutmix_alpha at 0")
 
 
 def tsa_threshold(step: int, max_steps: int, num_classes: int, schedule: str) -> float:

@@ -27,7 +27,6 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data.streams import (
     PlainViewCollator,
@@ -129,7 +128,8 @@ class SemiSupervisedTrainer(SSLTrainer):
         if "labelled" not in inputs:  # an evaluation batch: the classifier's inputs and labels
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         self.method.train(model.training)
-        output = self.method.compute_loss(model, inputs["labelled"], inputs["unlabelled"], self.progress())
+        labelled = self.method.mix_labelled(inputs["labelled"]) if model.training else inputs["labelled"]
+        output = self.method.compute_loss(model, labelled, inputs["unlabelled"], self.progress())
         if model.training:
             self.record_diagnostics({
                 "supervised_loss": output.supervised_loss, "unsupervised_loss": output.unsupervised_loss,
@@ -150,10 +150,8 @@ class SemiSupervisedTrainer(SSLTrainer):
             evaluated.train(was_training)
 
     # ----------------------------------------------------------------------------------------------------------------
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+    def save_checkpoint_files(self, folder: str) -> None:
+        if self.args.should_save:  # into the checkpoint before it is committed (SSLTrainer's atomic saves)
             save_model(self.method, os.path.join(folder, METHOD_STATE_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
