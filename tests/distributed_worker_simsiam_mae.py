@@ -101,7 +101,7 @@ def main():
     mode, out_file = sys.argv[1], sys.argv[2]
     if mode != "all":
         raise SystemExit(f"unknown mode {mode!r}; this worker runs 'all'")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0

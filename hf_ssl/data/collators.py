@@ -23,6 +23,19 @@ from .image_decoding import to_rgb
 VIEW_SEED = "view_seed"
 
 
+def batch_seed(examples: Sequence[dict[str, Any]]) -> int | None:
+    """One seed for a batch's random choices, mixed from its examples' ``view_seed`` (``numpy.random.SeedSequence``):
+    it depends on which examples form the batch and on nothing else. ``None`` when an example has no view seed."""
+    seeds = [example.get(VIEW_SEED) for example in examples]
+    return None if None in seeds else int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
+
+
+def batch_generator(examples: Sequence[dict[str, Any]]) -> torch.Generator | None:
+    """A CPU generator seeded by :func:`batch_seed`; ``None`` (torch's global RNG) without view seeds."""
+    seed = batch_seed(examples)
+    return None if seed is None else torch.Generator().manual_seed(seed)
+
+
 def stack_views(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack every tensor field of the examples along a new batch dimension, and keep their labels.
 
@@ -81,8 +94,7 @@ class AudioCollator:
         )
         batch = {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long()}
         if self.pretraining_inputs is not None:
-            seeds = [example.get(VIEW_SEED) for example in examples]
-            seed = None if None in seeds else int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
+            seed = batch_seed(examples)
             batch.update(self.pretraining_inputs(batch["attention_mask"], *batch["input_values"].shape, seed=seed))
         return batch
 
@@ -197,8 +209,11 @@ class MaskedLMCollator:
             ordinary token; the rest keeps its token.
         whole_word_mask: choose words; every token of a chosen word is predicted. Needs ``continues_word``.
         pad_to_multiple_of: pad lengths up to a multiple of this (8 for tensor cores).
-        seed: seed of a private generator (evaluation: the same masks every time); ``None``: torch's global RNG,
-            which ``Trainer`` seeds and checkpoints.
+        seed: seed of a private generator (evaluation: the same masks every time); ``None``: each batch's masks are
+            seeded by its examples' ``view_seed`` when they carry one (:class:`hf_ssl.views.text.MaskingSeeds`, from
+            ``(seed, epoch, index)``), else drawn from torch's global RNG. Training uses the view seeds: the masks
+            are then the same whatever the dataloader workers or a resume from a checkpoint (the global RNG is not:
+            accelerate collates batch k + 1 before step k's checkpoint saves the RNG state).
 
     Examples: dicts with ``input_ids`` (list of ints, special tokens included), optional ``token_type_ids``,
     ``continues_word`` and ``pair_label``.
@@ -263,7 +278,8 @@ class MaskedLMCollator:
             )
         batch = self.pad(examples)
         batch["input_ids"], batch["labels"] = self.mask(
-            batch["input_ids"], batch["attention_mask"], batch.pop("continues_word", None)
+            batch["input_ids"], batch["attention_mask"], batch.pop("continues_word", None),
+            generator=self.generator or batch_generator(examples),
         )
         if "pair_label" in examples[0]:
             batch["pair_label"] = torch.tensor([example["pair_label"] for example in examples], dtype=torch.long)
@@ -290,7 +306,8 @@ class MaskedLMCollator:
         return batch
 
     def choose(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continues_word: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continues_word: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Which positions are predicted: ``(batch, length)`` bool. Never a special token or padding.
 
@@ -298,7 +315,7 @@ class MaskedLMCollator:
         ``continues_word == 0`` and the tokens that continue it) with that probability, all its tokens together.
         """
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
-        draw = torch.rand(input_ids.shape, generator=self.generator) < self.mlm_probability
+        draw = torch.rand(input_ids.shape, generator=generator or self.generator) < self.mlm_probability
         if not self.whole_word_mask:
             return draw & maskable
         word_start = maskable & (continues_word == 0)
@@ -308,17 +325,20 @@ class MaskedLMCollator:
         return torch.gather(draw & word_start, 1, start_of_word) & maskable
 
     def mask(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continues_word: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continues_word: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(masked input_ids, labels)``: the 80/10/10 rule applied to the chosen positions."""
-        chosen = self.choose(input_ids, attention_mask, continues_word)
+        """``(masked input_ids, labels)``: the 80/10/10 rule applied to the chosen positions. ``generator``: the
+        random stream (default: the collator's own, else torch's global RNG)."""
+        generator = generator or self.generator
+        chosen = self.choose(input_ids, attention_mask, continues_word, generator)
         labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-        rule = torch.rand(input_ids.shape, generator=self.generator)
+        rule = torch.rand(input_ids.shape, generator=generator)
         to_mask = chosen & (rule < self.mask_replace_prob)
         to_random = chosen & (rule >= self.mask_replace_prob) & (rule < self.mask_replace_prob + self.random_replace_prob)
         masked_ids = input_ids.clone()
         masked_ids[to_mask] = self.mask_token_id
-        picks = torch.randint(len(self.ordinary_ids), (int(to_random.sum()),), generator=self.generator)
+        picks = torch.randint(len(self.ordinary_ids), (int(to_random.sum()),), generator=generator)
         masked_ids[to_random] = self.ordinary_ids[picks]
         return masked_ids, labels
 

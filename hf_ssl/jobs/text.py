@@ -16,6 +16,7 @@ architecture at random init.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult
@@ -39,6 +40,7 @@ from ..modules.text_encoder import (
     text_preset_config,
 )
 from ..publishing.datasets import model_index_dataset
+from ..views import MaskingSeeds, apply_views
 from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
 
@@ -133,7 +135,8 @@ class TextPretrainingJob(PretrainingJob):
                 desc="Building sequences",
             )
 
-        train_sequences = sequences(train_documents, seed)
+        # Each batch's masks are seeded by its examples' (seed, epoch, index): a resumed run masks as the whole run.
+        train_sequences = apply_views(sequences(train_documents, seed), MaskingSeeds(seed))
         self.eval_sequences = sequences(eval_documents, seed + 1)
         if data_args.max_eval_sequences is not None and len(self.eval_sequences) > data_args.max_eval_sequences:
             self.eval_sequences = self.eval_sequences.shuffle(seed=seed).select(range(data_args.max_eval_sequences))
@@ -179,6 +182,10 @@ class TextPretrainingJob(PretrainingJob):
 
         encoder_args, _ = self.arguments
         choice = encoder_args.tokenizer
+        resumed = self.training_args.resume_from_checkpoint
+        if resumed and Path(resumed, "tokenizer_config.json").is_file():
+            # The checkpoint's own tokenizer: training one anew need not give the same vocabulary.
+            return AutoTokenizer.from_pretrained(resumed)
         if encoder_args.init_from:
             return AutoTokenizer.from_pretrained(encoder_args.init_from)
         if choice == "auto":

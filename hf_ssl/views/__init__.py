@@ -1,7 +1,7 @@
 """Every augmentation: the views of one example, each seeded by ``(seed, epoch, index)`` (:mod:`.seeding`).
 
 ``multicrop`` (DINO's global and local crops; two views for SimCLR, BYOL, SimSiam, MoCo), ``single_view`` (MAE's one
-crop), ``audio`` (random crops of a waveform).
+crop), ``audio`` (random crops of a waveform), ``text`` (a tokenized sequence and the seed of its masked-LM masks).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from .audio import AudioCropTransform
 from .multicrop import MultiCropConfig, MultiCropTransform
 from .seeding import INDEX_COLUMN
 from .single_view import SingleViewConfig, SingleViewTransform
+from .text import MaskingSeeds
 from .weak_strong import (
     AudioWeakStrongViews,
     ImageWeakStrongViews,
@@ -22,6 +23,7 @@ from .weak_strong import (
 __all__ = [
     "INDEX_COLUMN",
     "AudioCropTransform",
+    "MaskingSeeds",
     "MultiCropConfig",
     "MultiCropTransform",
     "SingleViewConfig",
