@@ -18,6 +18,7 @@ from .pi_model import PiModel, PiModelConfig
 from .pseudo_label import PseudoLabel, PseudoLabelConfig
 from .supervised import SupervisedOnly, SupervisedOnlyConfig
 from .uda import UDA, UDAConfig
+from .vat import VAT, VATConfig
 
 __all__ = [
     "SEMI_METHOD_REGISTRY",
@@ -38,4 +39,6 @@ __all__ = [
     "SupervisedOnlyConfig",
     "UDA",
     "UDAConfig",
+    "VAT",
+    "VATConfig",
 ]
