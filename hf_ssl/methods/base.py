@@ -146,6 +146,14 @@ class SSLPreTrainedModel(PreTrainedModel):
         # Encoders are PreTrainedModels and keep their own initialisation; this only reaches the method's heads.
         init_head_weights(module)
 
+    def get_input_embeddings(self) -> nn.Module | None:
+        """The published encoder's input embeddings, or ``None`` where it has none. accelerate's FSDP2 preparation
+        asks every model for them; transformers' default raises for a model without a base model prefix."""
+        try:
+            return self.encoder.get_input_embeddings()
+        except NotImplementedError:
+            return None
+
     # ----------------------------------------------------------------------------------------------------------------
     # The published encoder
     def build_encoder(self) -> PreTrainedModel:
