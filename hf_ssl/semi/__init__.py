@@ -17,6 +17,7 @@ from .mean_teacher import MeanTeacher, MeanTeacherConfig
 from .pi_model import PiModel, PiModelConfig
 from .pseudo_label import PseudoLabel, PseudoLabelConfig
 from .supervised import SupervisedOnly, SupervisedOnlyConfig
+from .temporal_ensembling import TemporalEnsembling, TemporalEnsemblingConfig
 from .uda import UDA, UDAConfig
 from .vat import VAT, VATConfig
 
@@ -37,6 +38,8 @@ __all__ = [
     "SemiSupervisedOutput",
     "SupervisedOnly",
     "SupervisedOnlyConfig",
+    "TemporalEnsembling",
+    "TemporalEnsemblingConfig",
     "UDA",
     "UDAConfig",
     "VAT",
