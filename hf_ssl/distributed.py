@@ -23,6 +23,16 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def broadcast_object(value):
+    """Process 0's ``value`` on every process (``torch.distributed.broadcast_object_list``; picklable objects); one
+    process: ``value`` itself."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 @torch.no_grad()
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes (in place and returned). No gradient flows through it."""

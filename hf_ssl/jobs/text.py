@@ -32,6 +32,7 @@ from ..data.text import (
     tokenize_documents,
     train_wordpiece_tokenizer,
 )
+from ..distributed import broadcast_object, rank
 from ..evaluation.masked_lm import MaskedLMEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.text_encoder import (
@@ -198,9 +199,14 @@ class TextPretrainingJob(PretrainingJob):
                 encoder_args.tokenizer_vocab_size, "uncased" if encoder_args.lowercase else "cased",
                 len(train_documents),
             )
-            return train_wordpiece_tokenizer(
-                iterate_texts(train_documents), encoder_args.tokenizer_vocab_size, encoder_args.lowercase
-            )
+            # Process 0 trains it and every process takes its vocabulary (WordPiece training is not deterministic:
+            # tokenizers' trainer breaks ties in hash-map order, so each process would get a vocabulary of its own).
+            trained = None
+            if rank() == 0:
+                trained = train_wordpiece_tokenizer(
+                    iterate_texts(train_documents), encoder_args.tokenizer_vocab_size, encoder_args.lowercase
+                )
+            return broadcast_object(trained)
         return AutoTokenizer.from_pretrained(choice)
 
     def _model(self):
