@@ -14,6 +14,7 @@ from .base import (
 from .distillation import Distillation, DistillationConfig
 from .fixmatch import FixMatch, FixMatchConfig
 from .mean_teacher import MeanTeacher, MeanTeacherConfig
+from .mixmatch import MixMatch, MixMatchConfig
 from .pi_model import PiModel, PiModelConfig
 from .pseudo_label import PseudoLabel, PseudoLabelConfig
 from .supervised import SupervisedOnly, SupervisedOnlyConfig
@@ -29,6 +30,8 @@ __all__ = [
     "FixMatchConfig",
     "MeanTeacher",
     "MeanTeacherConfig",
+    "MixMatch",
+    "MixMatchConfig",
     "PiModel",
     "PiModelConfig",
     "PseudoLabel",

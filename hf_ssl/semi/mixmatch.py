@@ -1,0 +1,113 @@
+"""MixMatch (Berthelot et al. 2019, "MixMatch: A Holistic Approach to Semi-Supervised Learning", NeurIPS,
+arXiv:1905.02249, Algorithm 1).
+
+Per step:
+1. guess each unlabelled example's label by averaging the predictions over its ``K`` augmentations and sharpening the
+   average with temperature ``T`` (no gradient);
+2. MixUp every example of the labelled batch (one-hot labels) and of the ``K`` unlabelled batches (guessed labels)
+   with a random partner from all of them, with ``lambda ~ Beta(alpha, alpha)`` and ``lambda' = max(lambda, 1 -
+   lambda)``, so each mixed example stays closer to its own input;
+3. learn the mixed labelled examples with a soft-target cross-entropy and the mixed unlabelled ones with the squared
+   error of the softmax outputs:
+
+    loss = CE(mixed labelled) + lambda_u(t) mean_{u, c} (softmax(f(u'))_c - q'_c)^2
+
+Defaults: ``K = 2``, ``T = 0.5``, ``alpha = 0.75``, ``lambda_u = 75`` (the paper's CIFAR-10 settings), ramped up
+linearly over 40 % of training (the paper ramps it over its first 16,000 steps), ``mu = 1``, an EMA of the weights
+(0.999) evaluated and published (the paper evaluates an EMA too). One ``lambda`` per step, the mixing partners a
+permutation of the local batch (as the reference implementation per device); the draws come from torch's global
+generator, which Trainer checkpoints. MixUp blends inputs, so MixMatch takes image and audio batches (``pixel_values``
+/ ``input_values`` of one shape); for text, use UDA or FixMatch. The paper's BatchNorm "interleaving" (all batches in
+one pass so the statistics see a mix) is what :func:`~hf_ssl.semi.base.classifier_logits`'s single joint pass does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..losses.consistency import sharpen
+from ..schedules import TrainingProgress
+from .base import (
+    SemiSupervisedConfig,
+    SemiSupervisedMethod,
+    SemiSupervisedOutput,
+    prediction_labels,
+    split_labels,
+)
+
+#: The inputs MixUp can blend (continuous, one shape per batch).
+MIXABLE_INPUTS = ("pixel_values", "input_values")
+
+
+@dataclass
+class MixMatchConfig(SemiSupervisedConfig):
+    """MixMatch's settings (see the module docstring). augmentations: ``K``, the unlabelled views averaged for the
+    guess. temperature: ``T``. mixup_beta_alpha: ``alpha`` of the Beta distribution of ``lambda``."""
+
+    method = "mixmatch"
+    unlabelled_views = ("weak", "weak")
+
+    unlabelled_batch_ratio: int = 1
+    unsupervised_weight: float = 75.0
+    rampup_fraction: float = 0.4
+    rampup_shape: str = "linear"
+    ema_decay: float | None = 0.999
+    temperature: float = 0.5
+    mixup_beta_alpha: float = 0.75
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.mixup_beta_alpha <= 0:
+            raise ValueError(f"mixup_beta_alpha must be > 0, got {self.mixup_beta_alpha}")
+
+
+class MixMatch(SemiSupervisedMethod):
+    """MixMatch over any image or audio classifier; see the module docstring."""
+
+    config_class = MixMatchConfig
+    paper = ("Berthelot et al. 2019. MixMatch: A Holistic Approach to Semi-Supervised Learning. arXiv:1905.02249")
+
+    def compute_loss(
+        self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
+    ) -> SemiSupervisedOutput:
+        inputs, labels = split_labels(labelled)
+        views = unlabelled["views"]
+        key = mixable_key(inputs)
+        with torch.no_grad():
+            guesses = torch.stack([model(**view).logits.float().softmax(dim=-1) for view in views]).mean(dim=0)
+            guessed = sharpen(guesses, self.config.temperature)
+        targets = labels.float() if labels.dim() == 2 else F.one_hot(labels, self.num_classes).float()
+        all_inputs = torch.cat([inputs[key], *(view[key] for view in views)])
+        all_targets = torch.cat([targets, *([guessed] * len(views))])
+        mixed_inputs, mixed_targets = self.mixup(all_inputs, all_targets)
+        logits = model(**{**inputs, key: mixed_inputs}).logits
+        labelled_count = targets.shape[0]
+        supervised = self.supervised_loss(logits[:labelled_count], mixed_targets[:labelled_count])
+        unsupervised = F.mse_loss(logits[labelled_count:].float().softmax(dim=-1), mixed_targets[labelled_count:])
+        return self.combine(supervised, unsupervised, progress, self.diagnostics(
+            prediction_labels(guessed.log()), unlabelled.get("audit_labels")))
+
+    def mixup(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp with ``lambda' = max(lambda, 1 - lambda)`` and a random partner per example (Algorithm 1, lines
+        11-16); ``inputs`` ``(N, ...)``, ``targets`` ``(N, K)``."""
+        alpha = torch.tensor(self.config.mixup_beta_alpha)
+        weight = torch.distributions.Beta(alpha, alpha).sample().item()
+        weight = max(weight, 1.0 - weight)
+        partners = torch.randperm(inputs.shape[0]).to(inputs.device)
+        return (weight * inputs + (1.0 - weight) * inputs[partners],
+                weight * targets + (1.0 - weight) * targets[partners])
+
+
+def mixable_key(batch: dict[str, torch.Tensor]) -> str:
+    for key in MIXABLE_INPUTS:
+        if key in batch:
+            return key
+    raise ValueError(f"MixMatch blends inputs ({', '.join(MIXABLE_INPUTS)}); the batch has {sorted(batch)}: for text, "
+                     "use --method uda or fixmatch")
