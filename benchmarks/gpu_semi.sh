@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Learning with few labels on one GPU, about 12 minutes: FixMatch through SemiSupervisedTrainer against the same step
-# hand-written (benchmarks/semi_throughput.py), then CIFAR-10 with 40 labels, supervised-only vs FixMatch from the
-# SimCLR reference run, 3 seeds, MINUTES of training each (benchmarks/semi_few_labels.py). Results go to
+# hand-written (benchmarks/semi_throughput.py), then CIFAR-10 with 40 labels, the METHODS (default: supervised-only vs
+# FixMatch; any registered method, e.g. METHODS="supervised fixmatch uda mixmatch vat") from the SimCLR reference run,
+# 3 seeds, MINUTES of training each (benchmarks/semi_few_labels.py). Results go to
 # benchmarks/results/*_gpu.json; record them in benchmarks/README.md with the card the run printed.
 #
 #   HF_SSL_DATA_DIR=<folder holding cifar10_jpg> bash benchmarks/gpu_semi.sh
@@ -9,9 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HF_SSL_DATA_DIR:?set HF_SSL_DATA_DIR to the folder holding the local CIFAR-10 copy (cifar10_jpg)}"
 MINUTES=${MINUTES:-1}
+METHODS=${METHODS:-supervised fixmatch}
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python benchmarks/semi_throughput.py --device cuda --batch_size 64 --rounds 2 \
     --output benchmarks/results/semi_throughput_gpu.json
-python benchmarks/semi_few_labels.py --task cifar10 --pretrain --labels 40 --methods supervised fixmatch \
+python benchmarks/semi_few_labels.py --task cifar10 --pretrain --labels 40 --methods $METHODS \
     --starts outputs/semi/simclr-vit-tiny-cifar10 --seeds 0 1 2 --minutes "$MINUTES" \
     --output benchmarks/results/semi_cifar10_gpu.json
