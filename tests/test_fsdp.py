@@ -3,6 +3,7 @@ reproduce one unwrapped process on the whole batch for DINO (EMA teacher, centre
 (gathered negatives): loss, gathered gradients, the state after one step and one momentum update, the saved folder,
 and an exact resume from the gathered model and optimizer state. The shipped accelerate configs parse."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,7 +15,10 @@ import torch
 from accelerate.utils import DeepSpeedPlugin
 from fsdp_worker import launch_environment
 from safetensors.torch import load_file
+from torch import nn
 from transformers import AutoModel
+
+from hf_ssl.modules.ema import ema_update_
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
@@ -109,3 +113,45 @@ def test_shipped_accelerate_configs_parse(monkeypatch):
         assert settings["zero_optimization"]["stage"] == stage
         assert environment["ACCELERATE_MIXED_PRECISION"] == "no"  # fp32 momentum teachers, see the config
     assert launch_environment(CONFIGS / "multi_gpu.yaml")["ACCELERATE_MIXED_PRECISION"] == "bf16"
+
+
+class StandInZeRO3:
+    """DeepSpeed's ZeRO-3 parameter life cycle, for machines without DeepSpeed: a partitioned parameter (``ds_id``)
+    is empty outside ``deepspeed.zero.GatheredParameters``, which gathers it and, given ``modifier_rank``,
+    re-partitions what was written into it."""
+
+    def __init__(self):
+        self.calls = []
+        self.zero = self
+
+    def partition(self, module: nn.Module) -> None:
+        for number, parameter in enumerate(module.parameters()):
+            parameter.ds_id, parameter.stored = number, parameter.data.clone()
+            parameter.data = torch.empty(0)
+
+    @contextlib.contextmanager
+    def GatheredParameters(self, parameters, modifier_rank=None):  # noqa: N802 (DeepSpeed's name)
+        self.calls.append(modifier_rank)
+        for parameter in parameters:
+            parameter.data = parameter.stored.clone()
+        yield
+        for parameter in parameters:
+            if modifier_rank is not None:
+                parameter.stored = parameter.data.clone()
+            parameter.data = torch.empty(0)
+
+
+def test_ema_update_reaches_zero3_partitioned_teachers(monkeypatch):
+    """Under ZeRO-3 the teacher's parameters are empty between steps: the momentum update must gather and
+    re-partition them (an update of the empty tensors would silently leave the teacher at its first weights)."""
+    zero3 = StandInZeRO3()
+    monkeypatch.setitem(sys.modules, "deepspeed", zero3)
+    torch.manual_seed(0)
+    teacher, student = nn.Linear(4, 3), nn.Linear(4, 3)
+    expected = [0.9 * t.detach() + 0.1 * s.detach() for t, s in zip(teacher.parameters(), student.parameters())]
+    zero3.partition(teacher)
+    zero3.partition(student)
+    ema_update_(teacher, student, 0.9)
+    assert zero3.calls == [0]
+    for parameter, value in zip(teacher.parameters(), expected):
+        torch.testing.assert_close(parameter.stored, value)

@@ -3,11 +3,19 @@
 The teacher is a copy of the student whose parameters follow ``teacher = m * teacher + (1 - m) * student`` after each
 optimizer step (Tarvainen & Valpola 2017; He et al. 2020 MoCo; Grill et al. 2020 BYOL; Caron et al. 2021 DINO).
 The teacher never requires gradients, so it stays out of the optimizer and DDP's gradient synchronisation.
+
+Sharded models: under FSDP2 (``fully_shard``) teacher and student parameters are DTensors sharded alike (same shapes,
+same mesh), so the update runs on each process's local shards with no communication. Under DeepSpeed ZeRO-3 a
+parameter is empty outside the forward pass (its partition lives in DeepSpeed's own storage): the update gathers the
+parameters with DeepSpeed's ``GatheredParameters`` and re-partitions them after, as DeepSpeed documents for code that
+modifies partitioned weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -28,8 +36,9 @@ def freeze(module: nn.Module) -> None:
 @torch.no_grad()
 def copy_weights_(teacher: nn.Module, student: nn.Module) -> None:
     """Make ``teacher`` equal to ``student`` (parameters and floating-point buffers)."""
-    for target, source in zip(_tensors(teacher), _tensors(student), strict=True):
-        target.copy_(source)
+    with _zero3_gathered(teacher, student):
+        for target, source in zip(_tensors(teacher), _tensors(student), strict=True):
+            target.copy_(source)
 
 
 @torch.no_grad()
@@ -42,6 +51,11 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, *, incl
     timm's ``ModelEmaV2`` averages the whole state dict: a teacher that never runs in training mode then still has
     BatchNorm statistics that match its weights.
     """
+    with _zero3_gathered(teacher, student):
+        _ema_update(teacher, student, momentum, include_buffers)
+
+
+def _ema_update(teacher: nn.Module, student: nn.Module, momentum: float, include_buffers: bool) -> None:
     teacher_params = list(teacher.parameters())
     student_params = [p.detach() for p in student.parameters()]
     if len(teacher_params) != len(student_params):
@@ -58,6 +72,21 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, *, incl
                 target.copy_(source)
     torch._foreach_mul_(teacher_params, momentum)
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+
+@contextlib.contextmanager
+def _zero3_gathered(*modules: nn.Module) -> Iterator[None]:
+    """Gathers the DeepSpeed ZeRO-3 partitioned parameters of ``modules`` (those with a ``ds_id``) for the body, then
+    re-partitions them with the main process's values (``GatheredParameters(modifier_rank=0)``). Nothing to do for
+    whole tensors and FSDP2's DTensors."""
+    partitioned = [p for module in modules for p in module.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed  # only models that DeepSpeed partitioned get here, so it is installed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0):
+        yield
 
 
 def _tensors(module: nn.Module) -> list[torch.Tensor]:
