@@ -3,7 +3,7 @@
 usage: torchrun --nproc_per_node N distributed_worker_audio.py MODE OUT_FILE
 
 MODE ``cpc``: one forward/backward of CPC, for each negative sampling mode, on this rank's shard of a fixed global
-batch of utterances of different lengths; ``wav2vec2``: the same for wav2vec 2.0 with the global batch's masks and
+batch of utterances of different lengths; ``wav2vec2``: the same for wav2vec 2.0 with per-utterance masks and
 negatives. Each shard is padded to its own longest utterance, as a per-process collator pads it.
 """
 
@@ -16,11 +16,11 @@ from test_cpc import padded_batch, tiny_cpc
 from test_wav2vec2 import tiny_wav2vec2
 
 from hf_ssl.losses.cpc import NEGATIVE_SAMPLING_MODES
-from hf_ssl.modules.audio_encoder import frame_lengths
 
 # Shards of 2 processes: [1200, 560] and [1000, 880] samples. Different frame counts, so different padding and
 # different numbers of predictions / masked frames per process (the normalisation must use the global count).
 GLOBAL_LENGTHS = [1200, 560, 1000, 880]
+UTTERANCE_SEED = 1  # utterance i draws its wav2vec 2.0 masks and negatives from seed UTTERANCE_SEED + i
 
 
 def shard(world: int, rank: int) -> tuple[slice, torch.Tensor, torch.Tensor]:
@@ -50,6 +50,9 @@ def cpc_step(world: int, rank: int) -> dict:
     for mode in NEGATIVE_SAMPLING_MODES:
         torch.manual_seed(0)
         model = tiny_cpc(negative_sampling=mode).train()
+        # The processes' RNGs differ from here (as after dropout on shards of different sizes): the negatives must
+        # follow rank 0's, which is one process's.
+        torch.manual_seed(100 + rank)
         wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         output = wrapped(values, attention_mask=mask)
         result[mode] = backward_result(model, output, world)
@@ -58,7 +61,8 @@ def cpc_step(world: int, rank: int) -> dict:
 
 
 def wav2vec2_step(world: int, rank: int) -> dict:
-    """wav2vec 2.0 on this rank's shard with its rows of the global batch's masks and negatives.
+    """wav2vec 2.0 on this rank's shard, its masks and negatives drawn per utterance from the utterance's own seed
+    (as the audio collator's view seeds give them), so each utterance gets the same whichever process holds it.
 
     Evaluation mode: dropout and the Gumbel noise draw per batch, not per example, so training mode cannot give one
     process's numbers; evaluation mode (arg-max codes) isolates the masking, the normalisation and DDP's averaging.
@@ -66,20 +70,15 @@ def wav2vec2_step(world: int, rank: int) -> dict:
     """
     torch.manual_seed(0)
     model = tiny_wav2vec2(diversity_loss_weight=0.0).eval()
-    values, mask = padded_batch(GLOBAL_LENGTHS, seed=5)
-    sampled = model.sample_pretraining_inputs(mask, *values.shape, seed=15)  # the same on every process: 17 + 22 masked
-    global_frames = sampled["mask_time_indices"].shape[1]
-    rows, local_values, local_mask = shard(world, rank)
-    frames = int(frame_lengths(model.config, torch.tensor(local_values.shape[1])))
-    # Negatives are flat indices into (batch * frames): re-base them on this shard's rows and frames.
-    negatives = sampled["sampled_negative_indices"][rows, :frames]
-    negatives = (negatives // global_frames - rows.start) * frames + negatives % global_frames
+    rows, values, mask = shard(world, rank)
+    seeds = [UTTERANCE_SEED + index for index in range(len(GLOBAL_LENGTHS))][rows]
+    inputs = model.sample_pretraining_inputs(mask, *values.shape, seed=seeds)
     wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     output = wrapped(
-        local_values,
-        attention_mask=local_mask,
-        mask_time_indices=sampled["mask_time_indices"][rows, :frames],
-        sampled_negative_indices=negatives,
+        values,
+        attention_mask=mask,
+        mask_time_indices=inputs["mask_time_indices"],
+        sampled_negative_indices=inputs["sampled_negative_indices"],
     )
     result = backward_result(model, output, world)
     result["masked_frames"] = output.num_masked_frames.clone()

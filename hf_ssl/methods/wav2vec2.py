@@ -8,7 +8,7 @@ masked frames of its batch. This wrapper
 
 - samples the masks and negatives with transformers' own ``_compute_mask_indices`` / ``_sample_negative_indices``
   (spans of ``mask_time_length`` frames starting with probability ``mask_time_prob``; negatives uniformly from the
-  other masked frames of the same utterance, as fairseq), never on padded frames;
+  other masked frames of the same utterance, as fairseq), utterance by utterance on its real frames;
 - divides that sum by the number of masked frames of the *global* batch: ``accepts_loss_kwargs = True``, and the
   Trainer passes ``num_items_in_batch``, the count of ``labels != -100`` over every micro-batch of the optimizer step
   and every process (fairseq normalises by the sample size the same way; an undivided sum per micro-batch would scale
@@ -26,6 +26,7 @@ encoder, and ``Wav2Vec2ForPreTraining.from_pretrained`` the whole pretraining mo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,17 +179,24 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         return max(config.mask_time_length + max(config.mask_time_min_masks, 2) - 1, 2)
 
     def sample_pretraining_inputs(
-        self, attention_mask: torch.Tensor | None, batch: int, samples: int, seed: int | None = None
+        self,
+        attention_mask: torch.Tensor | None,
+        batch: int,
+        samples: int,
+        seed: int | Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Masks, negatives and contrastive targets for a padded batch ``(batch, samples)``.
 
-        Spans come from transformers' ``_compute_mask_indices`` restricted to each utterance's real frames; negatives
-        from ``_sample_negative_indices`` among the masked frames of the same utterance (so never padding). Both
-        helpers draw from NumPy's global RNG; with ``seed`` they draw from a stream seeded by it and the global state
-        is left as it was (the audio collator passes a seed derived from the batch's examples, for exact resume).
+        Each utterance is drawn on its own real frames: spans from transformers' ``_compute_mask_indices``,
+        negatives from ``_sample_negative_indices`` among the masked frames of the same utterance (so never padding),
+        so an utterance's draws depend neither on the padding nor on the other utterances' lengths. Both helpers draw
+        from NumPy's global RNG; ``seed`` makes them draw from a stream seeded by it and leaves the global state as it
+        was: one int for the batch (the utterances drawn one after the other), or one per utterance (its masks and
+        negatives are then the same whatever batch or process it lands in, as a data-parallel run needs).
 
         Returns ``mask_time_indices`` ``(B, T)`` bool, ``sampled_negative_indices`` ``(B, T, num_negatives)`` int64
-        (flat indices into ``B * T``) and ``labels`` ``(B, T)``: 0 on masked frames, -100 elsewhere.
+        (flat indices into ``B * T``; unmasked frames point at their utterance's first frame) and ``labels``
+        ``(B, T)``: 0 on masked frames, -100 elsewhere.
         """
         config = self.config
         if attention_mask is None:
@@ -196,27 +204,36 @@ class Wav2Vec2SSLForPreTraining(SSLPreTrainedModel):
         else:
             lengths = attention_mask.long().sum(-1).cpu()
         frames = int(frame_lengths(config, torch.tensor(samples)))
-        frame_mask = feature_frame_mask(config, lengths, frames)
-        with _numpy_seeded(seed):
-            mask = _compute_mask_indices(
-                (batch, frames),
-                mask_prob=config.mask_time_prob,
-                mask_length=config.mask_time_length,
-                attention_mask=frame_mask.long(),
-                min_masks=max(config.mask_time_min_masks, 2),
-            )
-            mask &= frame_mask.numpy()  # transformers' dummy span of a too-short utterance may sit on padding
-            if (mask.sum(-1) < 2).any():
-                raise ValueError(
-                    f"an utterance got fewer than 2 masked frames (mask_time_length={config.mask_time_length}, "
-                    f"{frame_mask.sum(-1).tolist()} real frames): use longer audio or a shorter mask_time_length"
-                )
-            negatives = _sample_negative_indices((batch, frames), config.num_negatives, mask_time_indices=mask)
+        real_frames = feature_frame_mask(config, lengths, frames).sum(-1).tolist()
+        per_example = seed is not None and not isinstance(seed, (int, np.integer))
+        if per_example and len(seed) != batch:
+            raise ValueError(f"seed must be one int or one per utterance ({batch}), got {len(seed)} seeds")
+        mask = np.zeros((batch, frames), dtype=bool)
+        negatives = np.zeros((batch, frames, config.num_negatives), dtype=np.int64)
+        with _numpy_seeded(None if per_example else seed):
+            for row, length in enumerate(real_frames):
+                with _numpy_seeded(seed[row] if per_example else None):
+                    spans = _compute_mask_indices(
+                        (1, length),
+                        mask_prob=config.mask_time_prob,
+                        mask_length=config.mask_time_length,
+                        min_masks=max(config.mask_time_min_masks, 2),
+                    )
+                    if spans.sum() < 2:
+                        raise ValueError(
+                            f"an utterance got fewer than 2 masked frames (mask_time_length="
+                            f"{config.mask_time_length}, {real_frames} real frames): use longer audio or a shorter "
+                            "mask_time_length"
+                        )
+                    drawn = _sample_negative_indices((1, length), config.num_negatives, mask_time_indices=spans)
+                mask[row, :length] = spans[0]
+                negatives[row, :length] = drawn[0]
+        negatives += np.arange(batch)[:, None, None] * frames
         mask_tensor = torch.from_numpy(mask)
         labels = torch.full((batch, frames), IGNORE_INDEX, dtype=torch.long).masked_fill(mask_tensor, 0)
         return {
             "mask_time_indices": mask_tensor,
-            "sampled_negative_indices": torch.from_numpy(negatives.astype(np.int64)),
+            "sampled_negative_indices": torch.from_numpy(negatives),
             "labels": labels,
         }
 
