@@ -1,11 +1,14 @@
 """Worker launched by tests/test_fsdp.py with torchrun (gloo, CPU). Not a test module itself.
 
-usage: torchrun --nproc_per_node N fsdp_worker.py OUT_DIR
+usage: torchrun --nproc_per_node 1 fsdp_worker.py OUT_DIR reference
+       torchrun --nproc_per_node N fsdp_worker.py OUT_DIR sharded                          (CPU, gloo)
+       accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml --mixed_precision no \
+           --num_processes N fsdp_worker.py OUT_DIR sharded                                (GPU, nccl)
 
-With one process the models train unwrapped on the whole batch (the reference). With N > 1 each model is sharded
-with FSDP2 exactly as ``accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml`` shards it
-(accelerate's ``fsdp2_prepare_model`` with the plugin that config describes) and each rank trains on its slice of the
-same batch. For DINO (EMA teacher, centre), MoCo v2 (queue) and MoCo v3 (gathered negatives, EMA teacher) the worker
+``reference``: one process trains the models unwrapped on the whole batch. ``sharded``: each model is sharded with
+FSDP2 as ``accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml`` shards it (accelerate's
+``fsdp2_prepare_model`` with the plugin that config describes) and each rank trains on its slice of the same batch.
+``HF_SSL_TEST_DEVICE=cuda`` runs on the GPUs (one per process). For DINO (EMA teacher, centre), MoCo v2 (queue) and MoCo v3 (gathered negatives, EMA teacher) the worker
 records the loss, the full (gathered) gradients, the full state after one optimizer step and one momentum update,
 and saves the model with ``save_pretrained`` from the gathered state dict (what ``Trainer.save_model`` does under
 FSDP). Sharded runs also check exact resume: a fresh sharded model loaded from the gathered model and optimizer state
@@ -36,6 +39,7 @@ from torch.distributed.tensor import DTensor
 from hf_ssl import MoCoV2ForPreTraining, MoCoV3ForPreTraining
 from hf_ssl.methods.base import TrainingProgress
 
+DEVICE = torch.device(os.environ.get("HF_SSL_TEST_DEVICE", "cpu"))
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs" / "fsdp2.yaml"
 GLOBAL_BATCH = 8
 HEAD = dict(projection_hidden_dim=32, projection_dim=16)
@@ -69,8 +73,10 @@ def launch_environment(config: Path) -> dict[str, str]:
 
 
 def fsdp_accelerator() -> Accelerator:
-    """An Accelerator set up for FSDP2 on CPU. accelerate picks FSDP only on accelerators (on CPU it falls back to
-    DDP), so the state is set by hand; everything after that is accelerate's own FSDP2 code."""
+    """The Accelerator of a run launched with fsdp2.yaml. On CPU, accelerate picks FSDP only on accelerators (it falls
+    back to DDP), so the state is set by hand; everything after that is accelerate's own FSDP2 code."""
+    if DEVICE.type != "cpu":
+        return Accelerator()
     accelerator = Accelerator(cpu=True)
     accelerator.state.distributed_type = DistributedType.FSDP
     # The FSDP settings of the shipped config; mixed precision stays off (bf16 on CPU would blur the comparison).
@@ -86,17 +92,17 @@ def batch(method: str, step: int, world: int, rank: int) -> dict[str, torch.Tens
     if method == "dino":
         crops["local_crops"] = torch.randn(GLOBAL_BATCH, 3, 3, 8, 8, generator=generator)
     shard = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    return {name: tensor[shard] for name, tensor in crops.items()}
+    return {name: tensor[shard].to(DEVICE) for name, tensor in crops.items()}
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:
-    return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach().clone()
+    return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach().cpu().clone()
 
 
 def build(method: str, seed: int, accelerator: Accelerator | None):
     torch.manual_seed(seed)
     make, training = MODELS[method]
-    model = make().train(training)
+    model = make().train(training).to(DEVICE)
     if accelerator is not None:
         model = fsdp2_prepare_model(accelerator, model)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
@@ -111,7 +117,7 @@ def train_step(model, optimizer, method: str, step: int, world: int, rank: int) 
     output.loss.backward()
     optimizer.step()
     model.after_optimizer_step(PROGRESS[step])
-    loss = output.loss.detach().clone()
+    loss = output.loss.detach().cpu().clone()
     if world > 1:
         dist.all_reduce(loss)
         loss /= world
@@ -120,13 +126,13 @@ def train_step(model, optimizer, method: str, step: int, world: int, rank: int) 
 
 def full_state(model) -> dict[str, torch.Tensor]:
     """The whole model's state, gathered on every rank."""
-    return {key: value.clone() for key, value in get_model_state_dict(model, options=FULL).items()}
+    return {key: value.cpu().clone() for key, value in get_model_state_dict(model, options=FULL).items()}
 
 
 FULL = StateDictOptions(full_state_dict=True)
 
 
-def run_method(method: str, world: int, rank: int, accelerator: Accelerator | None, out_dir: Path) -> dict:
+def run_method(method: str, world: int, rank: int, accelerator: Accelerator | None, folder: Path) -> dict:
     model, optimizer = build(method, 0, accelerator)
     parameter_types = sorted({type(p).__name__ for p in model.parameters()})
     loss = train_step(model, optimizer, method, 0, world, rank)
@@ -135,7 +141,7 @@ def run_method(method: str, world: int, rank: int, accelerator: Accelerator | No
     # What Trainer.save_model does under FSDP with FULL_STATE_DICT: gather, then save_pretrained on the main process.
     saved_state = accelerator.get_state_dict(model) if accelerator is not None else None
     if rank == 0:
-        model.save_pretrained(out_dir / f"{method}-{world}", state_dict=saved_state)
+        model.save_pretrained(folder, state_dict=saved_state)
     result = {"loss": loss, "grads": grads, "state": after_step, "parameter_types": parameter_types}
     if accelerator is not None:
         optimizer_state = get_optimizer_state_dict(model, optimizer, options=FULL)
@@ -149,13 +155,18 @@ def run_method(method: str, world: int, rank: int, accelerator: Accelerator | No
 
 
 def main():
-    out_dir = Path(sys.argv[1])
-    dist.init_process_group("gloo")
+    out_dir, mode = Path(sys.argv[1]), sys.argv[2]
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 both ways
+    accelerator = fsdp_accelerator() if mode == "sharded" else None
+    if not dist.is_initialized():  # the reference; and torchrun's sharded runs on CPU before the Accelerator
+        dist.init_process_group("gloo")
     world, rank = dist.get_world_size(), dist.get_rank()
-    accelerator = fsdp_accelerator() if world > 1 else None
-    results = {method: run_method(method, world, rank, accelerator, out_dir) for method in MODELS}
+    if DEVICE.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    results = {method: run_method(method, world, rank, accelerator, out_dir / f"{method}-{mode}") for method in MODELS}
     if rank == 0:
-        torch.save({"results": results, "world_size": world}, out_dir / f"fsdp-{world}.pt")
+        torch.save({"results": results, "world_size": world}, out_dir / f"{mode}.pt")
     dist.barrier()
     dist.destroy_process_group()
 

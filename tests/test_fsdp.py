@@ -23,6 +23,8 @@ from hf_ssl.modules.ema import ema_update_
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 METHODS = ("dino", "moco_v2", "moco_v3")
+#: ``cuda`` runs the worker on the GPUs (benchmarks/gpu_fsdp.sh); CPU and gloo otherwise.
+DEVICE = os.environ.get("HF_SSL_TEST_DEVICE", "cpu")
 
 
 def free_port() -> int:
@@ -31,23 +33,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_worker(out_dir: Path, processes: int) -> dict:
+def run_worker(out_dir: Path, mode: str, processes: int) -> dict:
+    """Run fsdp_worker.py in ``mode`` (``reference`` or ``sharded``) on ``processes`` processes: torchrun on CPU,
+    ``accelerate launch`` with the shipped fsdp2.yaml on GPUs (``HF_SSL_TEST_DEVICE=cuda``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}", str(WORKER), str(out_dir),
-    ]
+    port = f"--main_process_port={free_port()}"
+    if DEVICE == "cuda" and mode == "sharded":
+        launcher = ["accelerate.commands.launch", "--config_file", str(CONFIGS / "fsdp2.yaml"), "--mixed_precision=no",
+                    f"--num_processes={processes}", port]
+    else:
+        launcher = ["torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+                    port.replace("main_process", "master")]
+    command = [sys.executable, "-m", *launcher, str(WORKER), str(out_dir), mode]
     completed = subprocess.run(command, env=env, cwd=out_dir, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    saved = torch.load(out_dir / f"fsdp-{processes}.pt")
+    saved = torch.load(out_dir / f"{mode}.pt")
     assert saved["world_size"] == processes
     return saved["results"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """(folder, reference results, sharded results). Two sharded processes; on one GPU, FSDP2 on one process (a
+    reduced check: the wrapping, gathering and saving, not the cross-process sharding)."""
     out_dir = tmp_path_factory.mktemp("fsdp")
-    return out_dir, run_worker(out_dir, 1), run_worker(out_dir, 2)
+    processes = 2 if DEVICE == "cpu" else min(2, torch.cuda.device_count())
+    return out_dir, run_worker(out_dir, "reference", 1), run_worker(out_dir, "sharded", processes)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -77,11 +88,12 @@ def test_save_pretrained_from_sharded_model_matches_one_process(runs, method):
     teacher from it."""
     out_dir, sharded = runs[0], runs[2][method]
     for name in ("model.safetensors", "ssl_state.safetensors"):
-        single, from_shards = load_file(out_dir / f"{method}-1" / name), load_file(out_dir / f"{method}-2" / name)
+        single = load_file(out_dir / f"{method}-reference" / name)
+        from_shards = load_file(out_dir / f"{method}-sharded" / name)
         assert from_shards.keys() == single.keys()
         for key, value in single.items():
             torch.testing.assert_close(from_shards[key], value, rtol=1e-4, atol=1e-5, msg=key)
-    vanilla = AutoModel.from_pretrained(out_dir / f"{method}-2")
+    vanilla = AutoModel.from_pretrained(out_dir / f"{method}-sharded")
     for key, value in vanilla.state_dict().items():
         if f"vit.{key}" in sharded["state"]:
             torch.testing.assert_close(value, sharded["state"][f"vit.{key}"], msg=key)
