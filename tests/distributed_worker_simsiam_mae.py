@@ -3,12 +3,12 @@ CPU); not a test module itself.
 
 usage: [torchrun --nproc_per_node N] distributed_worker_simsiam_mae.py all OUT_FILE [OUTPUT_DIR]
 
-One forward/backward of SimSiam and of MAE on this rank's shard (1 / N) of a fixed global batch of 8 images, under DDP
-when N > 1. Rank 0 saves, per method: ``loss`` (the mean over processes of the per-process losses), ``grads`` (after
-DDP's averaging), ``rank0_loss`` / ``rank0_grads`` (rank 0's shard alone, no averaging across processes: what a run
-that forgot the cross-process mean would use) and, for MAE, ``masked_counts`` (masked patches per process) and
-``global_rng_loss``: the loss when each process draws its masks from its own (identically seeded) global RNG instead of
-taking every example's own noise.
+One forward/backward of SimSiam and of MAE (masks from per-example noise, and from per-example seeds) on this rank's
+shard (1 / N) of a fixed global batch of 8 images, under DDP when N > 1. Rank 0 saves, per variant: ``loss`` (the
+mean over processes of the per-process losses), ``grads`` (after DDP's averaging), ``rank0_loss`` / ``rank0_grads``
+(rank 0's shard alone, no averaging across processes: what a run that forgot the cross-process mean would use) and,
+for MAE, ``masks``, ``masked_counts`` (masked patches per process) and ``global_rng_loss``: the loss when each
+process draws its masks from its own (identically seeded) global RNG instead of taking every example's own noise.
 """
 
 import os
@@ -43,15 +43,20 @@ def tiny_mae() -> MAEForPreTraining:
 
 
 def global_batch() -> dict[str, torch.Tensor]:
-    """The fixed global batch: two views per image for SimSiam, one image and its own masking noise for MAE. The noise
-    belongs to the example (row ``i`` of a ``(batch, num_patches)`` tensor), so an example gets the same mask whether
-    it sits on rank 0, rank 1 or in the single process."""
+    """The fixed global batch: two views per image for SimSiam, one image and its own masking noise (``mae``) or its
+    own mask seed (``mae_seeded``, what SingleViewTransform emits in training) for MAE. Either belongs to the example,
+    so an example gets the same mask whether it sits on rank 0, rank 1 or in the single process."""
     generator = torch.Generator().manual_seed(123)
     return {
         "global_crops": torch.randn(GLOBAL_BATCH, 2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
         "pixel_values": torch.randn(GLOBAL_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
         "noise": torch.rand(GLOBAL_BATCH, NUM_PATCHES, generator=generator),
+        "mask_seed": torch.randint(2**62, (GLOBAL_BATCH,), generator=generator),
     }
+
+
+#: The inputs of each checked variant.
+INPUTS = {"simsiam": ("global_crops",), "mae": ("pixel_values", "noise"), "mae_seeded": ("pixel_values", "mask_seed")}
 
 
 def mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:
@@ -79,13 +84,12 @@ def grads_of(model) -> dict[str, torch.Tensor]:
 def method_step(method: str, world: int, rank: int) -> dict:
     shard = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     batch = {name: value[shard] for name, value in global_batch().items()}
-    names = ("global_crops",) if method == "simsiam" else ("pixel_values", "noise")
-    inputs = {name: batch[name] for name in names}
+    inputs = {name: batch[name] for name in INPUTS[method]}
     output, model = step(method, inputs, world, distributed=True)
     result = {"loss": mean_over_processes(output.loss, world), "grads": grads_of(model)}
     local_output, local_model = step(method, inputs, world, distributed=False)
     result.update(rank0_loss=local_output.loss.detach().clone(), rank0_grads=grads_of(local_model))
-    if method == "mae":
+    if method.startswith("mae"):
         result["masked_counts"] = torch.stack(gather_all(output.mask.sum().detach(), world))
         result["masks"] = torch.cat(gather_all(output.mask.detach(), world))
         # Without per-example noise every process draws its masks from its own global RNG, which the Trainer seeds
@@ -105,7 +109,7 @@ def main():
         dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    result = {method: method_step(method, world, rank) for method in ("simsiam", "mae")}
+    result = {method: method_step(method, world, rank) for method in INPUTS}
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)
     if dist.is_initialized():

@@ -131,6 +131,14 @@ def random_masking(
     return kept, mask, ids_restore
 
 
+def noise_from_seeds(mask_seed: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """``(B, num_patches)`` uniform noise for :func:`random_masking`, row ``i`` drawn from a generator seeded by
+    ``mask_seed[i]`` (``(B,)`` integers): each example's mask depends on its own seed alone, so it is the same
+    whichever batch or process holds the example, and after a resume."""
+    generators = (torch.Generator().manual_seed(int(seed)) for seed in mask_seed.tolist())
+    return torch.stack([torch.rand(num_patches, generator=generator) for generator in generators])
+
+
 class MAEForPreTraining(SSLPreTrainedModel):
     """MAE over a transformers ``ViTModel``.
 
@@ -139,7 +147,8 @@ class MAEForPreTraining(SSLPreTrainedModel):
 
     Inputs: ``pixel_values (batch, C, H, W)`` at the encoder's ``image_size`` (one augmented view per image:
     :class:`hf_ssl.views.single_view.SingleViewTransform` and :func:`hf_ssl.data.collators.stack_views`), and optionally
-    ``noise (batch, num_patches)`` to fix the masks (as ``ViTMAEForPreTraining``).
+    ``noise (batch, num_patches)`` to fix the masks (as ``ViTMAEForPreTraining``) or ``mask_seed (batch,)``, one seed
+    per example (:func:`noise_from_seeds`; what ``SingleViewTransform`` emits). Neither: ``torch.rand``.
     """
 
     method_config_class = MAEConfig
@@ -244,8 +253,11 @@ class MAEForPreTraining(SSLPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         return_loss: bool = True,
+        mask_seed: torch.Tensor | None = None,
         **kwargs,
     ) -> MAEOutput:
+        if noise is None and mask_seed is not None:
+            noise = noise_from_seeds(mask_seed, self.num_patches)
         latent, mask, ids_restore = self.encode_visible(pixel_values, noise)
         logits = self.decoder(latent, ids_restore).logits  # (B, L, p*p*C)
         if not return_loss:

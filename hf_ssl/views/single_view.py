@@ -41,7 +41,8 @@ class SingleViewConfig:
 
 
 class SingleViewTransform(ImageViewTransform):
-    """``{"image": [PIL, ...]}`` -> ``{"pixel_values": [(C, H, W), ...]}``, one random view per image.
+    """``{"image": [PIL, ...]}`` -> ``{"pixel_values": [(C, H, W), ...], "mask_seed": [int64 scalar, ...]}``, one random
+    view per image and the seed of its MAE mask (:class:`hf_ssl.methods.mae.MAEForPreTraining` takes ``mask_seed``).
 
     Reproducible as :class:`hf_ssl.views.MultiCropTransform`: with the ``ssl_index`` column (added by
     :func:`hf_ssl.views.apply_views`) each example's view is seeded by ``(seed, epoch, index)``, so resumes and
@@ -63,4 +64,6 @@ class SingleViewTransform(ImageViewTransform):
         )
 
     def views(self, image: Image.Image) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.pipeline(image)}
+        # The seed of the example's MAE mask, drawn from the same per-example stream as its view: the mask then
+        # depends on the example alone, not on its batch, its process or a resume.
+        return {"pixel_values": self.pipeline(image), "mask_seed": torch.randint(2**62, (), dtype=torch.int64)}
