@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .jobs import JOB_REGISTRY, evaluate
+from .jobs.rounds import run_rounds
 from .jobs.runner import run
 from .methods import METHOD_REGISTRY
 from .publishing.hub import push_run_directory
@@ -127,7 +128,7 @@ def _finetune(argv: list[str]) -> int:
     if not (argv and argv[0].endswith((".yaml", ".yml"))) and "--method" not in argv \
             and not any(item.startswith("--method=") for item in argv):
         argv = ["--method", DEFAULT_FINETUNE_METHOD, *argv]  # without a config: a semi-supervised default
-    run(argv, prog="hf-ssl finetune")
+    run_rounds(argv, prog="hf-ssl finetune")  # one run, or Noisy Student's rounds when the method has them
     return 0
 
 

@@ -168,7 +168,7 @@ def test_pretrain_without_a_config_starts_every_method_from_its_own_defaults(met
 
 
 #: Methods that cannot start without a flag naming something of the user's.
-FLAG_NEEDED = {"distillation": "--teacher"}
+FLAG_NEEDED = {"distillation": "--teacher", "noisy_student": "--teacher"}
 
 
 def _method_config_class(method: str):

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ClassifierArguments(ModelArguments):
     """:class:`~hf_ssl.jobs.arguments.ModelArguments` of the classifier: ``method`` is the semi-supervised method
-    (fixmatch, uda, mixmatch, vat, mean_teacher, pi_model, temporal_ensembling, pseudo_label, distillation), ``encoder`` the start: an hf_ssl pretraining output, any
+    (fixmatch, uda, mixmatch, vat, mean_teacher, pi_model, temporal_ensembling, pseudo_label, distillation,
+    noisy_student), ``encoder`` the start: an hf_ssl pretraining output, any
     checkpoint of the modality, or a preset at random init."""
 
     method: str = field(default="fixmatch", metadata={"help": "Semi-supervised method (`hf-ssl list` shows them all)."})

@@ -15,6 +15,7 @@ from .distillation import Distillation, DistillationConfig
 from .fixmatch import FixMatch, FixMatchConfig
 from .mean_teacher import MeanTeacher, MeanTeacherConfig
 from .mixmatch import MixMatch, MixMatchConfig
+from .noisy_student import NoisyStudent, NoisyStudentConfig
 from .pi_model import PiModel, PiModelConfig
 from .pseudo_label import PseudoLabel, PseudoLabelConfig
 from .supervised import SupervisedOnly, SupervisedOnlyConfig
@@ -32,6 +33,8 @@ __all__ = [
     "MeanTeacherConfig",
     "MixMatch",
     "MixMatchConfig",
+    "NoisyStudent",
+    "NoisyStudentConfig",
     "PiModel",
     "PiModelConfig",
     "PseudoLabel",
