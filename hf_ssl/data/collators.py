@@ -67,8 +67,8 @@ class AudioCollator:
 
     ``pretraining_inputs``: optional ``(attention_mask, batch, samples, seed=...) -> dict`` adding method inputs
     (wav2vec 2.0's masks, negatives and ``labels``, so that the Trainer can count masked frames across the global
-    batch). Its ``seed`` is derived from the examples' ``view_seed`` (itself from ``(seed, epoch, index)``): the
-    masks of a batch are then the same whatever the dataloader workers, the prefetching of the next batch, or a
+    batch). Its ``seed`` is the examples' ``view_seed`` list (each from ``(seed, epoch, index)``): an utterance's
+    masks are then the same whatever batch or process holds it, whatever the dataloader workers, the prefetching of the next batch, or a
     resume from a checkpoint (a global RNG would not be: accelerate collates batch k + 1 before step k's checkpoint
     saves the RNG state). Without view seeds it is ``None`` (the method's global RNG).
     """
@@ -94,7 +94,8 @@ class AudioCollator:
         )
         batch = {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long()}
         if self.pretraining_inputs is not None:
-            seed = batch_seed(examples)
+            seeds = [example.get(VIEW_SEED) for example in examples]  # per utterance: the same draws on any process
+            seed = None if None in seeds else [int(value) for value in seeds]
             batch.update(self.pretraining_inputs(batch["attention_mask"], *batch["input_values"].shape, seed=seed))
         return batch
 
