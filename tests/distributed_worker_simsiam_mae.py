@@ -1,7 +1,10 @@
 """Worker of the SimSiam / MAE multi-process checks, launched by tests/test_distributed_simsiam_mae.py (torchrun, gloo,
 CPU); not a test module itself.
 
-usage: [torchrun --nproc_per_node N] distributed_worker_simsiam_mae.py all OUT_FILE [OUTPUT_DIR]
+usage: [torchrun --nproc_per_node N] distributed_worker_simsiam_mae.py MODE OUT_FILE [OUTPUT_DIR]
+
+MODE ``trainer``: two SSLTrainer steps of MAE on real images (single views and mask seeds per example, batches sharded
+by accelerate); rank 0 saves the final state dict. MODE ``all``:
 
 One forward/backward of SimSiam and of MAE (masks from per-example noise, and from per-example seeds) on this rank's
 shard (1 / N) of a fixed global batch of 8 images, under DDP when N > 1. Rank 0 saves, per variant: ``loss`` (the
@@ -101,15 +104,38 @@ def method_step(method: str, world: int, rank: int) -> dict:
     return result
 
 
+def mae_trainer_run(output_dir: str, per_device_batch: int) -> dict:
+    """Two optimizer steps of SSLTrainer on MAE; returns the final state dict."""
+    from hf_ssl.data.images import load_image_dataset
+    from hf_ssl.training.arguments import SSLTrainingArguments
+    from hf_ssl.training.trainer import SSLTrainer
+    from hf_ssl.views import SingleViewConfig, SingleViewTransform, apply_views
+
+    images = load_image_dataset("embedded", "train").select(range(32))
+    dataset = apply_views(images, SingleViewTransform(SingleViewConfig(global_crop_size=IMAGE_SIZE)))
+    torch.manual_seed(0)
+    args = SSLTrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=per_device_batch, max_steps=2, learning_rate=1e-3,
+        use_cpu=True, report_to="none", save_strategy="no", seed=3, disable_tqdm=True, logging_steps=1,
+    )
+    trainer = SSLTrainer(model=tiny_mae(), args=args, train_dataset=dataset)
+    trainer.train()
+    return {key: value.clone() for key, value in trainer.model.state_dict().items()}
+
+
 def main():
     mode, out_file = sys.argv[1], sys.argv[2]
-    if mode != "all":
-        raise SystemExit(f"unknown mode {mode!r}; this worker runs 'all'")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if mode not in ("all", "trainer"):
+        raise SystemExit(f"unknown mode {mode!r}; this worker runs 'all' or 'trainer'")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if mode == "trainer":  # the Trainer (accelerate) sets up the process group itself
+        result = mae_trainer_run(sys.argv[3], GLOBAL_BATCH // launched)
+    elif launched > 1:
         dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    result = {method: method_step(method, world, rank) for method in INPUTS}
+    if mode == "all":
+        result = {method: method_step(method, world, rank) for method in INPUTS}
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)
     if dist.is_initialized():

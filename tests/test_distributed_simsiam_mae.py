@@ -70,6 +70,17 @@ def test_mae_masks_from_each_process_rng_do_not_match_one_process(gloo_runs):
     assert not torch.allclose(double["global_rng_loss"], single["global_rng_loss"], rtol=1e-3, atol=1e-4)
 
 
+def test_two_process_mae_trainer_run_matches_one_process(tmp_path):
+    """The whole MAE stack: sharded sampling, per-example views and mask seeds, DDP gradients, AdamW: two steps on 2
+    processes with 4 images each give the weights of 1 process with 8."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(test_distributed, "WORKER", WORKER)
+        single, double = run_worker(tmp_path, "trainer", 1), run_worker(tmp_path, "trainer", 2)
+    assert double["world_size"] == 2 and len(single["result"]) > 10
+    for key, value in single["result"].items():
+        torch.testing.assert_close(double["result"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_single_view_mask_seeds_follow_the_example_not_the_batch(embedded_images):
     """In training the MAE mask seed comes with the view, seeded by ``(seed, epoch, index)``: an example's seed (and so
     its mask) is the same in any batch, changes with the epoch, and differs between examples."""
