@@ -18,6 +18,11 @@ import os
 from collections.abc import Callable, Sequence
 
 import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    set_model_state_dict,
+)
+from torch.distributed.tensor import DTensor
 from torch.utils.data import Sampler
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
@@ -203,7 +208,7 @@ class SSLTrainer(Trainer):
         weights = [os.path.join(resume_from_checkpoint, name) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)]
         if isinstance(target, PreTrainedModel) and any(os.path.isfile(path) for path in weights):
             restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
-            target.load_state_dict(restored.state_dict(), strict=True)
+            load_full_state_dict(target, restored.state_dict())
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
@@ -302,3 +307,17 @@ def _broadcast_object(value):
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
     return value
+
+
+def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full (unsharded) state dict into ``model``, strictly. A model sharded with FSDP2 (DTensor parameters)
+    takes it through ``torch.distributed.checkpoint``, which scatters each full tensor to the local shards (a plain
+    ``load_state_dict`` cannot copy a tensor into a DTensor)."""
+    if not any(isinstance(parameter, DTensor) for parameter in model.parameters()):
+        model.load_state_dict(state, strict=True)
+        return
+    expected = set(model.state_dict())
+    if set(state) != expected:
+        raise RuntimeError(f"the checkpoint does not match the model: missing {sorted(expected - set(state))}, "
+                           f"unexpected {sorted(set(state) - expected)}")
+    set_model_state_dict(model, dict(state), options=StateDictOptions(full_state_dict=True))
