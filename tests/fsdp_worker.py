@@ -1,4 +1,4 @@
-"""Worker launched by tests/test_fsdp.py with torchrun (gloo, CPU). Not a test module itself.
+"""Worker launched by tests/test_fsdp.py (torchrun on CPU, accelerate launch on GPUs). Not a test module itself.
 
 usage: torchrun --nproc_per_node 1 fsdp_worker.py OUT_DIR reference
        torchrun --nproc_per_node N fsdp_worker.py OUT_DIR sharded                          (CPU, gloo)
@@ -8,16 +8,20 @@ usage: torchrun --nproc_per_node 1 fsdp_worker.py OUT_DIR reference
 ``reference``: one process trains the models unwrapped on the whole batch. ``sharded``: each model is sharded with
 FSDP2 as ``accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml`` shards it (accelerate's
 ``fsdp2_prepare_model`` with the plugin that config describes) and each rank trains on its slice of the same batch.
-``HF_SSL_TEST_DEVICE=cuda`` runs on the GPUs (one per process). For DINO (EMA teacher, centre), MoCo v2 (queue) and MoCo v3 (gathered negatives, EMA teacher) the worker
-records the loss, the full (gathered) gradients, the full state after one optimizer step and one momentum update,
-and saves the model with ``save_pretrained`` from the gathered state dict (what ``Trainer.save_model`` does under
-FSDP). Sharded runs also check exact resume: a fresh sharded model loaded from the gathered model and optimizer state
-takes the next step bit for bit like the run that never stopped.
+``HF_SSL_TEST_DEVICE=cuda`` runs on the GPUs (one per process).
+
+For DINO (EMA teacher, centre), MoCo v2 (queue) and MoCo v3 (gathered negatives, EMA teacher) the worker records
+the loss, the full (gathered) gradients, the full state after one optimizer step and one momentum update, and saves
+the model with ``save_pretrained`` from the gathered state dict (what ``Trainer.save_model`` does under FSDP).
+Sharded runs also check that SSLTrainer's checkpoint loading restores that folder into a fresh sharded model, and
+exact resume: a fresh sharded model loaded from the gathered model and optimizer state takes the next step bit for
+bit like the run that never stopped.
 """
 
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -38,6 +42,7 @@ from torch.distributed.tensor import DTensor
 
 from hf_ssl import MoCoV2ForPreTraining, MoCoV3ForPreTraining
 from hf_ssl.methods.base import TrainingProgress
+from hf_ssl.training.trainer import SSLTrainer
 
 DEVICE = torch.device(os.environ.get("HF_SSL_TEST_DEVICE", "cpu"))
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs" / "fsdp2.yaml"
@@ -142,7 +147,13 @@ def run_method(method: str, world: int, rank: int, accelerator: Accelerator | No
     saved_state = accelerator.get_state_dict(model) if accelerator is not None else None
     if rank == 0:
         model.save_pretrained(folder, state_dict=saved_state)
+    dist.barrier()
     result = {"loss": loss, "grads": grads, "state": after_step, "parameter_types": parameter_types}
+    if accelerator is not None:
+        # Trainer(resume_from_checkpoint=...) under FSDP: SSLTrainer's loading into the prepared (sharded) model.
+        from_checkpoint, _ = build(method, 1, accelerator)
+        SSLTrainer._load_from_checkpoint(SimpleNamespace(accelerator=accelerator, model=from_checkpoint), str(folder))
+        result["from_checkpoint"] = full_state(from_checkpoint)
     if accelerator is not None:
         optimizer_state = get_optimizer_state_dict(model, optimizer, options=FULL)
         train_step(model, optimizer, method, 1, world, rank)

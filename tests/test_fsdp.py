@@ -100,6 +100,16 @@ def test_save_pretrained_from_sharded_model_matches_one_process(runs, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_trainer_checkpoint_loads_into_sharded_model(runs, method):
+    """SSLTrainer's checkpoint loading (what Trainer(resume_from_checkpoint=...) calls under FSDP, after the model is
+    sharded) restores the saved folder into a fresh sharded model: every weight, the teacher, centre and queue."""
+    sharded = runs[2][method]
+    assert sharded["from_checkpoint"].keys() == sharded["state"].keys()
+    for name, value in sharded["state"].items():
+        torch.testing.assert_close(sharded["from_checkpoint"][name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_sharded_resume_is_exact(runs, method):
     """A fresh sharded model (other initial weights) loaded from the gathered model and optimizer state takes the
     next step bit for bit like the run that never stopped."""
