@@ -182,6 +182,9 @@ def run(argv: list[str] | None = None, callbacks: list | None = None, prog: str 
     )
 
     if not trainer.is_world_process_zero():
+        # Done here; rank 0 needs no collective from now on. Leave the process group before exiting: a process that
+        # exits holding it while rank 0 still works aborts ("terminate called without an active exception").
+        trainer.accelerator.end_training()
         return {}
     evaluation = job.final_evaluation(published)
     if evaluation is not None:
