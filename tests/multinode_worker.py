@@ -2,7 +2,7 @@
 
 usage: [accelerate launch --multi_gpu --num_machines 2 --machine_rank R ...] multinode_worker.py OUT_FILE METHOD...
 
-For every METHOD (``dino``, ``simclr``, ``mlm``, ``sbert``, ``clip``): one forward/backward of a tiny model on this
+For every METHOD (``dino``, ``simclr``, ``mae``, ``mlm``, ``sbert``, ``clip``): one forward/backward of a tiny model on this
 process's shard of a fixed global batch of 8, the model wrapped by ``Accelerator().prepare`` (DistributedDataParallel
 over gloo when launched on several processes), as the Trainer does it. Rank 0 saves, per method, the loss averaged
 over the processes and the parameter gradients after DDP's averaging, with the world size and each process's
@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 from conftest import tiny_dino, tiny_vit_config
 from test_clip import clip_batch, tiny_clip
+from test_mae import tiny_mae
 from test_sentence_bert import pair_batch, tiny_bert_config, tiny_sbert
 
 from hf_ssl import MaskedLMForPreTraining, SimCLRForPreTraining
@@ -30,6 +31,13 @@ def crops(local: bool) -> dict[str, torch.Tensor]:
     if local:
         batch["local_crops"] = torch.randn(GLOBAL_BATCH, 3, 3, 8, 8, generator=generator)
     return batch
+
+
+def masked_images() -> dict[str, torch.Tensor]:
+    """16 px images, each with its own mask seed: an image's mask is the same whichever process holds it."""
+    generator = torch.Generator().manual_seed(7)
+    return {"pixel_values": torch.randn(GLOBAL_BATCH, 3, 16, 16, generator=generator),
+            "mask_seed": torch.arange(100, 100 + GLOBAL_BATCH)}
 
 
 def masked_sequences() -> dict[str, torch.Tensor]:
@@ -50,6 +58,7 @@ METHODS = {
     "simclr": (lambda: SimCLRForPreTraining.from_encoder_config(
         tiny_vit_config(), projection_hidden_dim=32, projection_dim=16, temperature=0.5), False,
         lambda: crops(local=False)),
+    "mae": (tiny_mae, True, masked_images),
     "mlm": (lambda: MaskedLMForPreTraining.from_encoder_config(tiny_bert_config()), True, masked_sequences),
     "sbert": (tiny_sbert, True, lambda: pair_batch(GLOBAL_BATCH, seed=5)),
     "clip": (lambda: tiny_clip(initializer_range=0.5), True, lambda: clip_batch(GLOBAL_BATCH, seed=5)),

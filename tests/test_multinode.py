@@ -1,7 +1,8 @@
 """Two machines: two ``accelerate launch --num_machines 2 --machine_rank {0,1}`` commands (one process each, gloo on
 CPU, both on this host) form one group of two and reproduce one process with the doubled batch, in loss and gradients,
-for an image (DINO, SimCLR), text (masked-LM), sentence-pair (Sentence-BERT) and image-text (CLIP) method; the
-pretraining recipe runs through the same two launches, reports world size 2 and saves one model.
+for image (DINO, SimCLR), masked-image (MAE, per-example mask seeds), text (masked-LM), sentence-pair (Sentence-BERT)
+and image-text (CLIP) methods; the pretraining recipe runs through the same two launches, reports world size 2 and
+saves one model.
 
 On CPU the launch must be ``--multi_gpu`` (torchrun) with the script's ``--use_cpu true``: ``--cpu`` takes accelerate's
 simple launcher, which sets no ``WORLD_SIZE``, so each machine silently trains alone (world size 1 on both).
@@ -20,13 +21,13 @@ from test_distributed import free_port
 TESTS = Path(__file__).parent
 WORKER = TESTS / "multinode_worker.py"
 RECIPE = TESTS.parent / "recipes" / "pretrain.py"
-METHODS = ("dino", "simclr", "mlm", "sbert", "clip")
+METHODS = ("dino", "simclr", "mae", "mlm", "sbert", "clip")
 
 
-def launch_command(machine_rank: int, port: int) -> list[str]:
+def launch_command(machine_rank: int, port: int, device_flag: str = "--multi_gpu") -> list[str]:
     """``accelerate launch`` for machine ``machine_rank`` of 2, one process each (``--num_processes`` is the total)."""
     return [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        sys.executable, "-m", "accelerate.commands.launch", device_flag, "--num_processes", "2",
         "--num_machines", "2", "--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1",
         "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
     ]
@@ -41,10 +42,11 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     return {**inherited, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": str(TESTS)}
 
 
-def launch_two_machines(tmp_path: Path, script_args_per_machine: list[list[str]], timeout: int = 240) -> list[str]:
+def launch_two_machines(tmp_path: Path, script_args_per_machine: list[list[str]], timeout: int = 240,
+                        device_flag: str = "--multi_gpu") -> list[str]:
     """Start both machines' launches at once and wait for both; returns each one's output. Fails on any error."""
     port, env = free_port(), clean_env(tmp_path)
-    launches = [subprocess.Popen([*launch_command(rank, port), *script_args], env=env, cwd=tmp_path, text=True,
+    launches = [subprocess.Popen([*launch_command(rank, port, device_flag), *script_args], env=env, cwd=tmp_path, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 for rank, script_args in enumerate(script_args_per_machine)]
     try:
@@ -75,6 +77,13 @@ def test_two_launches_form_one_gloo_group_of_two(runs):
     assert double["world_size"] == 2 and double["backend"] == "gloo"
     ranks, machines, pids = zip(*double["processes"])
     assert ranks == (0, 1) and machines == (0, 1) and len(set(pids)) == 2
+
+
+def test_the_cpu_flag_would_train_each_machine_alone(tmp_path):
+    """Why the launch is ``--multi_gpu`` + ``--use_cpu true``: with ``--cpu`` both machines report world size 1."""
+    outputs = launch_two_machines(tmp_path, [[str(WORKER), str(tmp_path / f"alone-{rank}.pt")] for rank in range(2)],
+                                  device_flag="--cpu")
+    assert all("world size: 1," in output for output in outputs)
 
 
 @pytest.mark.parametrize("method", METHODS)
