@@ -7,7 +7,7 @@ others beside the new ones. :func:`prepare_output_dir` therefore refuses such a 
 the run
 
 - resumes it: ``--resume_from_checkpoint <output_dir>/checkpoint-N``, or ``true`` for the last checkpoint
-  (transformers' meaning of ``resume_from_checkpoint=True``, :func:`transformers.trainer_utils.get_last_checkpoint`);
+  (transformers' meaning of ``resume_from_checkpoint=True``, skipping incomplete ones);
 - replaces it: ``--overwrite`` (``overwrite_output_dir``, the flag of transformers 4's example scripts) deletes the
   old run's files first (:func:`clear_run`: only what a run writes, see :data:`RUN_FILE_PATTERNS`; other files stay);
 - or goes to a new ``--output_dir``.
@@ -25,12 +25,13 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..methods.base import METHOD_REGISTRY
 from ..methods.published_layout import SSL_STATE_NAME
 from ..publishing.run_record import EVAL_RESULTS, FIGURE_SUFFIXES, RUN_RECORD
 from .callbacks import RunMethodRecord
+from .checkpoints import last_complete_checkpoint
 from .errors import UsageError
 
 #: Weight files of a saved model (``save_pretrained``, sharded or not, safetensors or pickle; hf_ssl's method state).
@@ -112,12 +113,13 @@ def clear_run(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def resolve_checkpoint(value: str | bool | None, output_dir: str | os.PathLike) -> str | None:
-    """``--resume_from_checkpoint`` as a checkpoint folder: ``true`` -> the last ``checkpoint-N`` of ``output_dir``,
-    ``false`` / empty / ``None`` -> ``None``, a path -> itself once it is a folder."""
+    """``--resume_from_checkpoint`` as a checkpoint folder: ``true`` -> the last complete ``checkpoint-N`` of
+    ``output_dir`` (:func:`~hf_ssl.training.checkpoints.last_complete_checkpoint`), ``false`` / empty / ``None`` ->
+    ``None``, a path -> itself once it is a folder."""
     if value is None or value is False or (isinstance(value, str) and value.strip().lower() in RESUME_NONE):
         return None
     if value is True or str(value).strip().lower() in RESUME_LAST:
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        last = last_complete_checkpoint(output_dir)
         if last is None:
             raise UsageError(
                 f"--resume_from_checkpoint true found no {PREFIX_CHECKPOINT_DIR}-N folder in {output_dir} to resume; "

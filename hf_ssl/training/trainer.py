@@ -7,6 +7,10 @@ What it adds to ``Trainer``:
 - logging of every scalar diagnostic the model returns (teacher entropy, KL, ...) and of its schedule values,
   averaged over the logging interval and over processes;
 - label-free evaluators (kNN, linear probe) run at each evaluation next to ``eval_loss``;
+- atomic checkpoints (:mod:`hf_ssl.training.checkpoints`): a killed save never leaves a broken ``checkpoint-N``, and
+  resuming the last checkpoint skips incomplete ones;
+- a graceful stop on SIGINT / SIGTERM (:mod:`hf_ssl.training.interruption`): the step ends, a checkpoint is saved, and
+  ``train()`` raises, so the run resumes where it stopped;
 - one start line ``world size: N, per-device batch: B, global batch: G``.
 It never asks which method it trains.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,6 +30,8 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 from torch.utils.data import Sampler
 from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import SaveStrategy, rotate_checkpoints
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from ..data.collators import stack_views
@@ -32,6 +39,15 @@ from ..distributed import has_batch_norm
 from ..publishing.hub import write_trainer_model_card
 from .arguments import global_batch_size
 from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
+from .checkpoints import (
+    TRAINER_STATE_NAME,
+    checkpoint_folder,
+    commit_checkpoint,
+    discard_staged_checkpoints,
+    last_complete_checkpoint,
+    staging_folder,
+)
+from .interruption import HANDLED_SIGNALS, GracefulInterruption
 from .output_dir import check_checkpoint_method
 
 logger = logging.get_logger(__name__)
@@ -83,9 +99,20 @@ class SSLTrainer(Trainer):
             self.add_callback(ViewEpochCallback(transform))
         self._diagnostic_sums: dict[str, torch.Tensor] = {}
         self._diagnostic_count = 0
+        # transformers' opt-in `enable_jit_checkpoint` handles SIGTERM itself; SIGINT stays ours then.
+        jit = getattr(self.args, "enable_jit_checkpoint", False)
+        handled = tuple(number for number in HANDLED_SIGNALS if not (jit and number == signal.SIGTERM))
+        self.interruption = GracefulInterruption(self._largest_over_processes, handled)
+        self.add_callback(self.interruption)
 
     # ----------------------------------------------------------------------------------------------------------------
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` resumes the last *complete* checkpoint of ``output_dir``
+        (:func:`~hf_ssl.training.checkpoints.last_complete_checkpoint`). SIGINT / SIGTERM during training save a
+        checkpoint at the end of the step, then raise :class:`~hf_ssl.training.interruption.TrainingInterrupted` /
+        :class:`~hf_ssl.training.interruption.TrainingTerminated` (:mod:`hf_ssl.training.interruption`)."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir) or True  # none: Trainer's error
         world = self.args.world_size
         per_device = self.args.per_device_train_batch_size
         line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch_size(self.args)}"
@@ -95,7 +122,70 @@ class SSLTrainer(Trainer):
         if self.is_world_process_zero():
             print(line, flush=True)
         logger.info(line)
-        return super().train(*args, **kwargs)
+        with self.interruption.installed():
+            output = super().train(resume_from_checkpoint, *args, **kwargs)
+        last = checkpoint_folder(self.args.output_dir, self.state.global_step)
+        self.interruption.raise_if_stopped(str(last), announce=self.is_world_process_zero())
+        return output
+
+    def _largest_over_processes(self, value: int) -> int:
+        """``max`` of ``value`` over the processes (every step, so only when there are several)."""
+        if self.args.world_size <= 1 or not torch.distributed.is_initialized():
+            return value
+        tensor = torch.tensor([value], device=self.args.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return int(tensor.item())
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """``Trainer._save_checkpoint`` (transformers 5.x), written atomically (:mod:`hf_ssl.training.checkpoints`):
+        everything goes into ``_tmp-checkpoint-N``, which is synced and renamed to ``checkpoint-N`` once complete;
+        pushing and the rotation of old checkpoints (``save_total_limit``) come after the rename. What a killed save
+        left is deleted first. Subclasses add files through :meth:`save_checkpoint_files`."""
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        run_dir = self._get_output_dir(trial=trial)
+        step = self.state.global_step
+        final = checkpoint_folder(run_dir, step)
+        staging = str(staging_folder(final))
+        writes_folders = self.args.should_save or self.args.local_process_index == 0  # rank files on other nodes
+        if writes_folders:
+            discard_staged_checkpoints(run_dir)
+        self.accelerator.wait_for_everyone()
+        self.save_model(staging, _internal_call=True)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(staging)
+            self._save_scaler(staging)
+            self._save_rng_state(staging)
+        self.save_checkpoint_files(staging)
+        best_step = self.state.best_global_step
+        if self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) and best_step:
+            best = checkpoint_folder(run_dir, best_step)
+            if best_step == step or best.is_dir():
+                self.state.best_model_checkpoint = str(best)
+        if self.args.should_save:  # as Trainer: the stateful callbacks' state goes into trainer_state.json
+            for callback in [*self.callback_handler.callbacks, self.control]:
+                if isinstance(callback, ExportableState):
+                    name = callback.__class__.__name__
+                    if isinstance(self.state.stateful_callbacks[name], list):
+                        self.state.stateful_callbacks[name].append(callback.state())
+                    else:
+                        self.state.stateful_callbacks[name] = callback.state()
+            self.state.save_to_json(os.path.join(staging, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            commit_checkpoint(staging, final)
+        self.accelerator.wait_for_everyone()
+        if writes_folders and os.path.isdir(staging):  # a node with its own disk (save_on_each_node, rank files)
+            commit_checkpoint(staging, final)
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(str(final))
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
+    def save_checkpoint_files(self, folder: str) -> None:
+        """Write a subclass's own files into the checkpoint being saved (``folder``, before it is committed); called on
+        every process. ``SSLTrainer`` adds none."""
 
     def batch_composition(self) -> str:
         """What the start line adds after the batch sizes (``SemiSupervisedTrainer``: the unlabelled batch)."""
