@@ -6,8 +6,9 @@ out-of-memory killer, a pre-empted node) leaves a half-written ``checkpoint-N/``
 :func:`transformers.trainer_utils.get_last_checkpoint` -- and so ``--resume_from_checkpoint true`` -- picks as the
 newest, and resuming fails. :class:`hf_ssl.training.trainer.SSLTrainer` therefore writes each checkpoint into
 ``_tmp-checkpoint-N/`` (:func:`staging_folder`), syncs it to disk, renames it to ``checkpoint-N/``
-(:func:`commit_checkpoint`, one ``os.replace``) and only then rotates old checkpoints out. A killed save leaves the
-previous checkpoints as they were plus a ``_tmp-checkpoint-N/`` folder that nothing reads: transformers' checkpoint
+(:func:`commit_checkpoint`, one ``os.replace``) and only then rotates old checkpoints out (renaming each to
+``_tmp-deleted-checkpoint-M`` before deleting it, :func:`rotate_checkpoints`). A killed save leaves complete
+checkpoints only, plus a ``_tmp-...`` folder that nothing reads: transformers' checkpoint
 lookups match ``checkpoint-N`` only, Hub uploads skip ``_*`` paths (Trainer's pushes and
 :data:`hf_ssl.publishing.hub.IGNORED_IN_UPLOADS`), and the next save deletes it (:func:`discard_staged_checkpoints`).
 
@@ -23,7 +24,7 @@ import re
 import shutil
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -48,9 +49,10 @@ def staging_folder(checkpoint: str | os.PathLike) -> Path:
 
 
 def staged_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The ``_tmp-checkpoint-*`` folders in ``run_dir``: saves in progress, or left by a killed one."""
+    """The ``_tmp-*checkpoint-*`` folders in ``run_dir``: saves (or deletions, :func:`rotate_checkpoints`) in
+    progress, or left by a killed one."""
     folder = Path(run_dir)
-    return sorted(folder.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*")) if folder.is_dir() else []
+    return sorted(folder.glob(f"{STAGING_PREFIX}*{PREFIX_CHECKPOINT_DIR}-*")) if folder.is_dir() else []
 
 
 def discard_staged_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
@@ -83,6 +85,28 @@ def commit_checkpoint(staging: str | os.PathLike, checkpoint: str | os.PathLike)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
     return checkpoint
+
+
+def rotate_checkpoints(run_dir: str | os.PathLike, save_total_limit: int | None,
+                       best_model_checkpoint: str | None = None) -> list[Path]:
+    """Delete the oldest checkpoints beyond ``save_total_limit``, keeping the newest and the best, as
+    :func:`transformers.trainer_utils.rotate_checkpoints` (whose order, :func:`~transformers.trainer_utils.
+    sort_checkpoints` by modification time, it uses), except that each is first renamed to ``_tmp-deleted-...``: a
+    run killed while deleting leaves no half-deleted ``checkpoint-N``. Returns the deleted folders."""
+    if not save_total_limit or save_total_limit <= 0:
+        return []
+    checkpoints = [Path(path) for path in sort_checkpoints(str(run_dir), use_mtime=True)]
+    protected = {checkpoints[-1]} if checkpoints else set()
+    if best_model_checkpoint is not None:
+        protected.add(Path(best_model_checkpoint))
+    surplus = len(checkpoints) - max(save_total_limit, len(protected))
+    deleted = [path for path in checkpoints if path not in protected][:max(surplus, 0)]
+    for path in deleted:
+        doomed = path.with_name(f"{STAGING_PREFIX}deleted-{path.name}")
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    return deleted
 
 
 def is_complete_checkpoint(folder: str | os.PathLike) -> bool:

@@ -31,7 +31,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils.data import Sampler
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import SaveStrategy, rotate_checkpoints
+from transformers.trainer_utils import SaveStrategy
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from ..data.collators import stack_views
@@ -45,6 +45,7 @@ from .checkpoints import (
     commit_checkpoint,
     discard_staged_checkpoints,
     last_complete_checkpoint,
+    rotate_checkpoints,
     staging_folder,
 )
 from .interruption import HANDLED_SIGNALS, GracefulInterruption
@@ -180,8 +181,7 @@ class SSLTrainer(Trainer):
         if self.args.push_to_hub:
             self._push_from_checkpoint(str(final))
         if self.args.should_save:
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
 
     def save_checkpoint_files(self, folder: str) -> None:
         """Write a subclass's own files into the checkpoint being saved (``folder``, before it is committed); called on
