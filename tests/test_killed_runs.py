@@ -4,7 +4,8 @@
   into ``_tmp-checkpoint-N`` and renamed once complete (``hf_ssl.training.checkpoints``), so the last ``checkpoint-N``
   loads and ``--resume_from_checkpoint true`` resumes it.
 - SIGINT / SIGTERM finish the step, save a checkpoint and exit with 130 / 143 (``hf_ssl.training.interruption``); the
-  resumed run ends with the weights of the uninterrupted one (DINO on images, masked-LM on text).
+  resumed run ends with the weights of the uninterrupted one (DINO on images, masked-LM on text). A signal that
+  reaches one of two processes stops both at the same step.
 
 The runs are real ``hf-ssl pretrain`` commands (``hf_ssl.cli.main``) in processes forked from this one, after one
 in-process run has imported everything, so that a start costs no interpreter or library start-up and twenty kills fit
@@ -19,6 +20,8 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -260,3 +263,33 @@ def test_a_second_signal_stops_at_once(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # (the KeyboardInterrupt comes before)
     assert signal.getsignal(signal.SIGINT) is before and interruption.stopped_by is None
+
+
+#: Run by each of two torchrun processes: ``hf-ssl pretrain ARGV``, with SIGTERM sent to rank 1 alone as step 2 begins.
+_RANK_ONE_SIGNALLED = """
+import functools, os, signal, sys
+import hf_ssl.cli
+from test_killed_runs import _SignalAtStep
+if os.environ["RANK"] == "1":
+    hf_ssl.cli.run = functools.partial(hf_ssl.cli.run, callbacks=[_SignalAtStep(2, signal.SIGTERM)])
+sys.exit(hf_ssl.cli.main(["pretrain", *sys.argv[1:]]))
+"""
+
+
+def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+    """Only rank 1 gets SIGTERM: the ranks agree at the end of step 2, both save ``checkpoint-2`` together and exit
+    with 143 (without the agreement rank 0 would go on alone into step 3's collectives and wait forever)."""
+    out = tmp_path / "run"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={port}", "--no-python", sys.executable, "-c", _RANK_ONE_SIGNALLED,
+               "--output_dir", str(out), *TINY_DINO, "--max_steps", "6", "--save_steps", "1000", "--use_cpu", "true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    log = completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert completed.returncode != 0 and "exitcode  : 143" in completed.stderr, log
+    assert checkpoint_folders(out) == [out / "checkpoint-2"] and is_complete_checkpoint(out / "checkpoint-2"), log
+    assert {path.name for path in (out / "checkpoint-2").glob("rng_state_*.pth")} == {"rng_state_0.pth",
+                                                                                     "rng_state_1.pth"}
