@@ -50,8 +50,9 @@ RUN_FILE_PATTERNS = (
     "README.md",
 )
 #: Folders a run writes at the top of ``output_dir`` besides ``checkpoint-N/``: sentence-transformers modules
-#: (``1_Pooling``, ``2_Normalize``) and TensorBoard's ``runs/``.
-RUN_FOLDER_PATTERNS = ("[0-9]_*", "runs")
+#: (``1_Pooling``, ``2_Normalize``), TensorBoard's ``runs/`` and the leftovers of an interrupted save or rotation
+#: (``_tmp-checkpoint-N``, ``_tmp-deleted-...``, :mod:`hf_ssl.training.checkpoints`).
+RUN_FOLDER_PATTERNS = ("[0-9]_*", "runs", "_tmp-*")
 #: ``--resume_from_checkpoint`` values meaning "the last checkpoint in output_dir" / "do not resume".
 RESUME_LAST = ("true",)
 RESUME_NONE = ("false", "")
