@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_classifier
-from test_semi_supervised import fashion, make_trainer, progress, tiny_batches  # noqa: F401 (fashion: a fixture)
+from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 
 from hf_ssl.losses.consistency import DistillationLoss
@@ -61,19 +61,12 @@ def test_the_teacher_stays_frozen_out_of_checkpoints_and_resume_is_exact(tmp_pat
     def method():
         return Distillation(teacher=str(teacher_dir), unlabelled_batch_ratio=2)
 
-    full = make_trainer(tmp_path / "full", fashion, method(), max_steps=6, save_steps=3)
-    full.train()
+    full = resume_matches_uninterrupted(tmp_path, fashion, method)
     for name, value in full.method.teacher_model.state_dict().items():  # the teacher never trains
         torch.testing.assert_close(value, teacher_before[name], msg=name)
     assert all(not name.startswith("teacher") for name in full.method.state_dict())
     logged = [entry for entry in full.state.log_history if "loss" in entry]
     assert all(entry["unsupervised_loss"] > 0 for entry in logged)
-    stopped = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    stopped.train()
-    resumed = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
-    for name, value in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
 
 
 def test_a_missing_or_mismatched_teacher_is_refused_with_the_fix():

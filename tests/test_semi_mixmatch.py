@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_classifier
-from test_semi_supervised import fashion, make_trainer, progress, tiny_batches  # noqa: F401 (fashion: a fixture)
+from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 
 from hf_ssl.semi import SEMI_METHOD_REGISTRY, MixMatch, MixMatchConfig
@@ -55,18 +55,9 @@ def test_mixmatch_trains_and_resumes_exactly(tmp_path, fashion):  # noqa: F811 (
     def method():
         return MixMatch(rampup_fraction=0.0)
 
-    full = make_trainer(tmp_path / "full", fashion, method(), max_steps=6, save_steps=3)
-    full.train()
+    full = resume_matches_uninterrupted(tmp_path, fashion, method)
     logged = [entry for entry in full.state.log_history if "loss" in entry]
     assert all(entry["unsupervised_loss"] > 0 for entry in logged)
-    stopped = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    stopped.train()
-    resumed = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
-    for name, value in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
-    for name, value in full.method.state_dict().items():  # the EMA classifier
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)
 
 
 def test_registered_bad_settings_and_text_refused_with_the_fix():

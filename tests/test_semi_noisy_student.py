@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from conftest import local_dataset, tiny_classifier
-from test_semi_supervised import fashion, make_trainer, progress, tiny_batches  # noqa: F401 (fashion: a fixture)
+from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 
 from hf_ssl.jobs.rounds import run_rounds
@@ -60,17 +60,8 @@ def test_a_round_resumes_exactly_with_its_pseudo_labels(tmp_path, fashion):  # n
     def method():
         return NoisyStudent(teacher=str(teacher_dir), unlabelled_batch_ratio=2, confidence_threshold=0.0)
 
-    full = make_trainer(tmp_path / "full", fashion, method(), max_steps=6, save_steps=3)
-    full.train()
+    full = resume_matches_uninterrupted(tmp_path, fashion, method)
     assert int(full.method.pseudo_labelled.sum()) > 0
-    stopped = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    stopped.train()
-    resumed = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
-    for name, value in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
-    for name, value in full.method.state_dict().items():  # the pseudo-label memory
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)
 
 
 def test_rounds_chain_teachers_and_a_rerun_restarts_at_the_first_unfinished_round(tmp_path, capsys):

@@ -228,6 +228,23 @@ def make_trainer(tmp_path, fashion, method, max_steps=4, model=None, **overrides
     )
 
 
+def resume_matches_uninterrupted(tmp_path, fashion, make_method):
+    """Train 6 steps uninterrupted, and 6 steps again resumed from checkpoint-3 in a fresh trainer: the classifier and
+    the method's state (EMA / teacher, class statistics, per-example memories) must end the same. Returns the
+    uninterrupted trainer."""
+    full = make_trainer(tmp_path / "full", fashion, make_method(), max_steps=6, save_steps=3)
+    full.train()
+    stopped = make_trainer(tmp_path / "stopped", fashion, make_method(), max_steps=6, save_steps=3)
+    stopped.train()  # writes checkpoint-3 on the way; resume from it in a fresh trainer
+    resumed = make_trainer(tmp_path / "stopped", fashion, make_method(), max_steps=6, save_steps=3)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
+    for name, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
+    for name, value in full.method.state_dict().items():
+        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)
+    return full
+
+
 def test_fixmatch_trains_evaluates_logs_and_publishes_a_plain_classifier(tmp_path, fashion):
     trainer = make_trainer(tmp_path / "run", fashion, FixMatch(unlabelled_batch_ratio=2, threshold=0.5))
     trainer.train()
@@ -279,16 +296,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, fashion, method_class):
                                                           "distribution_alignment": True}
                                                          if method_class is FixMatch else {}))
 
-    full = make_trainer(tmp_path / "full", fashion, method(), max_steps=6, save_steps=3)
-    full.train()
-    stopped = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    stopped.train()  # writes checkpoint-3 on the way; resume from it in a fresh trainer
-    resumed = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
-    for name, value in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
-    for name, value in full.method.state_dict().items():  # EMA / teacher, class statistics, per-example memory
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)
+    resume_matches_uninterrupted(tmp_path, fashion, method)
 
 
 def test_bad_input_is_refused_with_the_fix(tmp_path, fashion, caplog):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_classifier
-from test_semi_supervised import fashion, make_trainer, progress, tiny_batches  # noqa: F401 (fashion: a fixture)
+from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 
 import hf_ssl.semi.temporal_ensembling as temporal_ensembling
@@ -71,17 +71,8 @@ def test_temporal_ensembling_trains_and_resumes_exactly_with_its_memory(tmp_path
     def method():
         return TemporalEnsembling(unlabelled_batch_ratio=2, rampup_fraction=0.0)
 
-    full = make_trainer(tmp_path / "full", fashion, method(), max_steps=6, save_steps=3)
-    full.train()
+    full = resume_matches_uninterrupted(tmp_path, fashion, method)
     assert int(full.method.ensemble_updates.sum()) == 6 * 8  # 8 unlabelled examples a step
-    stopped = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    stopped.train()
-    resumed = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
-    for name, value in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
-    for name, value in full.method.state_dict().items():  # the ensemble memory and its counts
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)
 
 
 def test_registered_and_bad_settings_refused():

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_classifier
-from test_semi_supervised import fashion, make_trainer, progress, tiny_batches  # noqa: F401 (fashion: a fixture)
+from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 
 from hf_ssl.losses.consistency import SharpenedKLLoss, sharpen
@@ -106,17 +106,8 @@ def test_uda_trains_logs_and_resumes_exactly(tmp_path, fashion):  # noqa: F811 (
     def method():
         return UDA(unlabelled_batch_ratio=2, threshold=0.0, tsa_schedule="log")  # tiny model: low confidence
 
-    full = make_trainer(tmp_path / "full", fashion, method(), max_steps=6, save_steps=3)
-    full.train()
+    full = resume_matches_uninterrupted(tmp_path, fashion, method)
     logged = [entry for entry in full.state.log_history if "loss" in entry]
     for name in ("supervised_loss", "unsupervised_loss", "mask_rate", "tsa_kept_rate", "pseudo_label_accuracy"):
         assert name in logged[-1], name
     assert any(entry["unsupervised_loss"] > 0 for entry in logged)
-    stopped = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    stopped.train()
-    resumed = make_trainer(tmp_path / "stopped", fashion, method(), max_steps=6, save_steps=3)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-3"))
-    for name, value in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
-    for name, value in full.method.state_dict().items():  # the EMA classifier
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)

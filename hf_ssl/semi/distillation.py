@@ -84,12 +84,7 @@ class Distillation(SemiSupervisedMethod):
 
     def setup(self, model: nn.Module, *, num_unlabelled: int, labelled_class_counts: torch.Tensor | None = None) -> None:
         super().setup(model, num_unlabelled=num_unlabelled, labelled_class_counts=labelled_class_counts)
-        teacher = self.teacher_model if self.teacher_model is not None else load_teacher(self.config.teacher, model)
-        if int(teacher.config.num_labels) != self.num_classes:
-            raise ValueError(f"the teacher predicts {teacher.config.num_labels} classes and the student "
-                             f"{self.num_classes}; distil between classifiers of the same classes")
-        teacher.requires_grad_(False)
-        object.__setattr__(self, "teacher_model", teacher.to(next(model.parameters()).device).eval())
+        attach_teacher(self, model)
 
     def compute_loss(
         self, model: nn.Module, labelled: dict[str, torch.Tensor], unlabelled: dict[str, Any], progress: TrainingProgress
@@ -103,6 +98,18 @@ class Distillation(SemiSupervisedMethod):
         unsupervised = self.distillation(logits_student, logits_teacher)
         return self.combine(supervised, unsupervised, progress, self.diagnostics(
             prediction_labels(logits_teacher), unlabelled.get("audit_labels")))
+
+
+def attach_teacher(method: SemiSupervisedMethod, model: nn.Module) -> None:
+    """Give ``method`` its frozen teacher (``method.teacher_model``, else loaded from ``method.config.teacher``), in
+    evaluation mode on the student's device, outside the module tree (no state_dict entry, no optimizer group: the
+    teacher is an input, not state). Refuses a teacher of another class count."""
+    teacher = method.teacher_model if method.teacher_model is not None else load_teacher(method.config.teacher, model)
+    if int(teacher.config.num_labels) != method.num_classes:
+        raise ValueError(f"the teacher predicts {teacher.config.num_labels} classes and the student "
+                         f"{method.num_classes}; use a teacher classifier of the same classes")
+    teacher.requires_grad_(False)
+    object.__setattr__(method, "teacher_model", teacher.to(next(model.parameters()).device).eval())
 
 
 def load_teacher(teacher: str | None, student: nn.Module) -> nn.Module:

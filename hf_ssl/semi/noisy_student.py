@@ -41,7 +41,7 @@ from .base import (
     classifier_logits,
     split_labels,
 )
-from .distillation import load_teacher
+from .distillation import attach_teacher
 
 
 @dataclass
@@ -84,13 +84,8 @@ class NoisyStudent(SemiSupervisedMethod):
 
     def setup(self, model: nn.Module, *, num_unlabelled: int, labelled_class_counts: torch.Tensor | None = None) -> None:
         super().setup(model, num_unlabelled=num_unlabelled, labelled_class_counts=labelled_class_counts)
-        teacher = self.teacher_model if self.teacher_model is not None else load_teacher(self.config.teacher, model)
-        if int(teacher.config.num_labels) != self.num_classes:
-            raise ValueError(f"the teacher predicts {teacher.config.num_labels} classes and the student "
-                             f"{self.num_classes}; use a teacher of the same classes")
-        teacher.requires_grad_(False)
+        attach_teacher(self, model)
         device = next(model.parameters()).device
-        object.__setattr__(self, "teacher_model", teacher.to(device).eval())
         if not hasattr(self, "pseudo_labels"):
             self.register_buffer("pseudo_labels", torch.zeros(num_unlabelled, self.num_classes, device=device))
             self.register_buffer("pseudo_labelled", torch.zeros(num_unlabelled, dtype=torch.bool, device=device))
