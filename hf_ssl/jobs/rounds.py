@@ -24,7 +24,7 @@ FINISHED_RUN_FILES = ("hf_ssl_run.json", "eval_results.json")
 def run_rounds(argv: list[str], prog: str | None = None) -> dict:
     """Run ``argv`` once, or round after round when its method asks (see the module docstring); returns the last
     round's probes."""
-    *_, method_config, training_args = parse_arguments(argv)
+    *_, method_config, training_args = parse_arguments(argv, prog=prog)
     rounds = getattr(method_config, "rounds", 1)
     if rounds == 1:
         return run(argv, prog=prog)
