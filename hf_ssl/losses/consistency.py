@@ -93,6 +93,14 @@ class EntropyLoss(nn.Module):
         return -(log_probabilities.exp() * log_probabilities).sum(dim=-1).mean()
 
 
+def soft_target_kl(target_log_probabilities: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per example, ``KL(q_b || softmax(logits_b)) = sum_c q_bc (log q_bc - log softmax(logits_b)_c)`` ``(B,)``, from
+    the target's log-probabilities ``log q`` ``(B, K)`` (detached: a target is a constant). The one KL of UDA,
+    distillation and VAT."""
+    target = target_log_probabilities.detach().float()
+    return (target.exp() * (target - logits.float().log_softmax(dim=-1))).sum(dim=-1)
+
+
 def sharpen(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
     """``p^(1/T) / sum_c p_c^(1/T)`` per row of ``(batch, num_classes)`` probabilities (MixMatch's and UDA's
     sharpening; ``T = 1``: unchanged, ``T -> 0``: one-hot). Computed in log space, so tiny probabilities stay finite."""
@@ -125,8 +133,7 @@ class SharpenedKLLoss(nn.Module):
             confidence, labels = probabilities.max(dim=-1)
             mask = (confidence >= self.threshold).float()
             target = sharpen(probabilities, self.temperature)
-        log_predictions = logits.float().log_softmax(dim=-1)
-        divergence = (target * (target.clamp(min=1e-12).log() - log_predictions)).sum(dim=-1)
+        divergence = soft_target_kl(target.clamp(min=1e-12).log(), logits)
         return (divergence * mask).mean(), PseudoLabels(labels, confidence, mask)
 
 
@@ -148,7 +155,5 @@ class DistillationLoss(nn.Module):
                              f" and {tuple(teacher_logits.shape)}")
         temperature = self.temperature
         target = (teacher_logits.detach().float() / temperature).log_softmax(dim=-1)
-        log_predictions = (student_logits.float() / temperature).log_softmax(dim=-1)
-        divergence = (target.exp() * (target - log_predictions)).sum(dim=-1)
-        return temperature ** 2 * divergence.mean()
+        return temperature ** 2 * soft_target_kl(target, student_logits.float() / temperature).mean()
 

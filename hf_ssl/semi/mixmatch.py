@@ -96,7 +96,9 @@ class MixMatch(SemiSupervisedMethod):
 
     def mixup(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MixUp with ``lambda' = max(lambda, 1 - lambda)`` and a random partner per example (Algorithm 1, lines
-        11-16); ``inputs`` ``(N, ...)``, ``targets`` ``(N, K)``."""
+        11-16); ``inputs`` ``(N, ...)``, ``targets`` ``(N, K)``. Not torchvision's ``v2.MixUp`` (which
+        :mod:`hf_ssl.views.mixing` uses for labelled batches): it takes class indices, not the guessed distributions,
+        and has no ``lambda'``."""
         alpha = torch.tensor(self.config.mixup_beta_alpha)
         weight = torch.distributions.Beta(alpha, alpha).sample().item()
         weight = max(weight, 1.0 - weight)

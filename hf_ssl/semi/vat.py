@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses.consistency import EntropyLoss
+from ..losses.consistency import EntropyLoss, soft_target_kl
 from ..schedules import TrainingProgress
 from .base import (
     SemiSupervisedConfig,
@@ -73,8 +73,7 @@ class VATConfig(SemiSupervisedConfig):
 
 def kl_from_logits(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """``mean_b KL(softmax(target_b) || softmax(logits_b))``; the target is detached."""
-    target = target_logits.detach().float().log_softmax(dim=-1)
-    return (target.exp() * (target - logits.float().log_softmax(dim=-1))).sum(dim=-1).mean()
+    return soft_target_kl(target_logits.float().log_softmax(dim=-1), logits).mean()
 
 
 def normalise_per_example(tensor: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
