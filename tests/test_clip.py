@@ -13,7 +13,7 @@ import pytest
 import test_distributed
 import torch
 from conftest import BLOCK_HF_SSL, tiny_vit_config
-from test_distributed import run_worker
+from test_distributed import one_and_two_processes
 from test_sentence_bert import TinyTokenizer, tiny_bert_config, tiny_text_batch
 
 from hf_ssl import AutoSSLModel, CLIPStyleForPreTraining
@@ -338,12 +338,7 @@ def test_image_caption_collator_passes_a_positive_column():
 @pytest.fixture(scope="module")
 def multi_positive_gloo_runs(tmp_path_factory):
     """The multi-positive worker on 1 process with the global batch and on 2 gloo processes with half each."""
-    tmp_path = tmp_path_factory.mktemp("gloo")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(test_distributed, "WORKER", MULTI_POSITIVE_WORKER)
-        single, double = run_worker(tmp_path, "all", 1), run_worker(tmp_path, "all", 2)
-    assert single["world_size"] == 1 and double["world_size"] == 2
-    return single["result"], double["result"]
+    return one_and_two_processes(tmp_path_factory.mktemp("gloo"), "all", MULTI_POSITIVE_WORKER)
 
 
 def test_two_processes_with_repeated_ids_match_one_process_with_double_batch(multi_positive_gloo_runs):

@@ -18,11 +18,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_worker(tmp_path, mode: str, processes: int) -> dict:
-    """Run distributed_worker.py in ``mode`` on ``processes`` gloo processes; returns what rank 0 saved."""
+def run_worker(tmp_path, mode: str, processes: int, worker: Path = WORKER) -> dict:
+    """Run ``worker`` (distributed_worker.py by default; every worker takes ``MODE OUT_FILE [OUTPUT_DIR]``) in
+    ``mode`` on ``processes`` gloo processes; returns what rank 0 saved."""
     out_file = tmp_path / f"{mode}-{processes}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    command = [sys.executable, str(WORKER), mode, str(out_file), str(tmp_path / f"run-{processes}")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(worker.parent)}
+    command = [sys.executable, str(worker), mode, str(out_file), str(tmp_path / f"run-{processes}")]
     if processes > 1:
         command = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
@@ -31,6 +32,14 @@ def run_worker(tmp_path, mode: str, processes: int) -> dict:
     completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return torch.load(out_file)
+
+
+def one_and_two_processes(tmp_path, mode: str, worker: Path = WORKER) -> tuple[dict, dict]:
+    """``worker``'s ``mode`` on 1 process with the global batch and on 2 gloo processes with half each: the two
+    ``result``s rank 0 saved (world sizes checked)."""
+    single, double = run_worker(tmp_path, mode, 1, worker), run_worker(tmp_path, mode, 2, worker)
+    assert single["world_size"] == 1 and double["world_size"] == 2
+    return single["result"], double["result"]
 
 
 def test_two_processes_match_one_process_with_double_batch(tmp_path):

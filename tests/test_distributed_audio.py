@@ -2,35 +2,17 @@
 CPC (negatives drawn from the global batch) and wav2vec 2.0 (masks and negatives drawn per utterance from its own
 seed, the loss normalised by the global masked-frame count)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from test_cpc import padded_batch
-from test_distributed import free_port
+from test_distributed import run_worker
 from test_wav2vec2 import tiny_wav2vec2
 
 WORKER = Path(__file__).with_name("distributed_worker_audio.py")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run_audio_worker(tmp_path, mode: str, processes: int) -> dict:
-    """Run distributed_worker_audio.py in ``mode`` on ``processes`` gloo processes; returns what rank 0 saved."""
-    out_file = tmp_path / f"{mode}-{processes}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    command = [sys.executable, str(WORKER), mode, str(out_file)]
-    if processes > 1:
-        command = [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", *command[1:],
-        ]
-    completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return torch.load(out_file)
 
 
 def assert_same_loss_and_gradients(double: dict, single: dict) -> None:
@@ -44,8 +26,8 @@ def test_two_process_cpc_matches_one_process_with_negatives_from_the_global_batc
     """Every negative sampling mode: the frames are gathered across processes and the negatives drawn for the global
     batch from a shared seed, so each utterance gets the same negatives (from the other shard's utterances too) and
     the loss is normalised by the global prediction count."""
-    single = run_audio_worker(tmp_path, "cpc", 1)
-    double = run_audio_worker(tmp_path, "cpc", 2)
+    single = run_worker(tmp_path, "cpc", 1, WORKER)
+    double = run_worker(tmp_path, "cpc", 2, WORKER)
     assert double["world_size"] == 2 and single["world_size"] == 1
     for mode, expected in single["result"].items():
         assert_same_loss_and_gradients(double["result"][mode], expected)
@@ -55,8 +37,8 @@ def test_two_process_cpc_matches_one_process_with_negatives_from_the_global_batc
 def test_two_process_wav2vec2_matches_one_process_with_the_same_masks_and_negatives(tmp_path):
     """Masks and negatives drawn per utterance from its own seed; the shards hold different numbers of masked frames,
     so only the global count gives one process's mean."""
-    single = run_audio_worker(tmp_path, "wav2vec2", 1)
-    double = run_audio_worker(tmp_path, "wav2vec2", 2)
+    single = run_worker(tmp_path, "wav2vec2", 1, WORKER)
+    double = run_worker(tmp_path, "wav2vec2", 2, WORKER)
     assert double["world_size"] == 2
     per_rank = double["result"]["masked_frames_per_rank"]
     assert per_rank[0] != per_rank[1] and per_rank[0] + per_rank[1] == single["result"]["masked_frames"]

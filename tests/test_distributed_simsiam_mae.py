@@ -5,9 +5,8 @@ own RNG, or mismatched shards give other numbers)."""
 from pathlib import Path
 
 import pytest
-import test_distributed
 import torch
-from test_distributed import run_worker
+from test_distributed import one_and_two_processes, run_worker
 
 WORKER = Path(__file__).with_name("distributed_worker_simsiam_mae.py")
 
@@ -15,12 +14,7 @@ WORKER = Path(__file__).with_name("distributed_worker_simsiam_mae.py")
 @pytest.fixture(scope="module")
 def gloo_runs(tmp_path_factory):
     """The worker's ``all`` mode on 1 process with the global batch and on 2 gloo processes with half each."""
-    tmp_path = tmp_path_factory.mktemp("gloo")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(test_distributed, "WORKER", WORKER)
-        single, double = run_worker(tmp_path, "all", 1), run_worker(tmp_path, "all", 2)
-    assert single["world_size"] == 1 and double["world_size"] == 2
-    return single["result"], double["result"]
+    return one_and_two_processes(tmp_path_factory.mktemp("gloo"), "all", WORKER)
 
 
 def assert_grads_close(actual: dict, expected: dict) -> None:
@@ -73,9 +67,7 @@ def test_mae_masks_from_each_process_rng_do_not_match_one_process(gloo_runs):
 def test_two_process_mae_trainer_run_matches_one_process(tmp_path):
     """The whole MAE stack: sharded sampling, per-example views and mask seeds, DDP gradients, AdamW: two steps on 2
     processes with 4 images each give the weights of 1 process with 8."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(test_distributed, "WORKER", WORKER)
-        single, double = run_worker(tmp_path, "trainer", 1), run_worker(tmp_path, "trainer", 2)
+    single, double = run_worker(tmp_path, "trainer", 1, WORKER), run_worker(tmp_path, "trainer", 2, WORKER)
     assert double["world_size"] == 2 and len(single["result"]) > 10
     for key, value in single["result"].items():
         torch.testing.assert_close(double["result"][key], value, rtol=1e-4, atol=1e-5, msg=key)

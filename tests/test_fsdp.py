@@ -5,7 +5,6 @@ and an exact resume from the gathered model and optimizer state. The shipped acc
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from accelerate.utils import DeepSpeedPlugin
 from fsdp_worker import launch_environment
 from safetensors.torch import load_file
+from test_distributed import free_port
 from torch import nn
 from transformers import AutoModel
 
@@ -25,12 +25,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 METHODS = ("dino", "moco_v2", "moco_v3")
 #: ``cuda`` runs the worker on the GPUs (benchmarks/gpu_fsdp.sh); CPU and gloo otherwise.
 DEVICE = os.environ.get("HF_SSL_TEST_DEVICE", "cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_worker(out_dir: Path, mode: str, processes: int) -> dict:

@@ -7,7 +7,7 @@ import math
 import pytest
 import test_distributed
 import torch
-from test_distributed import run_worker
+from test_distributed import one_and_two_processes
 
 from hf_ssl.losses import InfoNCELoss, NTXentLoss
 
@@ -146,12 +146,7 @@ def test_refuses_bad_input():
 @pytest.fixture(scope="module")
 def gloo_runs(tmp_path_factory):
     """The worker's ``all`` mode on 1 process with the global batch and on 2 gloo processes with half each."""
-    tmp_path = tmp_path_factory.mktemp("gloo")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(test_distributed, "WORKER", WORKER)
-        single, double = run_worker(tmp_path, "all", 1), run_worker(tmp_path, "all", 2)
-    assert single["world_size"] == 1 and double["world_size"] == 2
-    return single["result"], double["result"]
+    return one_and_two_processes(tmp_path_factory.mktemp("gloo"), "all", WORKER)
 
 
 def test_two_processes_match_one_process_with_double_batch(gloo_runs):

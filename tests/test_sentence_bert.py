@@ -271,10 +271,9 @@ def test_no_duplicates_sampler():
         NoDuplicatesSampler(["a", "b"], 4)
 
 
-def test_two_processes_get_distinct_halves_of_duplicate_free_global_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(test_distributed, "WORKER", WORKER)
-    single = run_worker(tmp_path, "sampler", 1)
-    double = run_worker(tmp_path, "sampler", 2)
+def test_two_processes_get_distinct_halves_of_duplicate_free_global_batches(tmp_path):
+    single = run_worker(tmp_path, "sampler", 1, WORKER)
+    double = run_worker(tmp_path, "sampler", 2, WORKER)
     assert double["world_size"] == 2
     anchors = single["result"]["anchors"]
     (one,), (first, second) = single["result"]["rows_per_rank"], double["result"]["rows_per_rank"]
