@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,14 +33,19 @@ import tqdm
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging as transformers_logging
 
 import hf_ssl.cli
 from hf_ssl.jobs.runner import run
 from hf_ssl.methods.base import AutoSSLModel
-from hf_ssl.training.checkpoints import is_complete_checkpoint, last_complete_checkpoint, staged_checkpoints
+from hf_ssl.training.checkpoints import (
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    staged_checkpoints,
+)
 from hf_ssl.training.interruption import GracefulInterruption
-from hf_ssl.training.trainer import SSLTrainer
 from hf_ssl.training.output_dir import checkpoint_folders, resolve_checkpoint
+from hf_ssl.training.trainer import SSLTrainer
 
 KILLS, SEED = 20, 0
 #: A two-step-per-second tiny DINO run on the embedded images that saves after every step.
@@ -91,6 +97,10 @@ def _pretrain(argv: list[str], signal_at: tuple[int, int] | None = None, slow_sa
     sent to itself as that step begins. ``slow_saves``: each checkpoint takes 50 ms longer to write (a slow disk),
     half-way through (weights and optimizer written, trainer state not yet)."""
     torch.set_num_threads(1)
+    # tqdm's write lock is a multiprocessing lock shared with the parent through the fork: a child killed while it
+    # holds it (writing a progress bar) would leave the parent waiting on it forever. Child-local lock, no bars.
+    tqdm.tqdm.set_lock(threading.RLock())
+    transformers_logging.disable_progress_bar()
     if slow_saves:
         SSLTrainer.save_checkpoint_files = lambda trainer, folder: time.sleep(0.05)
     if signal_at is not None:
