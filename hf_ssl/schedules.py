@@ -21,6 +21,16 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
     return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def weight_decay_schedule(step: int, total_steps: int, start: float, end: float | None) -> float:
+    """The weight decay of optimizer step ``step``: :func:`cosine_schedule` from ``start`` to ``end``, or ``start``
+    throughout when ``end`` is ``None`` (a constant weight decay).
+
+    DINO raises the weight decay of its weights (not of biases and norms) from 0.04 to 0.4 over training
+    (Caron et al. 2021, arXiv:2104.14294, Appendix "Implementation details").
+    """
+    return start if end is None else cosine_schedule(step, total_steps, start, end)
+
+
 def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> float:
     """Linear ramp from ``start`` to ``end`` over ``warmup_steps``, then ``end`` (DINO's teacher temperature)."""
     if warmup_steps <= 0 or step >= warmup_steps:

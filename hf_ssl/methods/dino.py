@@ -9,10 +9,11 @@ encoder is the teacher, the one the paper evaluates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from transformers import PretrainedConfig
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from ..losses.dino import DINOLoss
 from ..modules.backbones import image_features
@@ -20,6 +21,8 @@ from ..modules.heads import DINOHead
 from ..schedules import linear_warmup
 from .base import SSLMethodConfig, TrainingProgress, view_major
 from .teacher import MomentumTeacherModel
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -31,8 +34,15 @@ class DINOConfig(SSLMethodConfig):
     head MLP (the paper's ResNet-50 setting). norm_last_layer: fix the prototypes' weight-norm gain to 1.
     student_temperature: T_s. teacher_temperature: T_t after warm-up, from warmup_teacher_temperature over
     warmup_teacher_temperature_epochs. center_momentum: m of the centre EMA. momentum_teacher: EMA momentum at step 0,
-    cosine-scheduled to momentum_teacher_end. freeze_last_layer_epochs: epochs during which the prototypes get no
-    update (stabilises the start).
+    cosine-scheduled to momentum_teacher_end. freeze_last_layer_epochs: epochs during which the prototypes (the
+    head's last layer) get no update (stabilises the start; the paper: 1). freeze_last_layer_steps: the same in
+    optimizer steps, used instead of freeze_last_layer_epochs when set: for runs budgeted in steps (``max_steps``)
+    and for streamed data, whose one "epoch" is the whole run.
+
+    The paper's optimisation settings that are training arguments, not model settings
+    (:class:`hf_ssl.training.arguments.SSLTrainingArguments`): ``--weight_decay 0.04 --weight_decay_end 0.4`` (cosine
+    weight-decay schedule) and ``--max_grad_norm 3.0 --gradient_clipping per_parameter`` (each parameter's gradient
+    clipped on its own, the reference code's ``clip_gradients``).
     """
 
     method = "dino"
@@ -51,6 +61,7 @@ class DINOConfig(SSLMethodConfig):
     momentum_teacher: float = 0.996
     momentum_teacher_end: float = 1.0
     freeze_last_layer_epochs: float = 1.0
+    freeze_last_layer_steps: int | None = None
 
     def __post_init__(self):
         if self.out_dim < 2:
@@ -59,6 +70,20 @@ class DINOConfig(SSLMethodConfig):
             positive=("student_temperature", "teacher_temperature", "warmup_teacher_temperature"),
             unit_interval=("momentum_teacher", "momentum_teacher_end"),
         )
+        if self.freeze_last_layer_epochs < 0:
+            raise ValueError(f"freeze_last_layer_epochs must be >= 0, got {self.freeze_last_layer_epochs}")
+        if self.freeze_last_layer_steps is not None and self.freeze_last_layer_steps < 0:
+            raise ValueError(
+                f"freeze_last_layer_steps must be >= 0 (or unset to use freeze_last_layer_epochs), got "
+                f"{self.freeze_last_layer_steps}"
+            )
+
+    def frozen_last_layer_steps(self, steps_per_epoch: int) -> float:
+        """Optimizer steps during which the prototypes are frozen: ``freeze_last_layer_steps`` when set, else
+        ``freeze_last_layer_epochs x steps_per_epoch``."""
+        if self.freeze_last_layer_steps is not None:
+            return self.freeze_last_layer_steps
+        return self.freeze_last_layer_epochs * steps_per_epoch
 
 
 @dataclass
@@ -93,6 +118,9 @@ class DINOForPreTraining(MomentumTeacherModel):
 
     method_config_class = DINOConfig
     paper = "Caron et al. 2021. Emerging Properties in Self-Supervised Vision Transformers. arXiv:2104.14294"
+    #: The image job draws the last layer's CLS attention per head (the paper's Figs. 1 and 3) for a ViT encoder:
+    #: ``attention_maps.png`` in the run folder and its card (:mod:`hf_ssl.evaluation.attention_maps`).
+    attention_map_figure: ClassVar[bool] = True
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
@@ -111,6 +139,7 @@ class DINOForPreTraining(MomentumTeacherModel):
         self.init_teachers()
         self._teacher_temperature = settings.warmup_teacher_temperature
         self._freeze_last_layer = True
+        self._warned_frozen_run = False
 
     # ----------------------------------------------------------------------------------------------------------------
     def forward(
@@ -157,7 +186,15 @@ class DINOForPreTraining(MomentumTeacherModel):
         self._teacher_temperature = linear_warmup(
             progress.step, warmup_steps, settings.warmup_teacher_temperature, settings.teacher_temperature
         )
-        self._freeze_last_layer = progress.step < settings.freeze_last_layer_epochs * progress.steps_per_epoch
+        frozen_steps = settings.frozen_last_layer_steps(progress.steps_per_epoch)
+        self._freeze_last_layer = progress.step < frozen_steps
+        if progress.step == 0 and 0 < progress.max_steps <= frozen_steps and not self._warned_frozen_run:
+            self._warned_frozen_run = True
+            logger.warning(
+                "the prototypes (DINO's last layer) stay frozen for the whole run: %g frozen steps >= max_steps %d "
+                "(an epoch is %d steps); set freeze_last_layer_steps, or lower freeze_last_layer_epochs",
+                frozen_steps, progress.max_steps, progress.steps_per_epoch,
+            )
 
     def before_optimizer_step(self, progress: TrainingProgress) -> None:
         # DINO cancels the prototypes' gradients during the first epoch(s); with grad None, AdamW skips them
