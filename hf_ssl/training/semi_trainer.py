@@ -23,13 +23,17 @@ import logging
 import os
 from collections.abc import Callable
 
+import datasets
 import torch
 from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
+from ..data.streaming import StreamedDataset, StreamedExample
 from ..data.streams import (
+    UNLABELLED,
     PlainViewCollator,
+    StreamKey,
     TwoStreamBatchSampler,
     TwoStreamCollator,
     TwoStreamDataset,
@@ -38,7 +42,8 @@ from ..evaluation.metrics import classification_metrics
 from ..schedules import TrainingProgress
 from ..semi.base import SemiSupervisedMethod
 from .arguments import global_batch_size
-from .trainer import SSLTrainer
+from .errors import UsageError
+from .trainer import SSLTrainer, check_streamed_run
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,12 @@ class SemiSupervisedTrainer(SSLTrainer):
         compute_metrics: default :func:`hf_ssl.evaluation.metrics.classification_metrics` (accuracy).
     The batch of ``args.per_device_train_batch_size`` labelled examples is joined by ``method.config.
     unlabelled_batch_ratio`` times as many unlabelled ones.
+
+    ``unlabelled_dataset`` may be a stream (a ``datasets.IterableDataset``, :mod:`hf_ssl.data.streaming`): it is split
+    over processes and workers by shard and resumed from its saved position, while the small labelled set stays
+    map-style and cycles as with map-style data (device batch ``d`` takes the same labelled examples). ``max_steps`` is
+    then required; methods with a per-example memory (class-wise thresholds, Noisy Student, temporal ensembling) need
+    a map-style unlabelled set.
     """
 
     def __init__(
@@ -78,6 +89,10 @@ class SemiSupervisedTrainer(SSLTrainer):
     ):
         if model is None or args is None or views is None or method is None:
             raise ValueError("SemiSupervisedTrainer needs model=, args=, method= and views=")
+        if isinstance(unlabelled_dataset, (datasets.IterableDataset, StreamedDataset)):
+            check_streamed_run(args)
+            unlabelled_dataset = StreamedDataset(unlabelled_dataset, seed=args.seed) if isinstance(
+                unlabelled_dataset, datasets.IterableDataset) else unlabelled_dataset
         _check_semi_supervised_data(model, train_dataset, unlabelled_dataset, eval_dataset, views, label_column)
         kwargs.setdefault("data_collator", PlainViewCollator(views, label_column))
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -89,7 +104,10 @@ class SemiSupervisedTrainer(SSLTrainer):
         self.audit_label_column = audit_label_column
         counts = torch.bincount(torch.as_tensor(list(train_dataset[label_column])), minlength=model.config.num_labels)
         method.label_smoothing = self.args.label_smoothing_factor
-        method.setup(self.model, num_unlabelled=len(unlabelled_dataset), labelled_class_counts=counts)
+        streamed = isinstance(unlabelled_dataset, StreamedDataset)
+        method.setup(self.model, num_unlabelled=0 if streamed else len(unlabelled_dataset), labelled_class_counts=counts)
+        if streamed:
+            _check_streamable_method(method)
         method.to(self.args.device)
         self.add_callback(_MethodStepCallback(self))
 
@@ -105,6 +123,10 @@ class SemiSupervisedTrainer(SSLTrainer):
         return (f" labelled + {ratio * self.args.per_device_train_batch_size} unlabelled per device "
                 f"(unlabelled_batch_ratio {ratio}; {self.method.config.method})")
 
+    def streamed_training_data(self) -> StreamedDataset | None:
+        """The unlabelled stream, or ``None`` when the unlabelled set is map-style."""
+        return self.unlabelled_dataset if isinstance(self.unlabelled_dataset, StreamedDataset) else None
+
     def get_train_dataloader(self) -> DataLoader:
         args = self.args
         labelled_batch = args.per_device_train_batch_size
@@ -112,6 +134,16 @@ class SemiSupervisedTrainer(SSLTrainer):
             self.train_dataset, self.unlabelled_dataset, self.views, label_column=self.label_column,
             unlabelled_views=self.method.unlabelled_views, audit_label_column=self.audit_label_column, seed=args.seed,
         )
+        stream = self.streamed_training_data()
+        if stream is not None:
+            stream.seed = args.seed
+            unlabelled_batch = labelled_batch * self.method.config.unlabelled_batch_ratio
+            labelled_order = TwoStreamBatchSampler(  # only its labelled stream is used: device batch -> labelled keys
+                len(self.train_dataset), unlabelled_batch * args.world_size, labelled_batch, unlabelled_batch,
+                num_processes=args.world_size, seed=args.seed,
+            )
+            make_batch = _StreamedTwoStreamBatch(dataset, labelled_order, TwoStreamCollator(self.views.collate))
+            return self.streamed_dataloader(stream, unlabelled_batch, make_batch)
         sampler = TwoStreamBatchSampler(
             len(self.train_dataset), len(self.unlabelled_dataset), labelled_batch,
             labelled_batch * self.method.config.unlabelled_batch_ratio, num_processes=args.world_size, seed=args.seed,
@@ -193,6 +225,34 @@ class SemiSupervisedTrainer(SSLTrainer):
             model.load_state_dict(trained)
 
 
+class _StreamedTwoStreamBatch:
+    """A ``make_batch`` of :class:`~hf_ssl.data.streaming.StreamBatches`: device batch ``d`` of the unlabelled stream's
+    examples joined by the labelled examples the map-style sampler gives device batch ``d``. An unlabelled example is
+    keyed by its global position and its slot's epoch, so its views are seeded by ``(seed, stream, position, epoch,
+    view)``, as a map-style one's by its index and epoch."""
+
+    def __init__(self, dataset: TwoStreamDataset, labelled_order: TwoStreamBatchSampler, collate: TwoStreamCollator):
+        self.dataset, self.labelled_order, self.collate = dataset, labelled_order, collate
+
+    def __call__(self, examples: list[StreamedExample], device_batch: int) -> dict:
+        self.dataset.streams[UNLABELLED] = {example.position: example.row for example in examples}
+        keys = self.labelled_order.labelled_keys(device_batch)
+        keys += [StreamKey(UNLABELLED, example.position, example.epoch) for example in examples]
+        return self.collate([self.dataset[key] for key in keys])
+
+
+def _check_streamable_method(method: SemiSupervisedMethod) -> None:
+    """A method that keeps a memory per unlabelled example (sized by the unlabelled count, 0 for a stream) cannot
+    read a stream."""
+    memories = [name for name, buffer in method.named_buffers() if buffer.dim() >= 1 and buffer.shape[0] == 0]
+    if memories:
+        raise UsageError(
+            f"{method.config.method} keeps a memory per unlabelled example ({', '.join(memories)}), which needs a "
+            "map-style unlabelled set of known size: load the unlabelled data without --streaming (or turn the "
+            "per-example option off)"
+        )
+
+
 class _MethodStepCallback(TrainerCallback):
     """Calls the method's ``after_optimizer_step`` (the EMA update) after every optimizer step."""
 
@@ -208,7 +268,8 @@ def _check_semi_supervised_data(model, labelled, unlabelled, evaluation, views, 
     that holds the evaluation set."""
     if labelled is None or unlabelled is None:
         raise ValueError("pass train_dataset= (the labelled examples) and unlabelled_dataset=")
-    if len(unlabelled) == 0:
+    streamed = isinstance(unlabelled, StreamedDataset)  # a stream's emptiness and columns show when it is read
+    if not streamed and len(unlabelled) == 0:
         raise ValueError("the unlabelled dataset is empty: semi-supervised training needs unlabelled examples")
     if len(labelled) == 0:
         raise ValueError("the labelled dataset is empty: pass at least one labelled batch")
@@ -216,6 +277,8 @@ def _check_semi_supervised_data(model, labelled, unlabelled, evaluation, views, 
         raise ValueError(f"the labelled dataset has no label column {label_column!r} (columns: {labelled.column_names});"
                          " pass label_column= or rename the column")
     for name, dataset in (("labelled", labelled), ("unlabelled", unlabelled)):
+        if dataset.column_names is None:
+            continue
         missing = [column for column in views.input_columns if column not in dataset.column_names]
         if missing:
             raise ValueError(f"the {name} dataset has no column(s) {missing} that the views read "

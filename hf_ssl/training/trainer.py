@@ -18,11 +18,14 @@ It never asks which method it trains.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import signal
 from collections.abc import Callable, Sequence
 
+import datasets
 import torch
+from accelerate.data_loader import prepare_data_loader
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     set_model_state_dict,
@@ -35,6 +38,13 @@ from transformers.trainer_utils import SaveStrategy
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from ..data.collators import stack_views
+from ..data.streaming import (
+    StreamBatches,
+    StreamedDataset,
+    TrackedStreamLoader,
+    collate_examples,
+    stream_loader,
+)
 from ..distributed import has_batch_norm
 from ..publishing.hub import write_trainer_model_card
 from .arguments import global_batch_size
@@ -48,10 +58,14 @@ from .checkpoints import (
     rotate_checkpoints,
     staging_folder,
 )
+from .errors import UsageError
 from .interruption import HANDLED_SIGNALS, GracefulInterruption
 from .output_dir import check_checkpoint_method
 
 logger = logging.get_logger(__name__)
+
+#: The stream position of each process in a checkpoint of a streamed run (``{rank}``: the process index).
+STREAM_STATE_NAME = "stream_state_{rank}.json"
 
 
 def _constant_factor(step: int) -> float:
@@ -68,6 +82,11 @@ class SSLTrainer(Trainer):
         train_sampler: optional order of the training examples (e.g. :class:`hf_ssl.data.samplers.NoDuplicatesSampler`),
             used instead of the shuffled default; its batches are sharded over processes by accelerate.
         data_collator defaults to :func:`hf_ssl.data.collators.stack_views`.
+
+    ``train_dataset`` may be a stream: a ``datasets.IterableDataset`` (its rows go to the collator as they are) or
+    :func:`hf_ssl.views.apply_views` of one (with views). It is read as :mod:`hf_ssl.data.streaming` says: split over
+    processes and dataloader workers by shard, never running dry (``max_steps`` is required and ends the run), and its
+    position is saved in every checkpoint and continued on resume.
     """
 
     def __init__(
@@ -80,6 +99,10 @@ class SSLTrainer(Trainer):
         # Trainer refuses an eval strategy without eval_dataset; label-free probes (evaluators) are evaluation too.
         strategy = training_args.eval_strategy
         probe_only = bool(evaluators) and kwargs.get("eval_dataset") is None and strategy != "no"
+        if isinstance(kwargs.get("train_dataset"), (datasets.IterableDataset, StreamedDataset)):
+            check_streamed_run(training_args)
+            kwargs["train_dataset"] = StreamedDataset(kwargs["train_dataset"]) if isinstance(
+                kwargs["train_dataset"], datasets.IterableDataset) else kwargs["train_dataset"]
         if probe_only:
             training_args.eval_strategy = "no"
         try:
@@ -88,6 +111,10 @@ class SSLTrainer(Trainer):
             training_args.eval_strategy = strategy
         self.evaluators = list(evaluators or [])
         self.train_sampler = train_sampler
+        self.stream_loader: TrackedStreamLoader | None = None  # the streamed loader, whose position checkpoints save
+        self._stream_resume: dict | None = None
+        if isinstance(self.train_dataset, StreamedDataset):
+            self.train_dataset.seed = self.args.seed
         if hasattr(train_sampler, "set_epoch"):
             self.add_callback(ViewEpochCallback(train_sampler))
         _synchronise_batch_norm(self.model, self.args)
@@ -114,6 +141,9 @@ class SSLTrainer(Trainer):
         :class:`~hf_ssl.training.interruption.TrainingTerminated` (:mod:`hf_ssl.training.interruption`)."""
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir) or True  # none: Trainer's error
+        self._stream_resume = None
+        if isinstance(resume_from_checkpoint, str) and self.streamed_training_data() is not None:
+            self._stream_resume = self._read_stream_state(resume_from_checkpoint)
         world = self.args.world_size
         per_device = self.args.per_device_train_batch_size
         line = f"world size: {world}, per-device batch: {per_device}, global batch: {global_batch_size(self.args)}"
@@ -157,6 +187,7 @@ class SSLTrainer(Trainer):
             self._save_optimizer_and_scheduler(staging)
             self._save_scaler(staging)
             self._save_rng_state(staging)
+        self._save_stream_state(staging)
         self.save_checkpoint_files(staging)
         best_step = self.state.best_global_step
         if self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) and best_step:
@@ -182,6 +213,61 @@ class SSLTrainer(Trainer):
             self._push_from_checkpoint(str(final))
         if self.args.should_save:
             rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def streamed_training_data(self) -> StreamedDataset | None:
+        """The training stream (:mod:`hf_ssl.data.streaming`), or ``None`` for map-style data."""
+        return self.train_dataset if isinstance(self.train_dataset, StreamedDataset) else None
+
+    def get_train_dataloader(self):
+        stream = self.streamed_training_data()
+        if stream is None:
+            return super().get_train_dataloader()
+        return self.streamed_dataloader(stream, self._train_batch_size, collate_examples(stream, self.data_collator))
+
+    def streamed_dataloader(self, stream: StreamedDataset, batch_size: int, make_batch) -> TrackedStreamLoader:
+        """The loader of a stream for this process: :class:`~hf_ssl.data.streaming.StreamBatches` made in the
+        dataloader workers (split over processes and workers there, so accelerate places the batches on the device
+        without sharding them again), continuing from the checkpoint being resumed."""
+        args, accelerator = self.args, self.accelerator
+        batches = StreamBatches(stream, batch_size, make_batch, process_index=accelerator.process_index,
+                                num_processes=accelerator.num_processes, resume=self._stream_resume)
+        loader = stream_loader(batches, num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                               persistent_workers=args.dataloader_persistent_workers,
+                               prefetch_factor=args.dataloader_prefetch_factor,
+                               multiprocessing_context=args.dataloader_multiprocessing_context)
+        loader = prepare_data_loader(loader, device=args.device, num_processes=1, process_index=0,
+                                     put_on_device=True, dispatch_batches=False)
+        self.stream_loader = TrackedStreamLoader(
+            loader, process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+            num_workers=args.dataloader_num_workers, resume=self._stream_resume,
+        )
+        return self.stream_loader
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        # A stream continues from its saved position (train() reads it): nothing to skip.
+        if isinstance(dataloader, TrackedStreamLoader):
+            return dataloader
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
+    def _save_stream_state(self, folder: str) -> None:
+        if self.stream_loader is None:
+            return
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, STREAM_STATE_NAME.format(rank=self.accelerator.process_index))
+        with open(path, "w") as file:
+            json.dump(self.stream_loader.state_dict(), file)
+
+    def _read_stream_state(self, checkpoint: str) -> dict:
+        path = os.path.join(checkpoint, STREAM_STATE_NAME.format(rank=self.accelerator.process_index))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{checkpoint} has no {os.path.basename(path)}: it was not written by a streamed run of "
+                f"{self.accelerator.num_processes} process(es); resume with the data and process count it was written "
+                "with, or start a new run"
+            )
+        with open(path) as file:
+            return json.load(file)
 
     def save_checkpoint_files(self, folder: str) -> None:
         """Write a subclass's own files into the checkpoint being saved (``folder``, before it is committed); called on
@@ -366,6 +452,13 @@ class SSLTrainer(Trainer):
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, extra)
             metrics.update(extra)
         return metrics
+
+
+def check_streamed_run(args: TrainingArguments) -> None:
+    """A stream has no length: the run's length is ``max_steps``, which must be set."""
+    if args.max_steps is None or args.max_steps <= 0:
+        raise UsageError("a streamed training dataset has no length, so epochs cannot be counted: set --max_steps "
+                         "(e.g. --max_steps 10000)")
 
 
 def _synchronise_batch_norm(model: torch.nn.Module, args: TrainingArguments) -> None:

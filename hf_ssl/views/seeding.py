@@ -1,5 +1,10 @@
 """Reproducible per-example randomness for every view: each example's augmentation is seeded by ``(seed, epoch,
-index)``, so views do not depend on processes, dataloader workers or a resume mid-epoch."""
+index)``, so views do not depend on processes, dataloader workers or a resume mid-epoch.
+
+The ``index`` (the ``ssl_index`` column) is the example's row in a map-style dataset, and its global position in a
+stream: ``shard << 40 | offset within the shard`` (:func:`hf_ssl.data.streaming.global_position`), which belongs to
+the example whatever the processes, workers, shuffling or resume; ``epoch`` is then the epoch of the stream's slot that
+reads it (:mod:`hf_ssl.data.streaming`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,208 @@
+"""Streamed training data: global positions, the split over processes x dataloader workers (each example once per
+epoch), views seeded by position, exact resume of a streamed pretraining run and of a streamed semi-supervised run,
+and the errors that name the fix."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import TinyImageViews, tiny_classifier, tiny_vit_config
+from PIL import Image
+from test_distributed import run_worker
+
+from hf_ssl import SimCLRForPreTraining
+from hf_ssl.data.streaming import (
+    StreamBatches,
+    StreamedDataset,
+    global_position,
+    shard_and_offset,
+)
+from hf_ssl.semi import FixMatch
+from hf_ssl.training import SemiSupervisedTrainer, SSLTrainer, SSLTrainingArguments
+from hf_ssl.training.errors import UsageError
+from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WORKER = Path(__file__).with_name("distributed_worker_streaming.py")
+#: Examples per shard of the synthetic streams (unequal on purpose).
+SHARD_SIZES = (5, 3, 7, 4, 6, 2, 5, 4)
+
+
+def numbers(shards):
+    for shard in shards:
+        for offset in range(SHARD_SIZES[shard]):
+            yield {"x": shard * 100 + offset}
+
+
+def number_stream() -> datasets.IterableDataset:
+    return datasets.IterableDataset.from_generator(numbers, gen_kwargs={"shards": list(range(len(SHARD_SIZES)))})
+
+
+def images(shards, size=16):
+    for shard in shards:
+        for offset in range(12):
+            pixels = np.random.default_rng([shard, offset]).integers(0, 256, (size, size, 3), dtype=np.uint8)
+            yield {"image": Image.fromarray(pixels), "label": (shard + offset) % 10}
+
+
+def image_stream(shards: int = 4) -> datasets.IterableDataset:
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    return datasets.IterableDataset.from_generator(images, gen_kwargs={"shards": list(range(shards))},
+                                                   features=features)
+
+
+def one_epoch(stream: StreamedDataset, num_slots: int) -> dict[int, list[int]]:
+    """Each slot's global positions in its epoch 0."""
+    read = {}
+    for slot in range(num_slots):
+        read[slot] = []
+        for example, _ in stream.slot_examples(slot, num_slots):
+            if example.epoch > 0:
+                break
+            assert example.row["x"] == (lambda s, o: s * 100 + o)(*shard_and_offset(example.position))
+            read[slot].append(example.position)
+    return read
+
+
+@pytest.mark.parametrize("num_slots", [1, 3, 4, 11])  # 11 > 8 shards: every slot reads all, keeps every 11th
+def test_each_example_is_read_once_per_epoch_whatever_the_slots(num_slots):
+    everything = sorted(global_position(shard, offset) for shard, size in enumerate(SHARD_SIZES)
+                        for offset in range(size))
+    stream = StreamedDataset(number_stream(), shuffle_buffer_size=3, seed=1)
+    read = one_epoch(stream, num_slots)
+    assert sorted(position for positions in read.values() for position in positions) == everything
+    if num_slots <= len(SHARD_SIZES):  # shards are split: a slot's examples come from its own shards
+        shards = [{shard_and_offset(position)[0] for position in positions} for positions in read.values()]
+        assert all(not (first & second) for i, first in enumerate(shards) for second in shards[i + 1:])
+
+
+def test_epochs_reshuffle_and_a_slot_resumes_where_it_stopped():
+    stream = StreamedDataset(number_stream(), shuffle_buffer_size=3, seed=1)
+    examples = stream.slot_examples(1, 2)
+    read = [next(examples) for _ in range(40)]
+    first = [example.position for example, _ in read if example.epoch == 0]
+    share = stream.shard_order(0)[1::2]  # slot 1 of 2 reads shards 1, 3, ... of epoch 0's seeded shard order
+    assert sorted(first) == sorted(global_position(shard, offset) for shard in share
+                                   for offset in range(SHARD_SIZES[shard]))
+    assert first != sorted(first)  # shuffled within shards (buffer) and across them (order)
+    assert stream.shard_order(1) != stream.shard_order(0)
+    assert read[-1][0].epoch >= 1  # the slot loops: after its share it starts its next epoch at once
+    # Resuming from the state after example 13 gives examples 14, 15, ... exactly (the shard prefix is re-read).
+    resumed = stream.slot_examples(1, 2, read[13][1])
+    assert [next(resumed)[0] for _ in range(26)] == [example for example, _ in read[14:]]
+
+
+def test_streamed_views_are_seeded_by_global_position_not_by_the_reader():
+    config = MultiCropConfig(global_crop_size=8, local_crop_size=8, num_local_crops=0)
+    views = apply_views(image_stream(), MultiCropTransform(config, seed=3))
+    assert isinstance(views, StreamedDataset) and views.seed == 0
+
+    def crops(num_slots):
+        found = {}
+        for slot in range(num_slots):
+            for example, _ in views.slot_examples(slot, num_slots):
+                if example.epoch > 0 or len(found) == 48:
+                    break
+                found[example.position] = views.transformed(example)["global_crops"]
+        return found
+
+    single, four = crops(1), crops(4)
+    assert single.keys() == four.keys() and len(single) == 48
+    for position, crop in single.items():
+        torch.testing.assert_close(four[position], crop)
+    assert not torch.equal(single[global_position(0, 0)], single[global_position(0, 1)])
+
+
+def test_two_processes_with_two_workers_see_each_example_once_per_epoch(tmp_path):
+    """2 gloo processes x 2 dataloader workers, through SSLTrainer's streamed loader (accelerate places, does not
+    re-shard): every example of the 8 unequal shards exactly once in each slot's first epoch, none twice."""
+    result = run_worker(tmp_path, "split", 2, worker=WORKER)
+    assert result["world_size"] == 2
+    seen = Counter(result["result"]["first_epoch"])
+    assert sorted(seen) == sorted(shard * 100 + offset for shard, size in enumerate(SHARD_SIZES)
+                                  for offset in range(size))
+    assert set(seen.values()) == {1}
+    assert result["result"]["slots"] == [0, 1, 2, 3]  # every process's both workers read
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Trainers on streams
+
+
+def pretraining_args(output_dir, **overrides):
+    settings = dict(output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=6, save_steps=3,
+                    learning_rate=1e-3, logging_steps=1, use_cpu=True, report_to="none", seed=4, disable_tqdm=True,
+                    dataloader_num_workers=2)
+    settings.update(overrides)
+    return SSLTrainingArguments(**settings)
+
+
+def simclr_trainer(output_dir, **overrides) -> SSLTrainer:
+    torch.manual_seed(0)
+    model = SimCLRForPreTraining.from_encoder_config(tiny_vit_config(), projection_hidden_dim=16, projection_dim=8)
+    config = MultiCropConfig(global_crop_size=16, local_crop_size=16, num_local_crops=0)
+    stream = apply_views(image_stream(), MultiCropTransform(config))
+    return SSLTrainer(model=model, args=pretraining_args(output_dir, **overrides), train_dataset=stream)
+
+
+def losses(trainer) -> list[float]:
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_a_resumed_streamed_pretraining_run_equals_the_uninterrupted_one(tmp_path):
+    """SimCLR on a 4-shard stream, 2 dataloader workers: stopped after step 3 (an odd batch count, so the resumed
+    loader must start with the second worker's slot), resumed in a fresh trainer: the same losses and weights."""
+    full = simclr_trainer(tmp_path / "full")
+    full.train()
+    resumed = simclr_trainer(tmp_path / "full")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
+    assert losses(resumed)[-3:] == losses(full)[-3:]
+    for name, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
+    # Without the saved stream position the resume would replay the first batches: the position is in the checkpoint.
+    assert (tmp_path / "full" / "checkpoint-3" / "stream_state_0.json").is_file()
+
+
+def semi_trainer(output_dir, labelled, method=None, **overrides):
+    args = pretraining_args(output_dir, **{"per_device_train_batch_size": 2, "dataloader_num_workers": 0,
+                                           **overrides})
+    return SemiSupervisedTrainer(
+        model=tiny_classifier(), args=args, method=method or FixMatch(unlabelled_batch_ratio=2, threshold=0.5),
+        train_dataset=labelled, unlabelled_dataset=image_stream(), views=TinyImageViews(),
+    )
+
+
+def test_a_resumed_streamed_fixmatch_run_equals_the_uninterrupted_one(tmp_path, embedded_images):
+    """FixMatch with a streamed unlabelled set and a small map-style labelled set that cycles."""
+    labelled = embedded_images["train"].select(range(10))
+    full = semi_trainer(tmp_path / "full", labelled)
+    full.train()
+    resumed = semi_trainer(tmp_path / "full", labelled)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
+    for name, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
+    for name, value in full.method.state_dict().items():
+        torch.testing.assert_close(resumed.method.state_dict()[name], value, msg=name)
+    batch = next(iter(full.get_train_dataloader()))
+    assert batch["labelled"]["labels"].shape == (2,) and batch["unlabelled"]["views"][0]["pixel_values"].shape[0] == 4
+
+
+def test_a_stream_needs_max_steps_and_a_memoryless_method(tmp_path, embedded_images):
+    with pytest.raises(UsageError, match="--max_steps"):
+        simclr_trainer(tmp_path / "a", max_steps=-1)
+    with pytest.raises(UsageError, match="without --streaming"):
+        semi_trainer(tmp_path / "b", embedded_images["train"].select(range(10)),
+                     method=FixMatch(unlabelled_batch_ratio=2, classwise_thresholds=True))
+
+
+def test_resuming_with_other_workers_is_refused():
+    batches = StreamBatches(StreamedDataset(number_stream()), 2, lambda examples, index: {},
+                            resume={"num_processes": 1, "num_workers": 3, "batches": 1, "slots": {}})
+    with pytest.raises(ValueError, match="same --dataloader_num_workers"):
+        next(iter(batches))
