@@ -62,3 +62,10 @@ from .sentence_bert import (
 )
 
 __all__ += ["CLIPStyleConfig", "CLIPStyleForPreTraining", "CLIPStyleOutput", "SentenceBertConfig", "SentenceBertForPreTraining", "SentenceBertOutput"]
+
+from .jigsaw import JigsawConfig, JigsawForPreTraining, JigsawOutput
+from .relative_patch import RelativePatchConfig, RelativePatchForPreTraining, RelativePatchOutput
+from .rotation import RotationConfig, RotationForPreTraining, RotationOutput
+
+__all__ += ["JigsawConfig", "JigsawForPreTraining", "JigsawOutput", "RelativePatchConfig", "RelativePatchForPreTraining",
+            "RelativePatchOutput", "RotationConfig", "RotationForPreTraining", "RotationOutput"]

@@ -17,16 +17,18 @@ Per-step interface (the trainer never asks which method it runs; see ``hf_ssl.tr
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.functional import cross_entropy
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from ..modules.backbones import build_encoder
+from ..modules.backbones import build_encoder, feature_dim, image_features
 from ..modules.initialization import init_head_weights
 from ..schedules import TrainingProgress
+from ..views.rotations import ROTATION_DEGREES, random_rotations
 from .published_layout import (
     HUB_KWARGS,
     encoder_prefixes,
@@ -37,16 +39,32 @@ from .published_layout import (
 )
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
+#: The jobs whose methods train an image encoder on image views: those where ``auxiliary_rotation_weight`` applies.
+IMAGE_PRETRAINING_JOBS = ("image", "masked_image")
 
 
 @dataclass
 class SSLMethodConfig:
-    """Base of the methods' hyperparameter dataclasses. Stored as ``encoder_config.ssl_config`` (a dict)."""
+    """Base of the methods' hyperparameter dataclasses. Stored as ``encoder_config.ssl_config`` (a dict).
+
+    auxiliary_rotation_weight: image methods only; > 0 adds that weight times a rotation-prediction loss to the
+        method's loss (see :func:`add_auxiliary_rotation_loss`). Saved in ``to_dict`` only when set.
+    """
 
     method: ClassVar[str] = ""
 
+    auxiliary_rotation_weight: float = field(
+        default=0.0, kw_only=True,
+        metadata={"help": "Image methods: add this weight x a rotation-prediction loss (Gidaris et al. 2018: each view "
+                  "rotated by a random multiple of 90 degrees, a 4-way linear head on the trained encoder's feature); "
+                  "costs one more encoder pass per view. 0: off."},
+    )
+
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **dataclasses.asdict(self)}
+        values = dataclasses.asdict(self)
+        if not values["auxiliary_rotation_weight"]:  # an option every method shares: recorded where it is used
+            del values["auxiliary_rotation_weight"]
+        return {"method": self.method, **values}
 
     def check_ranges(
         self, *, at_least_one: tuple[str, ...] = (), positive: tuple[str, ...] = (), unit_interval: tuple[str, ...] = ()
@@ -141,6 +159,28 @@ class SSLPreTrainedModel(PreTrainedModel):
         (``("vit",)``; a dual encoder's towers, projections and ``logit_scale``). Override to publish a head that the
         vanilla class serves as well (masked-LM: the ``fill-mask`` head)."""
         return encoder_prefixes(self, self.encoder)
+
+    def post_init(self):
+        """transformers' ``post_init`` (weight initialisation, called at the end of each method's ``__init__``), after
+        adding the auxiliary rotation head and its loss when ``auxiliary_rotation_weight > 0``."""
+        weight = self.method_config.auxiliary_rotation_weight
+        if weight < 0:
+            raise ValueError(f"auxiliary_rotation_weight must be >= 0, got {weight}")
+        if weight > 0 and "auxiliary_rotation_head" not in self._modules:
+            if self.pretraining_job not in IMAGE_PRETRAINING_JOBS:
+                raise ValueError(
+                    f"auxiliary_rotation_weight applies to image methods; {self.method_config.method} pretrains on "
+                    f"{self.pretraining_job} data: leave it at 0"
+                )
+            self.auxiliary_rotation_head = nn.Linear(feature_dim(self.trained_encoder()), len(ROTATION_DEGREES))
+            self.register_forward_hook(add_auxiliary_rotation_loss, with_kwargs=True)
+        super().post_init()
+
+    def trained_encoder(self) -> nn.Module:
+        """The encoder the loss's gradient trains: the student (``student_encoder``) of teacher-student methods,
+        else the published encoder."""
+        student = self._modules.get("student_encoder")
+        return student if student is not None else self.encoder
 
     def _init_weights(self, module):
         # Encoders are PreTrainedModels and keep their own initialisation; this only reaches the method's heads.
@@ -263,6 +303,31 @@ def cross_view_loss(
     loss_12, stats_12 = loss_fn(queries[:batch], targets[batch:])
     loss_21, stats_21 = loss_fn(queries[batch:], targets[:batch])
     return (loss_12 + loss_21) / 2, {name: (stats_12[name] + stats_21[name]) / 2 for name in stats_12}
+
+
+def add_auxiliary_rotation_loss(model: SSLPreTrainedModel, args: tuple, kwargs: dict, output):
+    """Forward hook of an image method with ``auxiliary_rotation_weight > 0`` (rotation prediction as an auxiliary
+    task, Gidaris et al. 2018, arXiv:1803.07728): each view of the batch (``global_crops (B, V, C, H, W)``, or
+    ``pixel_values (B, C, H, W)``) is rotated by a random multiple of 90 degrees (:func:`random_rotations`, the global
+    torch RNG, restored on resume), encoded by :meth:`SSLPreTrainedModel.trained_encoder`, and classified by
+    ``auxiliary_rotation_head``; ``output.loss`` becomes ``loss + weight * cross_entropy`` and
+    ``output.auxiliary_rotation_loss`` holds the cross-entropy (logged with the other diagnostics). Outputs without a
+    loss (``return_loss=False``) pass unchanged."""
+    loss = output.get("loss") if isinstance(output, dict) else None
+    if loss is None:
+        return output
+    pixels = kwargs.get("global_crops", kwargs.get("pixel_values", args[0] if args else None))
+    expected = "global_crops (batch, views, C, H, W) or pixel_values (batch, C, H, W)"
+    if pixels is None:
+        raise TypeError(f"the auxiliary rotation loss needs the batch's images: {expected}")
+    if pixels.dim() not in (4, 5):
+        raise ValueError(f"the auxiliary rotation loss needs {expected}, got a tensor of shape {tuple(pixels.shape)}")
+    rotated, labels = random_rotations(view_major(pixels) if pixels.dim() == 5 else pixels)
+    logits = model.auxiliary_rotation_head(image_features(model.trained_encoder(), rotated))
+    rotation_loss = cross_entropy(logits.float(), labels)
+    output["loss"] = loss + model.method_config.auxiliary_rotation_weight * rotation_loss
+    output["auxiliary_rotation_loss"] = rotation_loss.detach()
+    return output
 
 
 def _ssl_config(config: PretrainedConfig, method: str) -> dict[str, Any]:
