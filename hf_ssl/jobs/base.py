@@ -52,6 +52,8 @@ class JobParts:
     #: keyword arguments it takes beyond Trainer's (``method``, ``unlabelled_dataset``, ``views``, ...).
     trainer_class: Any = None
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``TrainerCallback``s the job's training needs (DeepCluster: the re-clustering at each epoch's start).
+    callbacks: list[Any] = field(default_factory=list)
 
 
 @dataclass

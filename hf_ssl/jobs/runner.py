@@ -166,7 +166,8 @@ def run(argv: list[str] | None = None, callbacks: list | None = None, prog: str 
     trainer_kwargs = {"data_collator": parts.data_collator} if parts.data_collator is not None else {}
     trainer = (parts.trainer_class or SSLTrainer)(
         model=parts.model, args=training_args, train_dataset=parts.train_dataset, eval_dataset=parts.eval_dataset,
-        evaluators=parts.evaluators, callbacks=[*(callbacks or []), RunMethodRecord(method, job_class.name)],
+        evaluators=parts.evaluators,
+        callbacks=[*(callbacks or []), *parts.callbacks, RunMethodRecord(method, job_class.name)],
         train_sampler=parts.train_sampler, **trainer_kwargs, **parts.trainer_kwargs,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
