@@ -58,3 +58,7 @@ from .semi_audio import AudioClassifierArguments, SemiAudioJob
 from .semi_text import SemiTextJob, TextClassifierArguments
 
 __all__ += ["AudioClassifierArguments", "SemiAudioJob", "SemiTextJob", "TextClassifierArguments"]
+
+from .clustering import DeepClusterJob, IndexedImagePretrainingJob, IndexedViewConfig, IndexedViewTransform
+
+__all__ += ["DeepClusterJob", "IndexedImagePretrainingJob", "IndexedViewConfig", "IndexedViewTransform"]

@@ -165,7 +165,7 @@ class ImagePretrainingJob(PretrainingJob):
             seed=seed, check_files=data_args.check_image_files, skip_bad_files=data_args.skip_bad_files,
         )
         self.train_raw, self.eval_raw, self.eval_name = splits.train, splits.eval, splits.eval_name
-        model = build_image_model(encoder_args, views, self.method_config)
+        model = self.build_model()
         self.eval_transform = default_eval_transform(native_image_size(encoder_args, views), views.mean, views.std)
         self.has_labels = (
             self.eval_raw is not None
@@ -187,6 +187,12 @@ class ImagePretrainingJob(PretrainingJob):
         # Trainer saves its processing_class with the model: in every checkpoint and at the root.
         return JobParts(model=model, train_dataset=train_dataset, evaluators=evaluators,
                         trainer_kwargs={"processing_class": self.image_processor()})
+
+    def build_model(self):
+        """The pretraining model (:func:`build_image_model`). Called once the data is loaded (``self.train_raw``), so
+        a method sized by the data (a memory bank of every example) can read it."""
+        encoder_args, _, views = self.arguments[:3]
+        return build_image_model(encoder_args, views, self.method_config)
 
     def view_transform(self):
         """The training views of one example (multi-crop here; MAE: one view). Called after the data is loaded."""

@@ -69,3 +69,13 @@ from .rotation import RotationConfig, RotationForPreTraining, RotationOutput
 
 __all__ += ["JigsawConfig", "JigsawForPreTraining", "JigsawOutput", "RelativePatchConfig", "RelativePatchForPreTraining",
             "RelativePatchOutput", "RotationConfig", "RotationForPreTraining", "RotationOutput"]
+
+from .deepcluster import DeepClusterConfig, DeepClusterForPreTraining, DeepClusterOutput
+from .instance_discrimination import (
+    InstanceDiscriminationConfig,
+    InstanceDiscriminationForPreTraining,
+    InstanceDiscriminationOutput,
+)
+
+__all__ += ["DeepClusterConfig", "DeepClusterForPreTraining", "DeepClusterOutput", "InstanceDiscriminationConfig",
+            "InstanceDiscriminationForPreTraining", "InstanceDiscriminationOutput"]
