@@ -7,6 +7,8 @@ callable ``model -> {metric: value}``) that ``SSLTrainer(evaluators=[...])`` run
 ``linear_probe``        linear probe top-1 on standardised frozen features
 ``comparison``          a checkpoint's probes against random init and raw pixels
 ``finetune``            a short end-to-end fine-tune with a plain ``Trainer``, against random init
+``few_shot``            N-way K-shot episodes on frozen features (prototype, cosine, logistic regression)
+``ood``                 out-of-distribution detection: kNN and Mahalanobis scores, AUROC and FPR@95
 ``sts``                 STS Spearman of sentence embeddings
 ``zero_shot``           zero-shot classification of an image-text model
 ``retrieval``           image <-> text recall@k
@@ -19,6 +21,7 @@ callable ``model -> {metric: value}``) that ``SSLTrainer(evaluators=[...])`` run
 from .audio_probe import AudioLinearProbeEvaluator, mfcc_features
 from .comparison import compare_with_random_init, evaluate_checkpoint, format_comparison
 from .features import default_eval_transform, extract_features, raw_pixel_features
+from .few_shot import FewShotEvaluator, few_shot_evaluation, mean_confidence_interval, sample_episodes
 from .finetune import (
     FineTuneProbeArguments,
     compare_finetuning_with_random_init,
@@ -28,6 +31,7 @@ from .knn import KNNEvaluator, knn_accuracy, knn_predict
 from .linear_probe import LinearProbeEvaluator, linear_probe_accuracy
 from .masked_lm import MaskedLMEvaluator
 from .metrics import accuracy, classification_metrics
+from .ood import knn_ood_scores, mahalanobis_ood_scores, ood_evaluation, ood_metrics
 from .reconstruction import ReconstructionFigure
 from .retrieval import RetrievalEvaluator, retrieval_recall
 from .sts import STSEvaluator, sts_spearman
@@ -35,6 +39,7 @@ from .zero_shot import ZeroShotEvaluator, zero_shot_accuracy
 
 __all__ = [
     "AudioLinearProbeEvaluator",
+    "FewShotEvaluator",
     "FineTuneProbeArguments",
     "KNNEvaluator",
     "LinearProbeEvaluator",
@@ -50,14 +55,21 @@ __all__ = [
     "default_eval_transform",
     "evaluate_checkpoint",
     "extract_features",
+    "few_shot_evaluation",
     "finetune_accuracy",
     "format_comparison",
     "knn_accuracy",
+    "knn_ood_scores",
     "knn_predict",
     "linear_probe_accuracy",
+    "mahalanobis_ood_scores",
+    "mean_confidence_interval",
     "mfcc_features",
+    "ood_evaluation",
+    "ood_metrics",
     "raw_pixel_features",
     "retrieval_recall",
+    "sample_episodes",
     "sts_spearman",
     "zero_shot_accuracy",
 ]

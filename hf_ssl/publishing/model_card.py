@@ -160,6 +160,7 @@ def card_context(run: RunDirectory, repo_id: str | None, figures_dir: Path,
         "epochs": None if run.epochs is None else f"{run.epochs:.3g}",
         "eval_results": [_result_row(result) for result in card_eval_results(run)],
         "probe_table": probe_table(probes) if len(probes) > 1 else None,  # baselines beside the trained model
+        "protocol_tables": protocol_tables(run.evaluation),
         "figures": figures,
         "usage_code": usage_code(run, location),
         "starts": [{"hub_id": start.hub_id, "markdown": start.markdown(), "flag": start.flag} for start in starts],
@@ -374,6 +375,43 @@ def probe_table(probes: dict[str, Any]) -> str | None:
             lines.append(f"| {'**' + name + '**' if name == 'pretrained' else name} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
     return "```json\n" + json.dumps(probes, indent=2) + "\n```"
+
+
+#: Sections of ``eval_results.json`` that ``hf-ssl evaluate --update_card`` writes beside ``probes`` (each
+#: ``{encoder: {metric: value}}``, intervals as ``<metric>_ci95``), with the title of their table in the card.
+PROTOCOL_SECTIONS = {
+    "few_shot": "Few-shot classification of frozen features (mean query accuracy ± 95% interval over episodes)",
+    "ood": "Out-of-distribution detection with frozen features (in-distribution test images as positives; AUROC "
+           "higher is better, FPR at 95% TPR lower is better)",
+}
+#: Suffix of a metric's 95 % confidence-interval half-width in a protocol section.
+INTERVAL_SUFFIX = "_ci95"
+
+
+def comparison_table(rows: dict[str, dict[str, float]]) -> str:
+    """A markdown table of ``{encoder: {metric: value}}`` with one row per metric and one column per encoder
+    (``pretrained`` in bold); a ``<metric>_ci95`` entry is shown as ``value ± interval`` in its metric's cell."""
+    encoders = list(rows)
+    metrics = [metric for metric in dict.fromkeys(m for row in rows.values() for m in row)
+               if not metric.endswith(INTERVAL_SUFFIX)]
+
+    def cell(row: dict[str, float], metric: str) -> str:
+        if not isinstance(row.get(metric), (int, float)):
+            return "-"
+        interval = row.get(metric + INTERVAL_SUFFIX)
+        return f"{row[metric]:.4f}" + (f" ± {interval:.4f}" if isinstance(interval, (int, float)) else "")
+
+    header = "| metric | " + " | ".join(f"**{name}**" if name == "pretrained" else name for name in encoders) + " |"
+    lines = [header, "|---|" + "---|" * len(encoders)]
+    lines += [f"| `{metric}` | " + " | ".join(cell(rows[name], metric) for name in encoders) + " |"
+              for metric in metrics]
+    return "\n".join(lines)
+
+
+def protocol_tables(evaluation: dict[str, Any]) -> list[dict[str, str]]:
+    """``[{"title", "table"}]`` for the :data:`PROTOCOL_SECTIONS` an evaluation holds."""
+    return [{"title": title, "table": comparison_table(evaluation[key])}
+            for key, title in PROTOCOL_SECTIONS.items() if isinstance(evaluation.get(key), dict) and evaluation[key]]
 
 
 def usage_code(run: RunDirectory, location: str) -> dict[str, str]:
@@ -672,8 +710,12 @@ def _format(value: Any) -> str:
 
 
 def _result_row(result: EvalResult) -> dict[str, Any]:
-    return {"task": result.task_type, "dataset": result.dataset_name, "split": result.dataset_split,
-            "metric": result.metric_name or result.metric_type, "value": result.metric_value}
+    interval = (result.metric_args or {}).get("ci95")
+    value = result.metric_value
+    if isinstance(interval, (int, float)) and isinstance(value, (int, float)):
+        value = f"{value:.4f} ± {interval:.4f}"  # few-shot accuracies: mean ± 95% interval over episodes
+    return {"task": result.task_name or result.task_type, "dataset": result.dataset_name,
+            "split": result.dataset_split, "metric": result.metric_name or result.metric_type, "value": value}
 
 
 def _duration(seconds: float | None) -> str:
