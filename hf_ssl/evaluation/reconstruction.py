@@ -103,6 +103,9 @@ def save_reconstruction_figure(
 class ReconstructionFigure:
     """Evaluator: writes ``output_dir/reconstructions.png`` and returns ``{"masked_pixel_loss": float}``.
 
+    A model with a ``figure_panels(pixel_values, generator) -> (panels, metrics, title)`` method (colourisation, the
+    context encoder) supplies its own rows, held-out metrics and title; the figure is drawn the same way.
+
     Args:
         dataset: held-out ``datasets.Dataset`` with an image column.
         output_path: where the PNG goes (overwritten at each call).
@@ -147,14 +150,17 @@ class ReconstructionFigure:
         device = next(model.parameters()).device
         pixels = self.pixel_values.to(device)
         generator = torch.Generator().manual_seed(self.seed)
-        noise = torch.rand(pixels.shape[0], model.num_patches, generator=generator).to(device)
-        panels, loss = reconstruction_panels(model, pixels, noise)
+        if hasattr(model, "figure_panels"):  # other generative methods (colourisation, context encoder) draw their own
+            panels, metrics, title = model.figure_panels(pixels, generator)
+        else:
+            noise = torch.rand(pixels.shape[0], model.num_patches, generator=generator).to(device)
+            panels, loss = reconstruction_panels(model, pixels, noise)
+            metrics = {"masked_pixel_loss": float(loss)}
+            title = f"MAE reconstructions of held-out images ({model.method_config.mask_ratio:.0%} of patches masked)"
+            if model.loss_fn.norm_pix_loss:
+                title += "\nnormalised-pixel model: predicted patches shown at the original patch's mean and std"
         shown_rows = torch.linspace(0, pixels.shape[0] - 1, self.num_images).round().long().unique().to(device)
         shown = {name: images[shown_rows] for name, images in panels.items()}
-        ratio = model.method_config.mask_ratio
-        title = f"MAE reconstructions of held-out images ({ratio:.0%} of patches masked)"
-        if model.loss_fn.norm_pix_loss:
-            title += "\nnormalised-pixel model: predicted patches shown at the original patch's mean and std"
         save_reconstruction_figure(shown, self.output_path, self.mean, self.std, title=title)
         self.calls += 1
-        return {"masked_pixel_loss": float(loss)}
+        return metrics
