@@ -6,10 +6,10 @@ position. Objective (``objective``):
 - ``"classification"`` (default, the paper's method, §2.1-2.2): a distribution over the 313 in-gamut ab bins at every
   position, scored against the soft-encoded ground truth (5 nearest bins, Gaussian ``sigma = 5``) by the
   class-rebalanced cross-entropy (``λ = 0.5``); colours are read back as the annealed mean (``T = 0.38``).
-  :mod:`hf_ssl.losses.colourisation` holds each piece. Why the default: the paper shows that regression to ab
-  (the L2 loss) is pulled to the mean of multimodal colours (desaturated, brownish results, Fig. 2 and §2.1) while the
-  multinomial loss with rebalancing keeps rare, saturated colours, which is the harder and more semantic task and the
-  version whose features the paper evaluates (Tables 3-4).
+  :mod:`hf_ssl.losses.colourisation` holds each piece. Why the default: regression to ab (the L2 loss) is pulled to
+  the mean of multimodal colours (desaturated, brownish results, §2.1), while the multinomial loss with rebalancing
+  keeps rare, saturated colours: the harder, more semantic task, and the version whose features the paper evaluates
+  as a self-supervised representation (§3.2).
 - ``"regression"``: the paper's L2 baseline (Eq. 1), ``1/2 ||Ŷ - Y||^2`` on ab scaled by 1/110 (so both ab channels
   span about [-1, 1]), averaged over positions.
 
@@ -21,13 +21,13 @@ Encoder input (the published encoder must stay a plain transformers model that t
 the ViT keeps its 3 input channels and is shown the *grey* photograph, the sRGB image of Lab ``(L, 0, 0)`` (R = G = B),
 normalised like every input (:func:`hf_ssl.views.colour.grey_from_lightness`). So ``AutoModel.from_pretrained`` and
 the published image processor work as for any other method; a 1-channel ViT would need its own processor and could
-not take colour images. Downstream, colour images are a shift from pretraining (the paper feeds grey images for its
-representation tests); convert them with ``PIL.Image.convert("L").convert("RGB")`` to see exactly what pretraining saw.
+not take colour images. Downstream, colour images are a shift from pretraining (the paper's features only ever see
+grey images); convert them with ``PIL.Image.convert("L").convert("RGB")`` to see exactly what pretraining saw.
 
 Head: a per-patch MLP over the ViT's patch tokens (the CLS token is not used) that predicts
 ``predictions_per_patch_side ** 2`` positions per patch; the loss compares them with the ab image averaged over
-the same cells. With patch 4 on 32 px images (the recipe) the 8 x 8 grid is a quarter of the resolution, as the
-paper's 56 x 56 output for 224 px inputs (§3.1); colourised images upsample it bilinearly (§2.3).
+the same cells. One prediction per 4 x 4 pixels (patch 4, or patch 8 with 2 x 2 per patch) is the paper's output
+resolution, a quarter of the input's side; colourised images upsample it bilinearly.
 
 The model needs the views' normalisation (``image_mean`` / ``image_std``, the same as the views' ``mean`` / ``std``;
 both default to the ImageNet statistics) to get RGB, hence Lab, back from its normalised input.
