@@ -18,6 +18,7 @@ from test_trainer import make_trainer, view_dataset
 from transformers import AutoModel, ViTModel
 
 from hf_ssl import AutoSSLModel
+from hf_ssl.cli import main as cli_main
 from hf_ssl.methods import METHOD_REGISTRY, SimCLRForPreTraining
 from hf_ssl.methods.relative_patch import NEIGHBOUR_POSITIONS
 from hf_ssl.views.permutations import (
@@ -332,3 +333,5 @@ def test_every_pretext_method_round_trips_and_loads_with_plain_transformers(tmp_
         with torch.no_grad():
             torch.testing.assert_close(encoder.eval()(pixel_values=crops[:, 0]).last_hidden_state,
                                        model.encoder(pixel_values=crops[:, 0]).last_hidden_state)
+        assert cli_main(["card", str(tmp_path / method)]) == 0  # the model card cites the method's paper
+        assert type(model).paper in (tmp_path / method / "README.md").read_text()
