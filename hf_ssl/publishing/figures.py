@@ -1,4 +1,5 @@
-"""The training-curve figure of a model card: every scalar the Trainer logged, one panel each, against the step.
+"""The figures of a model card: the training curves (every scalar the Trainer logged, one panel each, against the
+step), and the captions of the figures jobs save in the run folder (:func:`figure_caption`).
 
 Reads ``trainer_state.json``'s ``log_history`` (a list of dicts, one per logging event, each with ``step``): training
 loss, learning rate, the method's diagnostics that :class:`hf_ssl.training.trainer.SSLTrainer` logs (teacher entropy,
@@ -19,6 +20,19 @@ SUMMARY_KEYS = frozenset({
 })
 #: Panels shown first, in this order; the rest follow alphabetically.
 LEADING_KEYS = ("loss", "eval_loss", "learning_rate")
+#: Captions of the figures jobs save at the top of a run folder, by file name.
+FIGURE_CAPTIONS = {
+    "attention_maps.png": "Self-attention of the published encoder's last layer: the CLS token's attention to each "
+    "patch, one heat map per head, on held-out images (as in Caron et al. 2021, Figs. 1 and 3).",
+    "reconstructions.png": "Held-out images, their masked version, and the model's reconstruction of the masked "
+    "patches (visible patches shown as they are).",
+}
+
+
+def figure_caption(name: str) -> str:
+    """The card caption of a figure file: :data:`FIGURE_CAPTIONS`, else its name in words ("my_plot.png" ->
+    "My plot.")."""
+    return FIGURE_CAPTIONS.get(name) or Path(name).stem.replace("_", " ").capitalize() + "."
 
 
 def curves_from_log_history(log_history: Sequence[dict]) -> dict[str, tuple[list[float], list[float]]]:

@@ -39,7 +39,7 @@ from ..data.sources import (
 from ..methods.published_layout import SSL_STATE_NAME
 from .checkpoints import CHECKPOINT_ALIASES, StartingPoint, starting_point, starting_points
 from .datasets import DatasetFacts, facts_for, model_index_dataset, public_name
-from .figures import plot_training_curves
+from .figures import figure_caption, plot_training_curves
 from .licences import Licence, model_licence
 from .run_record import (
     DATASET_KEYS,
@@ -743,5 +743,5 @@ def _place_figures(run: RunDirectory, figures_dir: Path, model_name: str) -> lis
     for figure in run.figures():
         if figure.parent.resolve() != figures_dir.resolve():
             shutil.copy2(figure, figures_dir / figure.name)
-        figures.append({"file": figure.name, "caption": figure.stem.replace("_", " ").capitalize() + "."})
+        figures.append({"file": figure.name, "caption": figure_caption(figure.name)})
     return figures

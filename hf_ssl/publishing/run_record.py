@@ -34,10 +34,10 @@ FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 PUBLICATION = "publication"
 
 
-#: Record keys that are not argument sections.
+#: Record keys that are not argument sections (``figures``: the figure files a job saved, by name).
 RECORD_META_KEYS = frozenset(
     {"job", "method", "training", "world_size", "global_batch_size", "hardware", "wall_time_seconds", "argv",
-     PUBLICATION}
+     "figures", PUBLICATION}
 )
 
 
