@@ -1,23 +1,41 @@
 """Worker of the 2-process streaming check (gloo, CPU), launched by tests/test_streaming.py through
-test_distributed.run_worker. Not a test module itself.
+test_distributed.run_worker. Not a test module itself. It imports the data layer only (no transformers): starting
+the processes is most of the test's cost.
 
-usage: torchrun --nproc_per_node N distributed_worker_streaming.py split OUT_FILE OUTPUT_DIR
+usage: torchrun --nproc_per_node N distributed_worker_streaming.py split OUT_FILE [OUTPUT_DIR]
 
-``split``: SSLTrainer's streamed loader (batch 1, 2 dataloader workers) on the 8-shard number stream of
-test_streaming; each rank reads until both of its workers have started their second epoch, and rank 0 saves every
-example read in a first epoch, over all ranks.
+``split``: the streamed loader SSLTrainer builds (StreamBatches of batch 1 in 2 dataloader workers, positions taken
+out by TrackedStreamLoader) on an 8-shard stream of unequal shards; each rank reads until both of its workers have
+started their second epoch, and rank 0 saves every example read in a first epoch, over all ranks.
 """
 
+import os
 import sys
 
+import datasets
 import torch
 import torch.distributed as dist
-from conftest import tiny_vit_config
-from test_streaming import number_stream
 
-from hf_ssl import SimCLRForPreTraining
-from hf_ssl.data.streaming import StreamedDataset
-from hf_ssl.training import SSLTrainer, SSLTrainingArguments
+from hf_ssl.data.streaming import (
+    StreamBatches,
+    StreamedDataset,
+    TrackedStreamLoader,
+    collate_examples,
+    stream_loader,
+)
+
+#: Examples per shard of the synthetic number stream (unequal on purpose); example ``100 shard + offset``.
+SHARD_SIZES = (5, 3, 7, 4, 6, 2, 5, 4)
+
+
+def numbers(shards):
+    for shard in shards:
+        for offset in range(SHARD_SIZES[shard]):
+            yield {"x": shard * 100 + offset}
+
+
+def number_stream() -> datasets.IterableDataset:
+    return datasets.IterableDataset.from_generator(numbers, gen_kwargs={"shards": list(range(len(SHARD_SIZES)))})
 
 
 def number_and_epoch(row, position, epoch, seed):
@@ -28,15 +46,13 @@ def as_tensors(examples):
     return {name: torch.tensor([example[name] for example in examples]) for name in examples[0]}
 
 
-def split_run(output_dir: str) -> tuple[dict, int, int]:
-    args = SSLTrainingArguments(output_dir=output_dir, per_device_train_batch_size=1, max_steps=100, use_cpu=True,
-                                report_to="none", dataloader_num_workers=2, disable_tqdm=True, seed=3)
-    stream = StreamedDataset(number_stream(), example_transform=number_and_epoch, shuffle_buffer_size=2)
-    model = SimCLRForPreTraining.from_encoder_config(tiny_vit_config(), projection_hidden_dim=8, projection_dim=4)
-    trainer = SSLTrainer(model=model, args=args, train_dataset=stream, data_collator=as_tensors)
-    world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
+def split_run(world: int, rank: int) -> dict:
+    stream = StreamedDataset(number_stream(), example_transform=number_and_epoch, shuffle_buffer_size=2, seed=3)
+    batches = StreamBatches(stream, 1, collate_examples(stream, as_tensors), process_index=rank, num_processes=world)
+    loader = TrackedStreamLoader(stream_loader(batches, num_workers=2), process_index=rank, num_processes=world,
+                                 num_workers=2)
     first_epoch, done = [], set()
-    for index, batch in enumerate(trainer.get_train_dataloader()):
+    for index, batch in enumerate(loader):
         slot = rank * 2 + index % 2  # the loader takes its two workers' batches in turn
         if int(batch["epoch"]) > 0:
             done.add(slot)
@@ -44,23 +60,27 @@ def split_run(output_dir: str) -> tuple[dict, int, int]:
                 break
         elif slot not in done:
             first_epoch.append(int(batch["x"]))
-    gathered = [None] * world
+    assert set(loader.state_dict()["slots"]) == {"0", "1"}
+    gathered = [(first_epoch, sorted(done))]
     if world > 1:
+        gathered = [None] * world
         dist.all_gather_object(gathered, (first_epoch, sorted(done)))
-    else:
-        gathered = [(first_epoch, sorted(done))]
-    result = {"first_epoch": [x for xs, _ in gathered for x in xs], "slots": sorted(s for _, ss in gathered for s in ss)}
-    return result, world, rank
+    return {"first_epoch": [x for xs, _ in gathered for x in xs], "slots": sorted(s for _, ss in gathered for s in ss)}
 
 
 def main():
-    mode, out_file, output_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    mode, out_file = sys.argv[1], sys.argv[2]
     assert mode == "split", mode
-    result, world, rank = split_run(output_dir)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        dist.init_process_group("gloo")
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    result = split_run(world, rank)
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)
     if dist.is_initialized():
         dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -11,17 +11,21 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import TinyImageViews, tiny_classifier, tiny_vit_config
+from conftest import TinyImageViews, local_dataset, tiny_classifier, tiny_vit_config
+from distributed_worker_streaming import SHARD_SIZES, number_stream
 from PIL import Image
 from test_distributed import run_worker
 
 from hf_ssl import SimCLRForPreTraining
+from hf_ssl.data.images import STREAM_SHARDS, load_image_stream
 from hf_ssl.data.streaming import (
     StreamBatches,
     StreamedDataset,
     global_position,
     shard_and_offset,
 )
+from hf_ssl.jobs.base import JOB_REGISTRY
+from hf_ssl.jobs.runner import parse_arguments
 from hf_ssl.semi import FixMatch
 from hf_ssl.training import SemiSupervisedTrainer, SSLTrainer, SSLTrainingArguments
 from hf_ssl.training.errors import UsageError
@@ -30,18 +34,6 @@ from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WORKER = Path(__file__).with_name("distributed_worker_streaming.py")
-#: Examples per shard of the synthetic streams (unequal on purpose).
-SHARD_SIZES = (5, 3, 7, 4, 6, 2, 5, 4)
-
-
-def numbers(shards):
-    for shard in shards:
-        for offset in range(SHARD_SIZES[shard]):
-            yield {"x": shard * 100 + offset}
-
-
-def number_stream() -> datasets.IterableDataset:
-    return datasets.IterableDataset.from_generator(numbers, gen_kwargs={"shards": list(range(len(SHARD_SIZES)))})
 
 
 def images(shards, size=16):
@@ -120,8 +112,8 @@ def test_streamed_views_are_seeded_by_global_position_not_by_the_reader():
 
 
 def test_two_processes_with_two_workers_see_each_example_once_per_epoch(tmp_path):
-    """2 gloo processes x 2 dataloader workers, through SSLTrainer's streamed loader (accelerate places, does not
-    re-shard): every example of the 8 unequal shards exactly once in each slot's first epoch, none twice."""
+    """2 gloo processes x 2 dataloader workers, through the loader SSLTrainer builds for a stream: every example of
+    the 8 unequal shards exactly once in the first epoch of the slot that reads it, none twice, none left out."""
     result = run_worker(tmp_path, "split", 2, worker=WORKER)
     assert result["world_size"] == 2
     seen = Counter(result["result"]["first_epoch"])
@@ -206,3 +198,53 @@ def test_resuming_with_other_workers_is_refused():
                             resume={"num_processes": 1, "num_workers": 3, "batches": 1, "slots": {}})
     with pytest.raises(ValueError, match="same --dataloader_num_workers"):
         next(iter(batches))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Streamed sources and the jobs' --streaming
+
+
+def write_tar_shards(folder: Path, shards: int = 3, per_shard: int = 4) -> None:
+    """webdataset shards ``train-000N.tar``: ``KEY.png`` + ``KEY.cls`` per example."""
+    import io
+    import tarfile
+
+    folder.mkdir()
+    for shard in range(shards):
+        with tarfile.open(folder / f"train-{shard:04d}.tar", "w") as tar:
+            for index in range(per_shard):
+                encoded = io.BytesIO()
+                next(images([shard * 10 + index], size=8))["image"].save(encoded, format="PNG")
+                for suffix, data in (("png", encoded.getvalue()), ("cls", str(index % 2).encode())):
+                    member = tarfile.TarInfo(f"{shard:02d}{index:04d}.{suffix}")
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+
+
+def test_image_streams_from_webdataset_tar_shards(tmp_path):
+    write_tar_shards(tmp_path / "shards")
+    tars = load_image_stream(str(tmp_path / "shards"), "train")
+    assert tars.n_shards == 3 and tars.column_names == ["image", "label"]
+    rows = list(tars)
+    assert len(rows) == 12 and rows[0]["image"].size == (8, 8) and {row["label"] for row in rows} == {0, 1}
+    with pytest.raises(ValueError, match="validation"):
+        load_image_stream(str(tmp_path / "shards"), "validation")
+
+
+def test_the_image_job_streams_its_training_split_and_probes_in_memory(tmp_path):
+    local_dataset("uoft-cs/cifar10")
+    *job_arguments, method, training = parse_arguments([
+        "--method", "simclr", "--dataset", "uoft-cs/cifar10", "--streaming", "true", "--max_steps", "2",
+        "--knn_max_train_examples", "30", "--max_eval_examples", "20", "--global_crop_size", "32",
+        "--local_crop_size", "16", "--num_local_crops", "0", "--patch_size", "8", "--encoder_config_overrides",
+        '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+        "--output_dir", str(tmp_path / "run"),
+    ])
+    job = JOB_REGISTRY["image"](tuple(job_arguments), method, training)
+    parts = job.prepare()
+    assert isinstance(parts.train_dataset, StreamedDataset) and parts.train_dataset.n_shards == STREAM_SHARDS
+    assert len(job.train_raw) == 30 and len(job.eval_raw) == 20  # the probes' sets, taken into memory
+    assert set(job.train_raw["label"]) == set(range(10))  # the zip copy streams the classes in turn from the start
+    with pytest.raises(UsageError, match="--max_steps"):
+        SSLTrainer(model=parts.model, args=pretraining_args(tmp_path / "x", max_steps=-1),
+                   train_dataset=parts.train_dataset)

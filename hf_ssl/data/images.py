@@ -45,6 +45,12 @@ Image files on disk (an image folder's) are checked before use: :func:`load_imag
 (:func:`hf_ssl.data.image_decoding.find_unreadable_images`) and refuses the data with the list of unreadable files, or
 leaves them out with ``skip_bad_files=True``. The ``image`` feature names the file of any later decoding failure.
 
+Streaming: :func:`load_image_stream` reads one split as a ``datasets.IterableDataset`` in the same standard form,
+without loading it: a Hub dataset or a local Parquet mirror (``load_dataset(..., streaming=True)``), a folder of
+webdataset ``.tar`` shards (``<split>-*.tar``, or every ``.tar`` for the train split), an image folder read lazily, or
+the CIFAR-10 zip layout read member by member (:data:`STREAM_SHARDS` shards, the classes in turn in each). ``load_image_splits(..., streaming=True)`` gives the training stream beside in-memory probe sets
+taken from the streams' first examples (:data:`~hf_ssl.data.streaming.STREAMED_EVAL_EXAMPLES` by default).
+
 Held-out images: a source whose only split is the training split (your own folder of class subfolders) has no split
 to measure probes on; :func:`load_image_splits` then holds out :data:`EVAL_FRACTION` of each class, chosen with
 :data:`HOLD_OUT_SEED` whatever the training seed, so a pretraining run and ``hf-ssl evaluate`` measure on the same
@@ -53,8 +59,10 @@ images.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +72,9 @@ from datasets import (
     ClassLabel,
     Dataset,
     DatasetDict,
+    Features,
     Image,
+    IterableDataset,
     Value,
     load_dataset,
 )
@@ -91,6 +101,7 @@ from .sources import (
     load_hub_dataset,
     resolve_dataset,
 )
+from .streaming import STREAMED_EVAL_EXAMPLES, materialize
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +115,16 @@ EVAL_FRACTION = 0.1
 #: same images of a source.
 HOLD_OUT_SEED = 0
 
+#: Shards of a stream read from an in-memory or zip source (the CIFAR-10 zip layout, the embedded subset): enough
+#: for 8 processes x 8 dataloader workers.
+STREAM_SHARDS = 64
+
 #: Unreadable files listed by name in the error of the file scan; the rest are counted.
 _LISTED_BAD_FILES = 20
 
 
-IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values")
-LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "coarse_label")
+IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values", "jpg", "jpeg", "png", "webp")  # the last: webdataset's
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "coarse_label", "cls")
 
 _ACCEPTED_SOURCES_HINT = (
     "Pass 'embedded', a Hugging Face Hub dataset id (a local copy is found through HF_SSL_DATA_DIR), or a folder "
@@ -177,6 +192,8 @@ class ImageSplits:
     train: Dataset
     eval: Dataset | None
     eval_name: str | None
+    #: With ``streaming``: the training split as a stream; ``train`` is then the in-memory sample the probes use.
+    train_stream: IterableDataset | None = None
 
 
 def load_image_splits(
@@ -192,8 +209,16 @@ def load_image_splits(
     seed: int = 0,
     check_files: bool = True,
     skip_bad_files: bool = False,
+    streaming: bool = False,
+    max_probe_train_examples: int | None = None,
 ) -> ImageSplits:
     """The training split and the evaluation images of ``source`` (arguments as :func:`load_image_dataset`'s).
+
+    ``streaming``: the training split is read as a stream (:func:`load_image_stream`, ``train_stream``); the probes'
+    images are taken into memory from the streams' first examples: ``train`` holds ``max_probe_train_examples``
+    (the kNN memory bank) and ``eval`` ``max_eval_examples`` of ``eval_split`` (default
+    :data:`~hf_ssl.data.streaming.STREAMED_EVAL_EXAMPLES` each); a source without ``eval_split`` is refused (nothing
+    is held out of a stream). ``max_train_examples`` does not apply.
 
     - ``eval_split`` empty or ``None``: no evaluation images.
     - the source has ``eval_split``: that split.
@@ -206,6 +231,10 @@ def load_image_splits(
     ``max_train_examples`` / ``max_eval_examples`` cap each part after the hold-out; the file scan checks the rows
     kept.
     """
+
+    if streaming:
+        return _stream_splits(source, train_split, eval_split, image_column, label_column, max_probe_train_examples,
+                              max_eval_examples)
 
     def load(split: str, max_examples: int | None = None) -> Dataset:
         return load_image_dataset(source, split, image_column=image_column, label_column=label_column,
@@ -234,6 +263,161 @@ def load_image_splits(
     if check_files:
         train, held_out = screen_image_files([train, held_out], skip_bad_files)
     return ImageSplits(train, held_out, eval_name)
+
+
+def _stream_splits(source, train_split, eval_split, image_column, label_column, max_probe_train_examples,
+                   max_eval_examples) -> ImageSplits:
+    stream = load_image_stream(source, train_split, image_column=image_column, label_column=label_column)
+    if not eval_split:
+        return ImageSplits(materialize(stream, max_probe_train_examples or STREAMED_EVAL_EXAMPLES), None, None,
+                           train_stream=stream)
+    try:
+        eval_stream = load_image_stream(source, eval_split, image_column=image_column, label_column=label_column)
+    except UnknownSplitError as error:
+        raise ValueError(
+            f"{source!r} has no {eval_split!r} split to stream the probes' images from ({error}); name one with "
+            "--eval_split, or pass --eval_split '' to train without probes (nothing is held out of a stream)"
+        ) from error
+    return ImageSplits(materialize(stream, max_probe_train_examples or STREAMED_EVAL_EXAMPLES),
+                       materialize(eval_stream, max_eval_examples or STREAMED_EVAL_EXAMPLES), eval_split,
+                       train_stream=stream)
+
+
+def load_image_stream(source: str, split: str = "train", *, image_column: str | None = None,
+                      label_column: str | None = None) -> IterableDataset:
+    """One split of ``source`` as a ``datasets.IterableDataset`` in the standard form (``image``; ``label`` when the
+    source has integer or ``ClassLabel`` labels), read lazily: see "Streaming" in the module docstring. Use it with
+    :func:`hf_ssl.views.apply_views` and ``SSLTrainer`` (:mod:`hf_ssl.data.streaming`).
+
+    Raises ``ValueError`` naming the fix for a missing path or split, and
+    :class:`~hf_ssl.data.sources.DatasetNotAvailableError` for a dataset neither local nor reachable.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"source must be a non-empty string, got {source!r}. {_ACCEPTED_SOURCES_HINT}")
+    source = source.strip()
+    if source.lower() == EMBEDDED_SOURCE_NAME:
+        return _in_memory_stream(_load(source, split, None, None, None, 0))
+    path = Path(resolve_dataset(source)).expanduser()
+    if not path.exists():
+        if _looks_like_local_path(source):
+            raise ValueError(f"Path {source!r} does not exist. {_ACCEPTED_SOURCES_HINT}")
+        stream = _hub_stream(source, split)
+    elif not path.is_dir():
+        raise ValueError(f"{source!r} is a file; load_image_stream expects a folder. {_ACCEPTED_SOURCES_HINT}")
+    elif (path / "train.zip").is_file():
+        return _zip_stream(path, split)
+    elif find_idx_file(path, "train", "images") is not None:
+        return _in_memory_stream(_load(str(path), split, None, None, None, 0))
+    elif list(path.glob("*.tar")):
+        shards = sorted(path.glob(f"{split}*.tar")) or (sorted(path.glob("*.tar")) if split == "train" else [])
+        if not shards:
+            raise UnknownSplitError(split, source, sorted({tar.stem.split("-")[0] for tar in path.glob("*.tar")}))
+        stream = load_dataset("webdataset", data_files={split: [str(tar) for tar in shards]}, split=split,
+                              streaming=True)
+    elif is_hub_mirror(path):
+        stream = _hub_stream(str(path), split)
+    else:
+        stream = _folder_stream(path, split)
+    return standardize_image_stream(stream, image_column, label_column, source=source)
+
+
+def standardize_image_stream(stream: IterableDataset, image_column: str | None = None,
+                             label_column: str | None = None, *, source: str | None = None) -> IterableDataset:
+    """:func:`standardize_image_dataset` for a stream, without reading it: the image column (found as there, plus
+    webdataset's ``jpg`` / ``png`` / ...) becomes ``image`` (:class:`PathReportingImage`); a ``ClassLabel`` or
+    integer label column (``label``, ..., webdataset's ``cls``) becomes ``label`` (integers stay integers: a
+    stream's classes are not counted); other columns are dropped."""
+    name = source if source is not None else "the stream"
+    if stream.features is None:
+        raise ValueError(f"{name} streams without declared features; pass a datasets.IterableDataset with features "
+                         "(e.g. IterableDataset.from_generator(..., features=...))")
+    image_name = _resolve_image_column(stream, image_column, name)
+    label_name = _resolve_label_column(stream, label_column, image_name, name)
+    if label_name is not None and _label_kind(stream.features[label_name]) != "int":
+        if label_column is not None:
+            raise ValueError(f"column {label_column!r} of {name} is not an integer class label; a stream's string "
+                             "labels cannot be counted without reading it: map them to class ids first")
+        label_name = None
+    stream = stream.select_columns([image_name] if label_name is None else [image_name, label_name])
+    if not isinstance(stream.features[image_name], PathReportingImage):
+        stream = stream.cast_column(image_name, PathReportingImage())
+    renames = {old: new for old, new in ((image_name, "image"), (label_name, "label")) if old and old != new}
+    return stream.rename_columns(renames) if renames else stream
+
+
+def _hub_stream(name: str, split: str) -> IterableDataset:
+    try:
+        return load_hub_dataset(name, split=split, streaming=True)
+    except DatasetNotAvailableError:
+        raise
+    except Exception as error:  # noqa: BLE001 - re-raised with the name
+        if str(error).startswith(("Unknown split", "Bad split")):
+            raise UnknownSplitError(split, name, list(load_hub_dataset(name, streaming=True))) from error
+        raise ValueError(f"Could not stream {name!r} ({type(error).__name__}: {error}); check the name and split, "
+                         "or pass a local folder") from error
+
+
+def _folder_stream(folder: Path, split: str) -> IterableDataset:
+    try:
+        streams = load_dataset("imagefolder", data_dir=str(folder), streaming=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the folder named
+        raise ValueError(f"Could not stream {str(folder)!r} as an image folder ({type(error).__name__}: {error}); "
+                         "expected images in <folder>/[<split>/]<class>/<file>") from error
+    if split not in streams:
+        raise UnknownSplitError(split, str(folder), list(streams))
+    return streams[split]
+
+
+def _in_memory_stream(dataset: Dataset) -> IterableDataset:
+    """A loaded (small) split as a stream of :data:`STREAM_SHARDS` shards."""
+    return dataset.to_iterable_dataset(num_shards=min(STREAM_SHARDS, len(dataset)))
+
+
+def _zip_stream(folder: Path, split: str) -> IterableDataset:
+    """A split of the CIFAR-10 zip layout read member by member, in :data:`STREAM_SHARDS` shards: consecutive blocks
+    of the archive's members taken round-robin over the classes (every class in every shard, in turn)."""
+    archive = folder / f"{split}.zip"
+    if not archive.is_file():
+        raise UnknownSplitError(split, str(folder), sorted(path.stem for path in folder.glob("*.zip")))
+    members, classes = _zip_members_in_turn(str(archive))
+    if not members:
+        raise ValueError(f"{archive} holds no images (members <split>/<class>/<file>)")
+    count = min(STREAM_SHARDS, len(members))
+    features = Features({"image": PathReportingImage(), "label": ClassLabel(names=list(classes))})
+    return IterableDataset.from_generator(
+        _zip_shards, features=features, gen_kwargs={"archive": str(archive), "shards": list(range(count)), "count": count}
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _open_zip(archive: str, process: int) -> zipfile.ZipFile:
+    """One open archive per process (its central directory read once; forked workers must not share a file offset)."""
+    return zipfile.ZipFile(archive)
+
+
+@functools.lru_cache(maxsize=8)
+def _zip_members_in_turn(archive: str) -> tuple[list[str], tuple[str, ...]]:
+    """The image members of ``archive`` taken round-robin over the class folders (the archive is sorted by class),
+    and the sorted class names."""
+    suffixes = tuple(suffix.lower() for suffix in PILImage.registered_extensions())
+    names = sorted(name for name in _open_zip(archive, os.getpid()).namelist()
+                   if name.count("/") >= 1 and name.lower().endswith(suffixes))
+    rank_in_class: dict[str, int] = {}
+    keys = {}
+    for name in names:
+        label = name.split("/")[-2]
+        keys[name] = (rank_in_class.get(label, 0), label)
+        rank_in_class[label] = rank_in_class.get(label, 0) + 1
+    return sorted(names, key=keys.__getitem__), tuple(sorted(rank_in_class))
+
+
+def _zip_shards(archive: str, shards: list[int], count: int):
+    members, classes = _zip_members_in_turn(archive)
+    index = {name: position for position, name in enumerate(classes)}
+    opened = _open_zip(archive, os.getpid())
+    for shard in shards:
+        for name in members[len(members) * shard // count:len(members) * (shard + 1) // count]:
+            yield {"image": {"bytes": opened.read(name), "path": None}, "label": index[name.split("/")[-2]]}
 
 
 def hold_out_images(

@@ -119,6 +119,12 @@ class DataArguments(KNNArguments):
     skip_bad_files: bool = field(
         default=False, metadata={"help": "Leave out the files the check finds unreadable (each one logged)."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the training split as a stream, never whole (needs --max_steps; see hf_ssl.data."
+                  "streaming); the probes take the first knn_max_train_examples / max_eval_examples (default 10,000) "
+                  "of the train and eval splits into memory."},
+    )
 
 
 def native_image_size(encoder_args: ImageEncoderArguments, views: MultiCropConfig) -> int:
@@ -163,6 +169,7 @@ class ImagePretrainingJob(PretrainingJob):
             image_column=data_args.image_column, label_column=data_args.label_column,
             max_train_examples=data_args.max_train_examples, max_eval_examples=data_args.max_eval_examples,
             seed=seed, check_files=data_args.check_image_files, skip_bad_files=data_args.skip_bad_files,
+            streaming=data_args.streaming, max_probe_train_examples=data_args.knn_max_train_examples,
         )
         self.train_raw, self.eval_raw, self.eval_name = splits.train, splits.eval, splits.eval_name
         model = self.build_model()
@@ -180,7 +187,8 @@ class ImagePretrainingJob(PretrainingJob):
                     transform=self.eval_transform, max_train_examples=data_args.knn_max_train_examples, seed=seed,
                 )
             )
-        train_dataset = apply_views(self.train_raw, self.view_transform())
+        train_dataset = apply_views(splits.train_stream if data_args.streaming else self.train_raw,
+                                    self.view_transform())
         if not evaluators and self.training_args.eval_strategy != IntervalStrategy.NO:
             logger.info("no labelled images to probe on and nothing else to evaluate: evaluation is off")
             self.training_args.eval_strategy = IntervalStrategy.NO

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 from huggingface_hub import EvalResult
 
+from ..data.streaming import STREAMED_EVAL_EXAMPLES, materialize
 from ..data.streams import PlainViewCollator
 from ..evaluation.classification import classifier_accuracy
 from ..publishing.datasets import model_index_dataset
 from ..semi.base import SEMI_METHOD_REGISTRY
+from ..training.errors import UsageError
 from ..training.semi_trainer import SemiSupervisedTrainer
 from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob
@@ -65,6 +67,17 @@ class SemiDataArguments:
     max_unlabelled_examples: int | None = field(default=None, metadata={"help": "Cap the unlabelled set."})
     max_eval_examples: int | None = field(default=None, metadata={"help": "Score a fixed random subset only."})
     label_column: str = field(default="label")
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the train split as the unlabelled data, never whole (needs --max_steps; image only; "
+                  "max_unlabelled_examples does not apply): the labelled examples are drawn from its first "
+                  "labelled_pool_examples and stay in the stream, as in FixMatch's reference code; the accuracy is "
+                  "measured on the first max_eval_examples (default 10,000) of the eval split."},
+    )
+    labelled_pool_examples: int = field(
+        default=STREAMED_EVAL_EXAMPLES,
+        metadata={"help": "With --streaming: the first examples of the train stream the labelled ones are drawn from."},
+    )
     audit_unlabelled_labels: bool = field(
         default=True,
         metadata={"help": "Log pseudo-label accuracy against the unlabelled examples' hidden labels (never trained "
@@ -111,6 +124,10 @@ class SemiSupervisedJob(PretrainingJob, abc.ABC):
     def load_split(self, split: str):
         """One split of the dataset, with the views' input columns and an integer label column."""
 
+    def load_stream(self, split: str):
+        """One split as a ``datasets.IterableDataset`` (``--streaming``), with the columns of :meth:`load_split`."""
+        raise UsageError(f"the {self.name} job does not stream its data: drop --streaming")
+
     @abc.abstractmethod
     def build_classifier(self, class_names: list[str]):
         """The classifier at its start, with ``num_labels`` / ``id2label`` / ``label2id`` from ``class_names``."""
@@ -122,7 +139,9 @@ class SemiSupervisedJob(PretrainingJob, abc.ABC):
 
     def prepare(self) -> JobParts:
         model_args, data_args = self.arguments[:2]
-        train = self.load_split(data_args.train_split)
+        stream = self.load_stream(data_args.train_split) if data_args.streaming else None
+        train = (materialize(stream, data_args.labelled_pool_examples) if stream is not None
+                 else self.load_split(data_args.train_split))
         class_names = _class_names(train, self.label_column)
         labels = np.asarray(train[self.label_column])
         chosen = labelled_indices(labels, len(class_names), data_args.labels_per_class, data_args.num_labelled,
@@ -132,14 +151,19 @@ class SemiSupervisedJob(PretrainingJob, abc.ABC):
             rest = np.sort(np.random.default_rng(data_args.labelled_seed + 1).choice(
                 rest, data_args.max_unlabelled_examples, replace=False))
         self.labelled, self.unlabelled = train.select(chosen.tolist()), train.select(rest.tolist())
+        if stream is not None:  # the whole train stream, the labelled examples included
+            self.unlabelled = stream
         self.eval_dataset = None
-        if data_args.eval_split:
+        if data_args.eval_split and stream is not None:
+            self.eval_dataset = materialize(self.load_stream(data_args.eval_split),
+                                            data_args.max_eval_examples or STREAMED_EVAL_EXAMPLES)
+        elif data_args.eval_split:
             self.eval_dataset = self.load_split(data_args.eval_split)
             if data_args.max_eval_examples is not None and len(self.eval_dataset) > data_args.max_eval_examples:
                 picked = np.random.default_rng(0).choice(len(self.eval_dataset), data_args.max_eval_examples,
                                                          replace=False)
                 self.eval_dataset = self.eval_dataset.select(np.sort(picked).tolist())
-        logger.info("%d labelled, %d unlabelled, %s evaluation examples", len(self.labelled), len(self.unlabelled),
+        logger.info("%d labelled, %s unlabelled, %s evaluation examples", len(self.labelled), _count(self.unlabelled),
                     len(self.eval_dataset) if self.eval_dataset is not None else "no")
         self.class_names = class_names
         model = self.build_classifier(class_names)
@@ -169,18 +193,23 @@ class SemiSupervisedJob(PretrainingJob, abc.ABC):
         result = EvalResult(
             task_type=self.task, **model_index_dataset([data_args.dataset]), dataset_split=data_args.eval_split,
             metric_type="accuracy", metric_value=accuracy,
-            metric_name=f"top-1 accuracy ({labels} labels, {len(self.unlabelled)} unlabelled examples)",
+            metric_name=f"top-1 accuracy ({labels} labels, {_count(self.unlabelled)} unlabelled examples)",
         )
         table = (f"Top-1 accuracy on {data_args.dataset} / {data_args.eval_split} ({len(self.eval_dataset)} examples), "
-                 f"{labels} labelled and {len(self.unlabelled)} unlabelled training examples: {accuracy:.4f}")
+                 f"{labels} labelled and {_count(self.unlabelled)} unlabelled training examples: {accuracy:.4f}")
         return FinalEvaluation(probes={"published": {"accuracy": accuracy}}, eval_results=[result], table=table)
 
     def run_record(self) -> dict[str, Any]:
         record = super().run_record()
         record["data"]["num_labelled_examples"] = len(getattr(self, "labelled", []))
-        record["data"]["num_unlabelled_examples"] = len(getattr(self, "unlabelled", []))
+        record["data"]["num_unlabelled_examples"] = _count(getattr(self, "unlabelled", []))
         record["data"]["class_names"] = getattr(self, "class_names", None)
         return record
+
+
+def _count(dataset) -> int | str:
+    """The number of examples, or ``"streamed"`` for a stream (no length)."""
+    return len(dataset) if hasattr(dataset, "__len__") else "streamed"
 
 
 def _class_names(dataset, label_column: str) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from ..data.images import ImageSplits, load_image_dataset, load_image_splits
+from ..data.images import ImageSplits, load_image_dataset, load_image_splits, load_image_stream
 from ..modules.backbones import ENCODER_PRESETS, encoder_config
 from ..publishing.run_record import recorded_normalisation
 from ..views.processors import build_image_processor
@@ -79,6 +79,10 @@ class SemiImageJob(SemiSupervisedJob):
             self._splits: ImageSplits = load_image_splits(data_args.dataset, data_args.train_split,
                                                           data_args.eval_split, label_column=data_args.label_column)
         return self._splits.train if split == data_args.train_split else self._splits.eval
+
+    def load_stream(self, split: str):
+        _, data_args, _ = self.arguments
+        return load_image_stream(data_args.dataset, split, label_column=data_args.label_column)
 
     def build_classifier(self, class_names: list[str]):
         model_args, _, views = self.arguments
