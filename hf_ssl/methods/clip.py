@@ -193,16 +193,18 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).pooler_output
 
-    def forward(
+    # The two halves of ``forward``, also called separately by gradient caching (hf_ssl.training.grad_cache).
+    def embed(
         self,
         pixel_values: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        return_loss: bool = True,
-        positive_ids: torch.Tensor | None = None,
         **kwargs,
-    ) -> CLIPStyleOutput:
+    ) -> dict[str, torch.Tensor]:
+        """The per-pair part of ``forward``: ``{"image", "text"}``, each ``(batch, projection_dim)``, the projected
+        features of the images and their captions (the locked text tower's cached features when
+        ``freeze_text_model``). Pairs are independent, so embedding a batch in chunks gives the same features."""
         if pixel_values is None or input_ids is None:
             raise ValueError(
                 "CLIP-style training needs images and their captions in every batch: pixel_values and input_ids "
@@ -218,6 +220,21 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
             text = self.text_projection(self._locked_text_features(input_ids, attention_mask, token_type_ids))
         else:
             text = self.embed_text(input_ids, attention_mask, token_type_ids)
+        return {"image": image, "text": text}
+
+    def loss_from_embeddings(
+        self,
+        embeddings: dict[str, torch.Tensor],
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positive_ids: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> CLIPStyleOutput:
+        """The batch-coupled part of ``forward``: the symmetric InfoNCE with the learnable temperature on
+        :meth:`embed`'s features of the whole batch. ``input_ids`` / ``attention_mask`` give the caption ids of
+        ``multi_positive`` when the batch has no ``positive_ids``."""
+        image, text = embeddings["image"], embeddings["text"]
         if not return_loss:
             return CLIPStyleOutput(image_embeds=image, text_embeds=text)
         if positive_ids is not None and not self.method_config.multi_positive:
@@ -232,6 +249,21 @@ class CLIPStyleForPreTraining(SSLPreTrainedModel):
             loss=loss, image_embeds=image, text_embeds=text, logit_scale=stats["logit_scale"],
             positive_similarity=stats["positive_similarity"], negative_similarity=stats["negative_similarity"],
             retrieval_accuracy=stats["retrieval_accuracy"],
+        )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_loss: bool = True,
+        positive_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CLIPStyleOutput:
+        embeddings = self.embed(pixel_values, input_ids, attention_mask, token_type_ids)
+        return self.loss_from_embeddings(
+            embeddings, input_ids, attention_mask, positive_ids=positive_ids, return_loss=return_loss
         )
 
     @torch.no_grad()

@@ -149,20 +149,33 @@ class SentenceBertForPreTraining(SSLPreTrainedModel):
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
         return embeddings
 
-    def forward(self, labels: torch.Tensor | None = None, return_loss: bool = True, **inputs) -> SentenceBertOutput:
+    # The two halves of ``forward``, also called separately by gradient caching (hf_ssl.training.grad_cache).
+    def embed(self, **inputs) -> dict[str, torch.Tensor]:
+        """The per-row part of ``forward``: the sentence embeddings ``{"anchor", "positive"[, "negative"]}``, each
+        ``(batch, hidden)``, of the tokenised columns in ``inputs`` (``anchor_input_ids``, ...; ``labels`` are
+        ignored). Rows are independent, so embedding a batch in chunks gives the same embeddings."""
         columns = _split_columns(inputs)
-        anchor = self.embed_text(**columns["anchor"])
-        positive = self.embed_text(**columns["positive"])
-        if anchor.shape[0] != positive.shape[0]:
+        if "negative" in columns and self.method_config.objective != "multiple_negatives":
+            raise ValueError(f"a `negative` column is only used by objective='multiple_negatives', not "
+                             f"{self.method_config.objective!r}")
+        embeddings = {column: self.embed_text(**fields) for column, fields in columns.items()}
+        if embeddings["anchor"].shape[0] != embeddings["positive"].shape[0]:
             raise ValueError(
-                f"anchor and positive batches differ in size ({anchor.shape[0]} vs {positive.shape[0]}): every row "
-                "needs both texts"
+                f"anchor and positive batches differ in size ({embeddings['anchor'].shape[0]} vs "
+                f"{embeddings['positive'].shape[0]}): every row needs both texts"
             )
-        negative = self.embed_text(**columns["negative"]) if "negative" in columns else None
+        return embeddings
+
+    def loss_from_embeddings(
+        self, embeddings: dict[str, torch.Tensor], labels: torch.Tensor | None = None, return_loss: bool = True,
+        **inputs,
+    ) -> SentenceBertOutput:
+        """The batch-coupled part of ``forward``: the configured objective on :meth:`embed`'s embeddings of the whole
+        batch (in-batch negatives for ``multiple_negatives``). ``inputs`` (the token columns) are not needed."""
+        anchor, positive = embeddings["anchor"], embeddings["positive"]
+        negative = embeddings.get("negative")
         output = SentenceBertOutput(anchor_embeddings=anchor, positive_embeddings=positive)
         objective = self.method_config.objective
-        if negative is not None and objective != "multiple_negatives":
-            raise ValueError(f"a `negative` column is only used by objective='multiple_negatives', not {objective!r}")
         if objective == "nli_softmax":
             output.logits = self.classifier(torch.cat([anchor, positive, (anchor - positive).abs()], dim=-1))
         with torch.no_grad():
@@ -183,6 +196,9 @@ class SentenceBertForPreTraining(SSLPreTrainedModel):
         else:
             output.loss = cosent_loss(cosine_similarity(anchor, positive), labels, self.method_config.cosent_scale)
         return output
+
+    def forward(self, labels: torch.Tensor | None = None, return_loss: bool = True, **inputs) -> SentenceBertOutput:
+        return self.loss_from_embeddings(self.embed(**inputs), labels=labels, return_loss=return_loss)
 
 
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -229,7 +245,7 @@ def _split_columns(inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch
         if column not in ("anchor", "positive", "negative") or field not in (
             "input_ids", "attention_mask", "token_type_ids"
         ):
-            if key == "num_items_in_batch":
+            if key in ("num_items_in_batch", "labels"):  # not a text column (the loss's, or Trainer's)
                 continue
             raise ValueError(f"unexpected input {key!r}; Sentence-BERT takes anchor_/positive_/negative_input_ids, "
                              "..._attention_mask, ..._token_type_ids and labels")

@@ -78,6 +78,37 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
         self.loss_fn = NTXentLoss(settings.temperature)
         self.post_init()
 
+    # ----------------------------------------------------------------------------------------------------------------
+    # The two halves of ``forward``, also called separately by gradient caching (hf_ssl.training.grad_cache).
+    def embed(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None, **kwargs) -> dict[str, torch.Tensor]:
+        """The per-image part of ``forward``: ``global_crops (batch, 2, C, H, W)`` -> ``{"view_a", "view_b"}``, each
+        ``(batch, feature_dim)``, the encoder features of the two views (one encoder pass over both views).
+
+        Rows are independent (a ViT encoder; gradient caching refuses an encoder with BatchNorm), so embedding the
+        batch in chunks gives the same features. The projection head stays in :meth:`loss_from_embeddings`: its
+        BatchNorm sees the whole batch at once, as in the paper."""
+        pixels = self.two_view_pixels(global_crops, local_crops)
+        features = image_features(self.encoder, pixels)  # (2 * batch, feature_dim), view-major
+        batch = global_crops.shape[0]
+        return {"view_a": features[:batch], "view_b": features[batch:]}
+
+    def loss_from_embeddings(
+        self, embeddings: dict[str, torch.Tensor], return_loss: bool = True, **inputs
+    ) -> SimCLROutput:
+        """The batch-coupled part of ``forward``: projection head (BatchNorm over both views of the whole batch) and
+        NT-Xent on :meth:`embed`'s features of the whole batch. ``inputs`` (the batch) are not needed."""
+        batch = embeddings["view_a"].shape[0]
+        projections = self.projection_head(torch.cat([embeddings["view_a"], embeddings["view_b"]]))
+        if not return_loss:
+            return SimCLROutput(embeddings=projections)
+        loss, stats = self.loss_fn(projections[:batch], projections[batch:])
+        return SimCLROutput(
+            loss=loss,
+            positive_similarity=stats["positive_similarity"],
+            negative_similarity=stats["negative_similarity"],
+            embeddings=projections,
+        )
+
     def forward(
         self,
         global_crops: torch.Tensor,
@@ -85,15 +116,4 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
         return_loss: bool = True,
         **kwargs,
     ) -> SimCLROutput:
-        pixels = self.two_view_pixels(global_crops, local_crops)
-        batch = global_crops.shape[0]
-        embeddings = self.projection_head(image_features(self.encoder, pixels))
-        if not return_loss:
-            return SimCLROutput(embeddings=embeddings)
-        loss, stats = self.loss_fn(embeddings[:batch], embeddings[batch:])
-        return SimCLROutput(
-            loss=loss,
-            positive_similarity=stats["positive_similarity"],
-            negative_similarity=stats["negative_similarity"],
-            embeddings=embeddings,
-        )
+        return self.loss_from_embeddings(self.embed(global_crops, local_crops), return_loss=return_loss)

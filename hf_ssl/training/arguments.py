@@ -60,6 +60,14 @@ class SSLTrainingArguments(TrainingArguments):
                   "schedules still follow max_steps. For budget-matched comparisons."},
     )
 
+    gradient_cache_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Gradient caching (GradCache, Gao et al. 2021) for in-batch-negative losses (SimCLR, "
+                  "Sentence-BERT, CLIP-style): embed the per-device batch this many rows at a time, so the contrastive "
+                  "batch can exceed what fits in memory, with the same loss and gradients. Each accumulation "
+                  "micro-batch stays one contrastive batch. Unset: one forward pass per micro-batch."},
+    )
+
     def __getstate__(self):
         # Trainer pickles the arguments into every checkpoint (training_args.bin), and checkpoint pushes upload it:
         # a token given as --hub_token must not travel with them.
@@ -79,6 +87,9 @@ class SSLTrainingArguments(TrainingArguments):
         return batch_size_across_processes(self)
 
     def __post_init__(self):
+        if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
+            raise ValueError(f"gradient_cache_chunk_size must be a positive number of rows (e.g. 32), or unset; got "
+                             f"{self.gradient_cache_chunk_size}")
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
         super().__post_init__()

@@ -59,6 +59,7 @@ from .checkpoints import (
     staging_folder,
 )
 from .errors import UsageError
+from .grad_cache import check_gradient_cache_setup, gradient_cached_training_step
 from .interruption import HANDLED_SIGNALS, GracefulInterruption
 from .output_dir import check_checkpoint_method
 
@@ -118,6 +119,8 @@ class SSLTrainer(Trainer):
         if hasattr(train_sampler, "set_epoch"):
             self.add_callback(ViewEpochCallback(train_sampler))
         _synchronise_batch_norm(self.model, self.args)
+        if getattr(self.args, "gradient_cache_chunk_size", None) is not None:
+            check_gradient_cache_setup(self)
         self.add_callback(SSLMethodCallback())
         if self.args.max_train_minutes is not None:
             self.add_callback(TrainingTimeBudget(self.args.max_train_minutes))
@@ -387,6 +390,13 @@ class SSLTrainer(Trainer):
             load_full_state_dict(target, restored.state_dict())
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """``Trainer.training_step``, or with ``gradient_cache_chunk_size`` its gradient-cached version
+        (:mod:`hf_ssl.training.grad_cache`): the same gradients with the activations of one chunk at a time."""
+        if getattr(self.args, "gradient_cache_chunk_size", None) is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return gradient_cached_training_step(self, model, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Token-level losses (masked-LM) normalise by the count over the whole accumulated, global batch: models that
