@@ -248,3 +248,25 @@ def test_the_image_job_streams_its_training_split_and_probes_in_memory(tmp_path)
     with pytest.raises(UsageError, match="--max_steps"):
         SSLTrainer(model=parts.model, args=pretraining_args(tmp_path / "x", max_steps=-1),
                    train_dataset=parts.train_dataset)
+
+
+def test_the_text_job_streams_documents_into_masked_lm_sequences(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("train-a", "train-b", "train-c", "test"):
+        paragraphs = [f"The {name} story number {index} begins here. It goes on for a while. Then it ends." for index
+                      in range(6)]
+        (corpus / f"{name}.txt").write_text("\n\n".join(paragraphs))
+    flags = ["--method", "mlm", "--dataset", str(corpus), "--streaming", "true", "--encoder", "bert-tiny",
+             "--tokenizer", "train", "--tokenizer_vocab_size", "120", "--max_seq_length", "32", "--max_steps", "2",
+             "--output_dir", str(tmp_path / "run")]
+    *job_arguments, method, training = parse_arguments([*flags, "--eval_split", "test"])
+    parts = JOB_REGISTRY["text"](tuple(job_arguments), method, training).prepare()
+    stream = parts.train_dataset
+    assert isinstance(stream, StreamedDataset) and stream.n_shards == 3  # one shard per training file
+    example, _ = next(stream.slot_examples(1, 3))
+    sequence = stream.transformed(example)
+    assert sequence["input_ids"][0] == parts.trainer_kwargs["processing_class"].cls_token_id and "view_seed" in sequence
+    *job_arguments, method, training = parse_arguments(flags)
+    with pytest.raises(UsageError, match="--eval_split"):
+        JOB_REGISTRY["text"](tuple(job_arguments), method, training).prepare()

@@ -9,6 +9,9 @@ training and evaluation.
   WikiText-2 and Tiny Shakespeare layouts included), or the text columns of a ``.tsv`` / ``.csv`` table such as
   SNLI's (:mod:`hf_ssl.data.tables`: one document per premise with its hypotheses, labels never read). Each source
   may carry its own split, config and text columns (:func:`text_sources`).
+- :func:`load_text_stream`: one source as a stream of documents (``datasets.IterableDataset``, one shard per file or
+  per data file of a Hub dataset), for ``--streaming`` (:mod:`hf_ssl.data.streaming`);
+  :func:`tokenized_sequences_stream` turns it into training sequences as it is read.
 - :func:`split_sentences`: a document -> its sentences (paragraph lines, then a punctuation rule).
 - :func:`train_wordpiece_tokenizer`: a BERT-style uncased/cased WordPiece tokenizer trained with ``tokenizers``.
 - :func:`tokenize_documents`: a batched, ``num_proc``-safe ``datasets.map`` function: documents -> tokenized
@@ -108,6 +111,83 @@ def load_text_documents(
     if max_documents is not None:
         documents = documents[:max_documents]
     return datasets.Dataset.from_dict({"text": documents})
+
+
+def load_text_stream(
+    dataset: str | Sequence[str],
+    split: str | None = "train",
+    *,
+    text_column: str | Sequence[str] = "text",
+    dataset_config: str | None = None,
+    document_boundary: str = "auto",
+) -> datasets.IterableDataset:
+    """One corpus (as :func:`load_text_documents` names it) as a stream of documents (column ``text``), read lazily:
+    a Hub dataset or a local Parquet mirror streams its rows (one shard per data file; each row a document, its text
+    columns joined by newlines), a text file or folder one file per shard (documents found per file as
+    ``document_boundary`` says), a table one shard (its rows grouped as :func:`load_text_documents` groups them).
+    Several corpora are refused: stream one, or load them without streaming."""
+    if document_boundary not in DOCUMENT_BOUNDARIES:
+        raise ValueError(f"document_boundary must be one of {DOCUMENT_BOUNDARIES}, got {document_boundary!r}")
+    sources = text_sources(dataset, split, text_column=text_column, dataset_config=dataset_config)
+    if len(sources) != 1:
+        raise ValueError(f"--streaming reads one corpus, got {len(sources)}: stream one of them, or drop --streaming")
+    source = sources[0]
+    columns = list(source.columns)
+    path = Path(resolve_dataset(source.name, source.config)).expanduser()
+    if is_table(path) or (path.is_dir() and not is_hub_mirror(path) and _split_table(path, source.split)):
+        table = path if is_table(path) else _split_table(path, source.split)
+        return datasets.IterableDataset.from_generator(
+            _table_documents, gen_kwargs={"tables": [str(table)], "columns": tuple(columns),
+                                          "boundary": document_boundary})
+    if path.exists() and not (path.is_dir() and is_hub_mirror(path)):
+        files = _text_files(path, source.split, source.name)
+        return datasets.IterableDataset.from_generator(
+            _file_documents, gen_kwargs={"files": [str(file) for file in files], "boundary": document_boundary})
+    try:
+        rows = load_hub_dataset(str(path) if path.exists() else source.name, source.config, split=source.split,
+                                streaming=True)
+    except DatasetNotAvailableError:
+        raise
+    except Exception as error:
+        raise ValueError(f"could not stream {source.name!r} ({type(error).__name__}: {error}); check its name, split "
+                         "and config, or pass a .txt file or folder") from error
+    missing = [name for name in columns if rows.column_names is not None and name not in rows.column_names]
+    if missing:
+        raise ValueError(f"{source.name!r} has no column(s) {missing} (columns: {rows.column_names}); name the text "
+                         "column(s) with `--text_column`")
+    return rows.map(_JoinColumns(tuple(columns)), remove_columns=rows.column_names)
+
+
+@dataclass(frozen=True)
+class _JoinColumns:
+    columns: tuple[str, ...]
+
+    def __call__(self, row: dict) -> dict:
+        return {"text": "\n".join(str(row[name] or "") for name in self.columns)}
+
+
+def _file_documents(files: list[str], boundary: str):
+    for file in files:
+        for document in _documents_from_files([Path(file)], boundary):
+            if document.strip():
+                yield {"text": document}
+
+
+def _table_documents(tables: list[str], columns: tuple[str, ...], boundary: str):
+    for table in tables:
+        for document in rows_to_documents(read_table_columns(Path(table), list(columns)), boundary):
+            if document.strip():
+                yield {"text": document}
+
+
+def tokenized_sequences_stream(documents: datasets.IterableDataset, tokenizer, builder) -> datasets.IterableDataset:
+    """:func:`tokenize_documents` and a sequence ``builder`` (e.g. :class:`hf_ssl.data.sequences.SentencePairBuilder`,
+    a batched ``map`` function with indices) applied to a stream as it is read. The builder's indices count the
+    documents of each shard (a stream is read shard by shard), so its draws depend on the shard and the document's
+    place in it, not on processes or workers."""
+    tokenized = documents.map(DocumentTokenizer(tokenizer), batched=True, remove_columns=["text"])
+    return tokenized.map(builder, batched=True, with_indices=True,
+                         remove_columns=["sentence_input_ids", "sentence_continues_word"])
 
 
 def parse_sources(dataset: str | Sequence[str]) -> list[str]:

@@ -24,12 +24,15 @@ from transformers.utils import logging
 
 from ..data.collators import MaskedLMCollator, check_masking_tokenizer
 from ..data.sequences import SentencePairBuilder
+from ..data.streaming import STREAMED_EVAL_EXAMPLES, materialize
 from ..data.text import (
     iterate_texts,
     load_text_documents,
+    load_text_stream,
     parse_sources,
     split_documents,
     tokenize_documents,
+    tokenized_sequences_stream,
     train_wordpiece_tokenizer,
 )
 from ..distributed import broadcast_object, rank
@@ -41,6 +44,7 @@ from ..modules.text_encoder import (
     text_preset_config,
 )
 from ..publishing.datasets import model_index_dataset
+from ..training.errors import UsageError
 from ..views import MaskingSeeds, apply_views
 from .arguments import ModelArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
@@ -89,6 +93,12 @@ class TextDataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per sequence, special tokens included."})
     short_seq_probability: float = field(default=0.1, metadata={"help": "Share of shorter sequences (BERT: 0.1)."})
     max_train_documents: int | None = field(default=None)
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the training corpus as a stream, never whole (one corpus; needs --max_steps and "
+                  "--eval_split): sequences are built as it is read; a trained tokenizer learns from its first "
+                  "max_train_documents (default 10,000) documents, the evaluation takes the first max_eval_documents."},
+    )
     max_eval_documents: int | None = field(default=None)
     max_eval_sequences: int | None = field(default=512, metadata={"help": "Cap on held-out sequences scored."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of datasets.map."})
@@ -107,7 +117,11 @@ class TextPretrainingJob(PretrainingJob):
     def prepare(self) -> JobParts:
         _, data_args = self.arguments
         seed = self.training_args.seed
-        train_documents, eval_documents = self._documents()
+        train_stream = None
+        if data_args.streaming:
+            train_stream, train_documents, eval_documents = self._streamed_documents()
+        else:
+            train_documents, eval_documents = self._documents()
         self.tokenizer = self._tokenizer(train_documents)
         check_masking_tokenizer(self.tokenizer)
         model = self._model()
@@ -125,23 +139,29 @@ class TextPretrainingJob(PretrainingJob):
             )
         num_proc = data_args.preprocessing_num_workers
 
-        def sequences(documents, builder_seed):
-            tokenized = tokenize_documents(documents, self.tokenizer, num_proc=num_proc)
-            builder = SentencePairBuilder.for_tokenizer(
+        def sequence_builder(builder_seed):
+            return SentencePairBuilder.for_tokenizer(
                 self.tokenizer, max_seq_length=data_args.max_seq_length, pair_task=settings.sentence_pair_task,
                 short_seq_probability=data_args.short_seq_probability, seed=builder_seed,
             )
+
+        def sequences(documents, builder_seed):
+            tokenized = tokenize_documents(documents, self.tokenizer, num_proc=num_proc)
+            builder = sequence_builder(builder_seed)
             return tokenized.map(
                 builder, batched=True, with_indices=True, remove_columns=tokenized.column_names, num_proc=num_proc,
                 desc="Building sequences",
             )
 
         # Each batch's masks are seeded by its examples' (seed, epoch, index): a resumed run masks as the whole run.
-        train_sequences = apply_views(sequences(train_documents, seed), MaskingSeeds(seed))
+        train_sequences = apply_views(
+            tokenized_sequences_stream(train_stream, self.tokenizer, sequence_builder(seed)) if data_args.streaming
+            else sequences(train_documents, seed), MaskingSeeds(seed))
         self.eval_sequences = sequences(eval_documents, seed + 1)
         if data_args.max_eval_sequences is not None and len(self.eval_sequences) > data_args.max_eval_sequences:
             self.eval_sequences = self.eval_sequences.shuffle(seed=seed).select(range(data_args.max_eval_sequences))
-        logger.info("%d training and %d held-out sequences", len(train_sequences), len(self.eval_sequences))
+        logger.info("%s training and %d held-out sequences", "streamed" if data_args.streaming else len(train_sequences),
+                    len(self.eval_sequences))
 
         args = self.training_args
         collator = self.collator(settings)
@@ -177,6 +197,24 @@ class TextPretrainingJob(PretrainingJob):
         if data_args.max_eval_documents is not None and len(held_out) > data_args.max_eval_documents:
             held_out = held_out.select(range(data_args.max_eval_documents))
         return train, held_out
+
+    def _streamed_documents(self):
+        """``--streaming``: the stream of training documents, its first documents in memory (what a trained tokenizer
+        learns from) and the evaluation documents (the first of ``eval_split``)."""
+        _, data_args = self.arguments
+        if not data_args.eval_split:
+            raise UsageError("--streaming needs --eval_split: nothing is held out of a stream; name the split the "
+                             "held-out metrics read")
+
+        def stream(split):
+            return load_text_stream(data_args.dataset, split, text_column=data_args.text_column,
+                                    dataset_config=data_args.dataset_config,
+                                    document_boundary=data_args.document_boundary)
+
+        train = stream(data_args.train_split)
+        head = materialize(train, data_args.max_train_documents or STREAMED_EVAL_EXAMPLES)
+        held_out = materialize(stream(data_args.eval_split), data_args.max_eval_documents or STREAMED_EVAL_EXAMPLES)
+        return train, head, held_out
 
     def _tokenizer(self, train_documents):
         from transformers import AutoTokenizer
