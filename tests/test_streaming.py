@@ -17,6 +17,7 @@ from PIL import Image
 from test_distributed import run_worker
 
 from hf_ssl import SimCLRForPreTraining
+from hf_ssl.data.audio import load_audio_stream
 from hf_ssl.data.images import STREAM_SHARDS, load_image_stream
 from hf_ssl.data.streaming import (
     StreamBatches,
@@ -33,6 +34,7 @@ from hf_ssl.views import MultiCropConfig, MultiCropTransform, apply_views
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+FSDD = "silky1708/Free-Spoken-Digit-Dataset"  # the Hub id; tests read its local copy (HF_SSL_DATA_DIR)
 WORKER = Path(__file__).with_name("distributed_worker_streaming.py")
 
 
@@ -270,3 +272,10 @@ def test_the_text_job_streams_documents_into_masked_lm_sequences(tmp_path):
     *job_arguments, method, training = parse_arguments(flags)
     with pytest.raises(UsageError, match="--eval_split"):
         JOB_REGISTRY["text"](tuple(job_arguments), method, training).prepare()
+
+
+def test_a_local_audio_folder_streams_its_files_in_shards():
+    local_dataset(FSDD)
+    stream = load_audio_stream(FSDD, "test")
+    assert stream.n_shards == 64 and {"audio", "digit", "speaker"} <= set(stream.column_names)
+    assert next(iter(stream))["audio"].endswith(".wav")  # a path: the clip is read when a view crops it

@@ -163,6 +163,27 @@ def load_audio_dataset(
     return dataset
 
 
+#: Shards of a stream made from a local folder's list of files (enough for 8 processes x 8 dataloader workers).
+STREAM_SHARDS = 64
+
+
+def load_audio_stream(source: str, split: str, *, audio_column: str | None = None):
+    """One split of ``source`` (as :func:`load_audio_dataset` takes it) as a ``datasets.IterableDataset`` with the same
+    columns, for ``--streaming`` (:mod:`hf_ssl.data.streaming`): a Hub dataset or Parquet mirror streams its rows
+    (``load_dataset(..., streaming=True)``, the audio left undecoded); a local folder streams its list of files in
+    :data:`STREAM_SHARDS` shards, each clip read when it is streamed."""
+    import datasets
+
+    path = Path(resolve_dataset(source)).expanduser()
+    if path.is_dir() and not is_hub_mirror(path):
+        files = load_audio_dataset(source, split, audio_column=audio_column)  # paths and labels: nothing decoded
+        return files.to_iterable_dataset(num_shards=min(STREAM_SHARDS, len(files)))
+    stream = load_hub_dataset(str(path) if path.is_dir() else source, split=split, streaming=True)
+    column = audio_column or _find_audio_column(stream, source)
+    stream = stream.cast_column(column, datasets.Audio(decode=False))
+    return stream.rename_column(column, "audio") if column != "audio" else stream
+
+
 def _fsdd_files(folder: Path) -> list[Path]:
     recordings = folder / "recordings" if (folder / "recordings").is_dir() else folder
     return sorted(path for path in recordings.glob("*.wav") if FSDD_FILE_PATTERN.match(path.name))

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from huggingface_hub import EvalResult
 
-from ..data.audio import label_columns, load_audio_dataset, load_waveform
+from ..data.audio import label_columns, load_audio_dataset, load_audio_stream, load_waveform
 from ..data.collators import AudioCollator
+from ..data.streaming import STREAMED_EVAL_EXAMPLES, materialize
 from ..evaluation.audio_probe import AudioLinearProbeEvaluator
 from ..evaluation.comparison import format_comparison
 from ..methods import METHOD_REGISTRY, AutoSSLModel
@@ -47,6 +48,12 @@ class AudioDataArguments:
     )
     max_train_examples: int | None = field(default=None)
     max_eval_examples: int | None = field(default=None)
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the training split as a stream, never whole (needs --max_steps; see hf_ssl.data."
+                  "streaming); the probes take the first max_train_examples / max_eval_examples (default 10,000) of "
+                  "the train and eval splits into memory."},
+    )
     crop_seconds: float | None = field(
         default=1.0, metadata={"help": "Random crop length of the pretraining view; shorter clips stay whole."}
     )
@@ -98,6 +105,9 @@ class AudioPretrainingJob(PretrainingJob):
         self.feature_extractor = build_feature_extractor(self.model_sampling_rate)
 
         def load(split, max_examples):
+            if data_args.streaming:  # the first examples of the split's stream, in memory (what the probes read)
+                return materialize(load_audio_stream(data_args.dataset, split, audio_column=data_args.audio_column),
+                                   max_examples or STREAMED_EVAL_EXAMPLES)
             return load_audio_dataset(
                 data_args.dataset, split, audio_column=data_args.audio_column, max_examples=max_examples, seed=seed
             )
@@ -105,6 +115,8 @@ class AudioPretrainingJob(PretrainingJob):
         self.train_raw = load(data_args.train_split, data_args.max_train_examples)
         self.eval_raw = load(data_args.eval_split, data_args.max_eval_examples) if data_args.eval_split else None
         train = self.train_raw
+        if data_args.streaming:
+            train = load_audio_stream(data_args.dataset, data_args.train_split, audio_column=data_args.audio_column)
         if data_args.min_audio_seconds:
             shortest = data_args.min_audio_seconds * self.model_sampling_rate
             train = train.filter(
