@@ -19,6 +19,7 @@ from test_distributed import run_worker
 from hf_ssl import SimCLRForPreTraining
 from hf_ssl.data.audio import load_audio_stream
 from hf_ssl.data.images import STREAM_SHARDS, load_image_stream
+from hf_ssl.data.pairs import as_stream, load_pairs, pairs_for_objective
 from hf_ssl.data.streaming import (
     StreamBatches,
     StreamedDataset,
@@ -279,3 +280,18 @@ def test_a_local_audio_folder_streams_its_files_in_shards():
     stream = load_audio_stream(FSDD, "test")
     assert stream.n_shards == 64 and {"audio", "digit", "speaker"} <= set(stream.column_names)
     assert next(iter(stream))["audio"].endswith(".wav")  # a path: the clip is read when a view crops it
+
+
+def test_sentence_pairs_stream_from_a_file_and_are_shaped_as_they_are_read(tmp_path):
+    import json
+
+    file = tmp_path / "pairs.jsonl"
+    rows = [{"a": f"sentence {index}", "b": f"paraphrase {index}", "score": index / 5} for index in range(6)]
+    file.write_text("\n".join(json.dumps(row) for row in rows))
+    pairs = load_pairs(str(file), "train", ["a", "b"], "score", streaming=True)
+    assert isinstance(pairs, datasets.IterableDataset)
+    kept = list(pairs_for_objective(pairs, "multiple_negatives", min_positive_score=0.6))
+    assert [row["anchor"] for row in kept] == ["sentence 3", "sentence 4", "sentence 5"] and "label" not in kept[0]
+    labelled = as_stream(datasets.Dataset.from_dict({"anchor": ["x"], "positive": ["y"], "label": [1]}))
+    with pytest.raises(ValueError, match="drop --streaming"):
+        pairs_for_objective(labelled, "multiple_negatives")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from datasets import ClassLabel, Dataset, Features, Value
+from datasets import ClassLabel, Dataset, Features, IterableDataset, Value
 
 from .sources import (
     EMOJI_CAPTIONS,
@@ -192,7 +192,12 @@ def nli_triplets(nli: Dataset) -> Dataset:
     return Dataset.from_dict(rows)
 
 
-def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = None, label_column: str | None = None):
+#: Shards of a stream made from pairs loaded in memory (the STS-B and SNLI copies).
+STREAM_SHARDS = 64
+
+
+def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = None, label_column: str | None = None,
+               *, streaming: bool = False):
     """Sentence pairs in the standard form from STS-B or SNLI (the Hub ids ``sentence-transformers/stsb`` and
     ``stanfordnlp/snli``, or their local copies, recognised by their files), a local ``.csv`` / ``.tsv`` / ``.json``
     / ``.jsonl`` / ``.parquet`` file, or another Hub dataset. Hub ids are looked up through ``HF_SSL_DATA_DIR`` first
@@ -201,6 +206,9 @@ def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = Non
     text_columns: the source's columns that become ``anchor``, ``positive`` (and ``negative``), in that order;
     label_column: the one that becomes ``label``. Without them the source must already use the standard names (STS-B
     and SNLI are brought to them whichever copy is read).
+    streaming: a file or Hub dataset is read as a ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``;
+    :mod:`hf_ssl.data.streaming`); the STS-B and SNLI copies, benchmark-sized, are loaded as they are (shape them
+    with :func:`pairs_for_objective`, then stream them with :func:`as_stream`).
     """
     folder = Path(resolve_dataset(source)).expanduser()
     if (folder / f"sts-{STS_SPLITS.get(split, split)}.csv").is_file() or (folder / "sts-train.csv").is_file():
@@ -217,10 +225,11 @@ def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = Non
         from datasets import load_dataset
 
         extra = {"delimiter": "\t"} if folder.suffix == ".tsv" else {}
-        dataset = load_dataset(kinds[folder.suffix], data_files={split: str(folder)}, split=split, **extra)
+        dataset = load_dataset(kinds[folder.suffix], data_files={split: str(folder)}, split=split, streaming=streaming,
+                               **extra)
     else:
         try:
-            dataset = load_hub_dataset(str(folder) if folder.exists() else source, split=split)
+            dataset = load_hub_dataset(str(folder) if folder.exists() else source, split=split, streaming=streaming)
         except DatasetNotAvailableError:
             raise
         except Exception as error:  # noqa: BLE001 (datasets raises many kinds)
@@ -231,10 +240,18 @@ def load_pairs(source: str, split: str, text_columns: Sequence[str] | None = Non
     renames = dict(zip(text_columns or (), ("anchor", "positive", "negative")))
     if label_column:
         renames[label_column] = "label"
-    missing = [name for name in renames if name not in dataset.column_names]
+    missing = [name for name in renames if dataset.column_names is not None and name not in dataset.column_names]
     if missing:
         raise ValueError(f"{source} has no column(s) {missing}; its columns are {dataset.column_names}")
-    return dataset.rename_columns({old: new for old, new in renames.items() if old != new})
+    renames = {old: new for old, new in renames.items() if old != new}
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def as_stream(pairs: Dataset | IterableDataset) -> IterableDataset:
+    """``pairs`` as a stream: unchanged when it is one, else its rows in :data:`STREAM_SHARDS` shards."""
+    if isinstance(pairs, IterableDataset):
+        return pairs
+    return pairs.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(pairs))))
 
 
 def pairs_for_objective(pairs: Dataset, objective: str, min_positive_score: float = 0.8) -> Dataset:
@@ -244,7 +261,12 @@ def pairs_for_objective(pairs: Dataset, objective: str, min_positive_score: floa
       scored pairs keep those with ``label >= min_positive_score`` as positives; the label is dropped.
     - ``nli_softmax``: needs integer class labels.
     - ``cosine_similarity`` / ``cosent``: need scores in [0, 1].
+
+    A stream (``datasets.IterableDataset``) is shaped as it is read: scored pairs are filtered, but NLI triplets
+    (which group each premise's hypotheses) cannot be built from one, and score ranges are not checked.
     """
+    if isinstance(pairs, IterableDataset):
+        return _stream_for_objective(pairs, objective, min_positive_score)
     for name in ("anchor", "positive"):
         if name not in pairs.column_names:
             raise ValueError(
@@ -271,6 +293,28 @@ def pairs_for_objective(pairs: Dataset, objective: str, min_positive_score: floa
     if "negative" in pairs.column_names:
         pairs = pairs.remove_columns("negative")
     return pairs
+
+
+def _stream_for_objective(pairs: IterableDataset, objective: str, min_positive_score: float) -> IterableDataset:
+    columns = pairs.column_names
+    if columns is not None and not {"anchor", "positive"} <= set(columns):
+        raise ValueError(f"sentence pairs need 'anchor' and 'positive' columns; got {columns}. Name the text columns "
+                         "with --text_columns (anchor, positive[, negative]) and the label with --label_column")
+    label = (pairs.features or {}).get("label")
+    is_class = isinstance(label, ClassLabel) or (isinstance(label, Value) and label.dtype.startswith("int"))
+    is_score = isinstance(label, Value) and label.dtype.startswith("float")
+    if objective == "multiple_negatives":
+        if is_class:
+            raise ValueError("NLI triplets group each premise's hypotheses, which a stream cannot do: stream rows that "
+                             "are already (anchor, positive, negative) triplets, or drop --streaming")
+        if is_score:
+            return pairs.filter(lambda row: row["label"] >= min_positive_score).remove_columns("label")
+        return pairs
+    if objective == "nli_softmax" and label is not None and not is_class:
+        raise ValueError("objective nli_softmax needs integer class labels (`label`, e.g. SNLI's 0/1/2)")
+    if objective in ("cosine_similarity", "cosent") and label is not None and not is_score:
+        raise ValueError(f"objective {objective} needs similarity scores in [0, 1] as `label` (e.g. STS-B / 5)")
+    return pairs.remove_columns("negative") if columns is not None and "negative" in columns else pairs
 
 
 def text_keys(dataset: Dataset) -> list[tuple[str, ...]]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from datasets import IterableDataset
 from huggingface_hub import EvalResult
 
 from ..data.collators import SentenceTupleCollator
-from ..data.pairs import load_pairs, load_sts_benchmark, pairs_for_objective, text_keys
+from ..data.pairs import as_stream, load_pairs, load_sts_benchmark, pairs_for_objective, text_keys
 from ..data.samplers import NoDuplicatesSampler
 from ..evaluation.sts import STSEvaluator, sts_spearman
 from ..methods import METHOD_REGISTRY, AutoSSLModel
@@ -55,6 +56,11 @@ class SentencePairDataArguments:
         default=0.8, metadata={"help": "multiple_negatives on scored pairs: keep pairs scoring at least this (0-1)."}
     )
     max_train_examples: int | None = field(default=None)
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the pairs as a stream (needs --max_steps; see hf_ssl.data.streaming): files and Hub "
+                  "datasets are never loaded whole; no_duplicates does not apply (a stream has no sampler)."},
+    )
     no_duplicates: bool = field(
         default=True, metadata={"help": "Batches without repeated texts (no in-batch false negatives)."}
     )
@@ -88,12 +94,15 @@ class SentencePairsJob(PretrainingJob):
             encoder_args.init_from or resolve_text_checkpoint(encoder_args.encoder)
         )
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        pairs = load_pairs(data_args.dataset, data_args.train_split, data_args.text_columns, data_args.label_column)
+        pairs = load_pairs(data_args.dataset, data_args.train_split, data_args.text_columns, data_args.label_column,
+                           streaming=data_args.streaming)
         pairs = pairs_for_objective(pairs, settings.objective, data_args.min_positive_score)
-        if data_args.max_train_examples is not None:
+        if data_args.max_train_examples is not None and not isinstance(pairs, IterableDataset):
             pairs = pairs.shuffle(seed=self.training_args.seed).select(range(min(len(pairs), data_args.max_train_examples)))
+        if data_args.streaming:
+            pairs = as_stream(pairs)
         sampler = None
-        if data_args.no_duplicates and settings.objective == "multiple_negatives":
+        if data_args.no_duplicates and settings.objective == "multiple_negatives" and not data_args.streaming:
             sampler = NoDuplicatesSampler(
                 text_keys(pairs), batch_size_across_processes(self.training_args), seed=self.training_args.seed
             )
