@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         summary[variant] = {
             "median_step_seconds": round(times[len(times) // 2], 3),
             "peak_resident_mib": max(run["peak_resident_mib"] for run in mine),
-            "step_memory_mib": max(run["peak_resident_mib"] - run["resident_before_steps_mib"] for run in mine),
+            "step_memory_mib": round(max(run["peak_resident_mib"] - run["resident_before_steps_mib"] for run in mine), 1),
             "first_step_loss": mine[0]["first_step_loss"],
             "first_step_grad_norm": mine[0]["first_step_grad_norm"],
         }
