@@ -19,7 +19,7 @@ from test_distributed import run_worker
 from hf_ssl import SimCLRForPreTraining
 from hf_ssl.data.audio import load_audio_stream
 from hf_ssl.data.images import STREAM_SHARDS, load_image_stream
-from hf_ssl.data.pairs import as_stream, load_pairs, pairs_for_objective
+from hf_ssl.data.pairs import as_stream, caption_stream_with_templates, load_pairs, pairs_for_objective
 from hf_ssl.data.streaming import (
     StreamBatches,
     StreamedDataset,
@@ -295,3 +295,13 @@ def test_sentence_pairs_stream_from_a_file_and_are_shaped_as_they_are_read(tmp_p
     labelled = as_stream(datasets.Dataset.from_dict({"anchor": ["x"], "positive": ["y"], "label": [1]}))
     with pytest.raises(ValueError, match="drop --streaming"):
         pairs_for_objective(labelled, "multiple_negatives")
+
+
+def test_class_name_captions_are_drawn_as_the_stream_is_read_and_repeat_exactly():
+    names = [f"class{index}" for index in range(10)]
+    captioned = caption_stream_with_templates(image_stream(2), ("a photo of a {}.", "a {} again."), seed=1,
+                                              class_names=names)
+    first, again = [[row["text"] for row in captioned.shard(num_shards=2, index=1)] for _ in range(2)]
+    assert first == again and len(set(first)) > 2  # deterministic, and the templates vary
+    rows = list(image_stream(2).shard(num_shards=2, index=1))
+    assert all(names[row["label"]] in text for row, text in zip(rows, first))

@@ -360,6 +360,27 @@ def _hashed_fraction(value: str) -> float:
     return int(hashlib.sha256(value.encode()).hexdigest()[:8], 16) / 2**32
 
 
+def caption_stream_with_templates(stream: IterableDataset, templates: Sequence[str] = TRAIN_TEMPLATES, seed: int = 0,
+                                  class_names: Sequence[str] | None = None) -> IterableDataset:
+    """:func:`caption_with_templates` for a stream, as it is read: the template of an image is drawn from ``(seed,
+    its place in its shard)`` (a stream is read shard by shard), so captions do not depend on processes or workers."""
+    label = (stream.features or {}).get("label")
+    names = list(class_names or getattr(label, "names", None) or [])
+    if not names:
+        raise ValueError("captions from class names need a `label` ClassLabel column (a labelled image dataset)")
+    return stream.map(_TemplateCaption(tuple(templates), tuple(names), seed), with_indices=True)
+
+
+class _TemplateCaption:
+    def __init__(self, templates: tuple[str, ...], names: tuple[str, ...], seed: int):
+        self.templates, self.names, self.seed = templates, names, seed
+
+    def __call__(self, row: dict, index: int) -> dict:
+        choice = int(torch.randint(len(self.templates), (), generator=torch.Generator().manual_seed(
+            self.seed * 1_000_003 + index)))
+        return {"text": self.templates[choice].format(self.names[row["label"]])}
+
+
 def caption_with_templates(
     dataset: Dataset, templates: Sequence[str] = TRAIN_TEMPLATES, seed: int = 0, class_names: Sequence[str] | None = None
 ) -> Dataset:

@@ -32,16 +32,19 @@ from huggingface_hub import EvalResult
 
 from ..data.collators import ImageCaptionCollator
 from ..data.image_decoding import to_rgb
-from ..data.images import load_image_dataset
+from ..data.images import load_image_dataset, load_image_stream
 from ..data.pairs import (
     HELD_OUT_TEMPLATES,
     TRAIN_TEMPLATES,
+    as_stream,
+    caption_stream_with_templates,
     caption_with_templates,
     load_emoji_captions,
     text_keys,
 )
 from ..data.samplers import NoDuplicatesSampler, distinct_key_count
 from ..data.sources import resolve_dataset
+from ..data.streaming import STREAMED_EVAL_EXAMPLES, is_streamed, materialize
 from ..evaluation.features import default_eval_transform
 from ..evaluation.retrieval import RetrievalEvaluator
 from ..evaluation.zero_shot import ZeroShotEvaluator, zero_shot_accuracy
@@ -93,6 +96,13 @@ class ImageTextDataArguments:
     max_caption_length: int = field(default=32)
     max_train_examples: int | None = field(default=None)
     max_eval_examples: int | None = field(default=None)
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the training pairs as a stream (needs --max_steps; see hf_ssl.data.streaming): a "
+                  "labelled image dataset streamed and captioned from its class names as it is read (a captions "
+                  "folder is small: its pairs are streamed from memory); the held-out pairs are the first "
+                  "max_eval_examples (default 10,000) of eval_split; no_duplicates does not apply."},
+    )
     no_duplicates: bool | None = field(
         default=None,
         metadata={"help": "Batches without repeated captions; with template captions, without repeated classes. "
@@ -125,9 +135,11 @@ class ImageTextJob(PretrainingJob):
         else:
             evaluator = RetrievalEvaluator(self.eval_pairs, self.tokenizer, self.eval_transform)
         sampler = None
-        keys = self.train_pairs["label"] if self.templated else text_keys(self.train_pairs)
+        streamed = is_streamed(self.train_pairs)  # a stream has no sampler: batches may repeat a caption
+        keys = None if streamed else self.train_pairs["label"] if self.templated else text_keys(self.train_pairs)
         global_batch = batch_size_across_processes(self.training_args)
-        if _deduplicate(data_args.no_duplicates, model.method_config.multi_positive, keys, global_batch):
+        if not streamed and _deduplicate(data_args.no_duplicates, model.method_config.multi_positive, keys,
+                                         global_batch):
             sampler = NoDuplicatesSampler(keys, global_batch, seed=seed)
         # Captions from class names: every image of a class is a positive of every caption of it, whatever template.
         positives_by_label = self.templated and model.method_config.multi_positive
@@ -146,6 +158,13 @@ class ImageTextJob(PretrainingJob):
         seed = self.training_args.seed
         folder = Path(resolve_dataset(data_args.dataset))
         self.templated, self.class_names = False, []
+        if data_args.streaming and not (folder / "metadata.jsonl").is_file():
+            stream = load_image_stream(data_args.dataset, data_args.train_split)
+            self.templated = True
+            self.class_names = list(getattr(stream.features.get("label"), "names", None) or [])
+            held_out = materialize(load_image_stream(data_args.dataset, data_args.eval_split),
+                                   data_args.max_eval_examples or STREAMED_EVAL_EXAMPLES)
+            return caption_stream_with_templates(stream, TRAIN_TEMPLATES, seed, self.class_names), held_out
         if (folder / "metadata.jsonl").is_file():
             train = load_emoji_captions(folder, data_args.train_split, data_args.held_out_fraction)
             held_out = load_emoji_captions(folder, data_args.eval_split, data_args.held_out_fraction)
@@ -172,7 +191,7 @@ class ImageTextJob(PretrainingJob):
                 train = train.select(range(min(len(train), data_args.max_train_examples)))
             if data_args.max_eval_examples is not None:
                 held_out = held_out.select(range(min(len(held_out), data_args.max_eval_examples)))
-        return train, held_out
+        return (as_stream(train) if data_args.streaming else train), held_out
 
     def build_model(self):
         """The model at its starting point (pretrained text encoder + random vision encoder and projections, unless
