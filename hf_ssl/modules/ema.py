@@ -43,7 +43,11 @@ def copy_weights_(teacher: nn.Module, student: nn.Module) -> None:
 
 @torch.no_grad()
 def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, *, include_buffers: bool = False) -> None:
-    """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter, with fused ``_foreach`` ops.
+    """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter, in one fused
+    ``torch._foreach_lerp_(teacher, student, 1 - momentum)`` (the same average written as
+    ``teacher + (1 - momentum) * (student - teacher)``: one pass reading both and writing the teacher, where a
+    ``_foreach_mul_`` then ``_foreach_add_`` pair reads and writes the teacher twice; the optimizers' own foreach
+    paths update Adam's moving averages the same way).
 
     ``include_buffers=False`` (the self-supervised teachers): buffers (BatchNorm statistics) are left to the teacher's
     own forward passes, as in DINO's reference code. ``include_buffers=True`` (Mean Teacher, the evaluation EMA of
@@ -70,8 +74,7 @@ def _ema_update(teacher: nn.Module, student: nn.Module, momentum: float, include
                 student_params.append(source.detach())
             else:
                 target.copy_(source)
-    torch._foreach_mul_(teacher_params, momentum)
-    torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+    torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
 
 
 @contextlib.contextmanager
