@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult
+from transformers import AutoModel
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.trainer_utils import IntervalStrategy
 
 from ..data.images import EVAL_FRACTION, load_image_splits
+from ..evaluation.attention_maps import DEFAULT_FIGURE_NAME as ATTENTION_FIGURE_NAME
+from ..evaluation.attention_maps import AttentionMapFigure, has_attention_maps
 from ..evaluation.comparison import compare_with_random_init, format_comparison
-from ..evaluation.features import default_eval_transform
+from ..evaluation.features import default_eval_transform, encoder_image_size
 from ..evaluation.knn import KNNEvaluator
 from ..methods import METHOD_REGISTRY, AutoSSLModel
 from ..modules.backbones import check_patch_size, encoder_config
 from ..publishing.datasets import model_index_dataset
+from ..publishing.run_record import recorded_normalisation
 from ..views import MultiCropConfig, MultiCropTransform, apply_views
 from ..views.processors import build_image_processor
 from .arguments import KNNArguments, VisionEncoderArguments
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
+from .evaluate import ImageDataArguments, register_evaluation_task
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +132,12 @@ class DataArguments(KNNArguments):
                   "streaming); the probes take the first knn_max_train_examples / max_eval_examples (default 10,000) "
                   "of the train and eval splits into memory."},
     )
+    attention_map_images: int = field(
+        default=4,
+        metadata={"help": "Held-out images in <output_dir>/attention_maps.png, the last layer's CLS attention per head "
+                  "at each evaluation and after training, for methods that show it (DINO) with a ViT encoder (0: no "
+                  "figure)."},
+    )
 
 
 def native_image_size(encoder_args: ImageEncoderArguments, views: MultiCropConfig) -> int:
@@ -206,9 +219,21 @@ class ImagePretrainingJob(PretrainingJob):
         """The training views of one example (multi-crop here; MAE: one view). Called after the data is loaded."""
         return MultiCropTransform(self.arguments[2], image_column="image", seed=self.training_args.seed)
 
+    attention_figure: AttentionMapFigure | None = None
+
     def extra_evaluators(self) -> list:
-        """Evaluators run before the kNN monitor (MAE: the reconstruction figure). Called after the data is loaded."""
-        return []
+        """Evaluators run before the kNN monitor (DINO: the attention-map figure; MAE: the reconstruction figure).
+        Called after the data is loaded."""
+        encoder_args, data_args, views = self.arguments[:3]
+        method_class = METHOD_REGISTRY.get(encoder_args.method)
+        if data_args.attention_map_images <= 0 or not getattr(method_class, "attention_map_figure", False):
+            return []
+        self.attention_figure = AttentionMapFigure(
+            self.eval_raw if self.eval_raw is not None else self.train_raw,
+            Path(self.training_args.output_dir) / ATTENTION_FIGURE_NAME, self.eval_transform,
+            num_images=data_args.attention_map_images, mean=views.mean, std=views.std,
+        )
+        return [self.attention_figure]
 
     def image_processor(self):
         """The processor published with the encoder: the probes' transform at the encoder's native resolution, with
@@ -221,6 +246,8 @@ class ImagePretrainingJob(PretrainingJob):
 
     def final_evaluation(self, model) -> FinalEvaluation | None:
         encoder_args, data_args, views = self.arguments
+        if self.attention_figure is not None:  # the trained model's maps, whatever the last evaluation drew
+            self.attention_figure(model)
         if not (self.has_labels and data_args.final_comparison):
             return None
         probes = compare_with_random_init(
@@ -255,4 +282,39 @@ class ImagePretrainingJob(PretrainingJob):
         record = super().run_record()
         if hasattr(self, "eval_name"):  # after prepare(): the split the probes used, e.g. "held-out 10% of train"
             record["data"]["eval_split"] = self.eval_name
+        if self.attention_figure is not None:
+            record.setdefault("figures", {})["attention_maps"] = ATTENTION_FIGURE_NAME
         return record
+
+
+@dataclass
+class AttentionMapTaskArguments:
+    """The attention-maps task of ``hf-ssl evaluate``."""
+
+    attention_map_images: int = field(default=4, metadata={"help": "Held-out images (rows) in the figure."})
+    attention_map_path: str | None = field(
+        default=None,
+        metadata={"help": "Where the PNG goes (default: attention_maps.png in the checkpoint folder, where its model "
+                  "card finds it; in the current folder for a Hub checkpoint)."},
+    )
+
+
+def _run_attention_maps(checkpoint: str, arguments: dict[type, Any]) -> dict:
+    data, options = arguments[ImageDataArguments], arguments[AttentionMapTaskArguments]
+    images = data.load(max_train_examples=1).eval  # the train split only decides the hold-out, if there is one
+    encoder = AutoModel.from_pretrained(checkpoint)
+    if not has_attention_maps(encoder):
+        raise ValueError(f"{checkpoint} holds a {type(encoder).__name__}, which has no patch attention; the "
+                         "attention-maps task needs a ViT-like encoder")
+    mean, std = recorded_normalisation(checkpoint) or (list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD))
+    folder = Path(checkpoint) if Path(checkpoint).is_dir() else Path.cwd()
+    path = Path(options.attention_map_path) if options.attention_map_path else folder / ATTENTION_FIGURE_NAME
+    transform = default_eval_transform(data.image_size or encoder_image_size(encoder), mean, std)
+    AttentionMapFigure(images, path, transform, num_images=options.attention_map_images, mean=mean, std=std)(encoder)
+    return {"attention_maps": str(path)}
+
+
+register_evaluation_task(
+    "attention-maps", "the last layer's CLS attention per head of a ViT on held-out images, as a PNG (DINO's Fig. 1)",
+    (ImageDataArguments, AttentionMapTaskArguments), _run_attention_maps,
+)

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+#: ``--gradient_clipping``: one norm over all gradients (transformers), or one per parameter (DINO).
+GRADIENT_CLIPPING_MODES = ("global", "per_parameter")
+
 
 def batch_size_across_processes(args: TrainingArguments) -> int:
     """Examples in one forward pass summed over the data-parallel processes: the batch in which in-batch negatives
@@ -33,6 +36,10 @@ class SSLTrainingArguments(TrainingArguments):
     every trainable parameter gets a gradient (the teacher has none), so DDP's extra graph traversal is wasted.
     ``overwrite_output_dir`` (``--overwrite``): the flag of transformers 4's example scripts, which transformers 5's
     ``TrainingArguments`` dropped; :func:`hf_ssl.training.output_dir.prepare_output_dir` applies it.
+    ``weight_decay_end``: cosine-schedule the weight decay from ``weight_decay`` to this value over ``max_steps``
+    (DINO's 0.04 -> 0.4, :mod:`hf_ssl.training.weight_decay`). ``gradient_clipping="per_parameter"``: clip each
+    parameter's gradient to ``max_grad_norm`` separately, as DINO's reference code does
+    (:mod:`hf_ssl.training.gradient_clipping`), instead of one norm over all of them.
     """
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
@@ -58,6 +65,18 @@ class SSLTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Stop after this many minutes of training steps (evaluation excluded) and save; the "
                   "schedules still follow max_steps. For budget-matched comparisons."},
+    )
+
+    weight_decay_end: float | None = field(
+        default=None,
+        metadata={"help": "Cosine-schedule the weight decay from weight_decay (first step) to this value (last of "
+                  "max_steps), set every step on the parameters that decay (biases and norms stay at 0); DINO: 0.04 "
+                  "-> 0.4. Unset: weight_decay throughout."},
+    )
+    gradient_clipping: str = field(
+        default="global",
+        metadata={"help": "How max_grad_norm clips: 'global' (one norm over all gradients, transformers' default) or "
+                  "'per_parameter' (each parameter's gradient to max_grad_norm on its own: DINO's clip_gradients)."},
     )
 
     gradient_cache_chunk_size: int | None = field(
@@ -87,6 +106,13 @@ class SSLTrainingArguments(TrainingArguments):
         return batch_size_across_processes(self)
 
     def __post_init__(self):
+        if self.gradient_clipping not in GRADIENT_CLIPPING_MODES:
+            raise ValueError(
+                f"gradient_clipping must be one of {', '.join(GRADIENT_CLIPPING_MODES)}, got {self.gradient_clipping!r}"
+            )
+        if self.weight_decay_end is not None and self.weight_decay_end < 0:
+            raise ValueError(f"weight_decay_end must be >= 0 (or unset for a constant weight decay), got "
+                             f"{self.weight_decay_end}")
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
             raise ValueError(f"gradient_cache_chunk_size must be a positive number of rows (e.g. 32), or unset; got "
                              f"{self.gradient_cache_chunk_size}")

@@ -60,8 +60,10 @@ from .checkpoints import (
 )
 from .errors import UsageError
 from .grad_cache import check_gradient_cache_setup, gradient_cached_training_step
+from .gradient_clipping import clip_gradients_per_parameter_
 from .interruption import HANDLED_SIGNALS, GracefulInterruption
 from .output_dir import check_checkpoint_method
+from .weight_decay import WeightDecaySchedule, mark_decaying_groups
 
 logger = logging.get_logger(__name__)
 
@@ -122,6 +124,10 @@ class SSLTrainer(Trainer):
         if getattr(self.args, "gradient_cache_chunk_size", None) is not None:
             check_gradient_cache_setup(self)
         self.add_callback(SSLMethodCallback())
+        self.weight_decay_schedule = None
+        if getattr(self.args, "weight_decay_end", None) is not None:
+            self.weight_decay_schedule = WeightDecaySchedule(self.args.weight_decay, self.args.weight_decay_end)
+            self.add_callback(self.weight_decay_schedule)
         if self.args.max_train_minutes is not None:
             self.add_callback(TrainingTimeBudget(self.args.max_train_minutes))
         transform = _view_transform(self.train_dataset)
@@ -303,6 +309,9 @@ class SSLTrainer(Trainer):
         :meth:`~hf_ssl.methods.base.SSLPreTrainedModel.fixed_learning_rate_modules` (tagged ``fixed_lr``), which
         :meth:`create_scheduler` keeps constant. A model without either keeps Trainer's groups untouched."""
         optimizer = super().create_optimizer(model)
+        built_for = self.model if model is None else model  # the model, and names, Trainer built its groups from
+        decaying = set(self.get_decay_parameter_names(built_for))
+        mark_decaying_groups(optimizer, (value for name, value in built_for.named_parameters() if name in decaying))
         target = self.accelerator.unwrap_model(self.model if model is None else model)
         scales = getattr(target, "learning_rate_scales", dict)()
         factor_of = {
@@ -334,6 +343,15 @@ class SSLTrainer(Trainer):
             inner.add_param_group(group)
         logger.info("learning-rate scales: %s", ", ".join(f"{name} x{factor:g}" for name, factor in scales.items()))
         return optimizer
+
+    def _clip_grad_norm(self, model):
+        """Trainer's clipping of all gradients to one norm of ``max_grad_norm``, or, with
+        ``gradient_clipping="per_parameter"``, each parameter's gradient to ``max_grad_norm`` on its own (DINO's
+        ``clip_gradients``, :mod:`.gradient_clipping`). Returns the norm before clipping (logged as ``grad_norm``)."""
+        if getattr(self.args, "gradient_clipping", "global") != "per_parameter":
+            return super()._clip_grad_norm(model)
+        self.accelerator.unscale_gradients()  # mixed precision: clip the true gradients, as clip_grad_norm_ does
+        return clip_gradients_per_parameter_(model.parameters(), self.args.max_grad_norm)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """``Trainer``'s scheduler, with the optimizer groups tagged ``fixed_lr`` (see :meth:`create_optimizer`) held
@@ -443,6 +461,8 @@ class SSLTrainer(Trainer):
             schedule_values = getattr(self.accelerator.unwrap_model(self.model), "schedule_values", None)
             if schedule_values is not None:
                 logs.update({name: round(value, 6) for name, value in schedule_values().items()})
+            if self.weight_decay_schedule is not None:
+                logs["weight_decay"] = round(self.weight_decay_schedule.value, 6)
         super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
