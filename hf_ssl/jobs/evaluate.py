@@ -280,7 +280,10 @@ def _run_probes(checkpoint: str, arguments: dict[type, Any]) -> dict | str:
         raise ValueError(f"--update_card writes into a local checkpoint folder; {checkpoint} is not one (no "
                          "config.json): evaluate a folder, or drop --update_card")
     splits = data.load()
+    measured = len(splits.eval)
     splits.eval = fixed_subset(splits.eval, probe.max_test_examples, 0, "max_test_examples")
+    if len(splits.eval) < measured:  # the cards say so
+        splits.eval_name = f"{splits.eval_name} ({len(splits.eval):,} of {measured:,} images, seed 0)"
     train, test = splits.train, splits.eval
     encoder = AutoModel.from_pretrained(checkpoint)
     size = data.image_size or getattr(encoder.config, "image_size", 224)
