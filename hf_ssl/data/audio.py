@@ -170,13 +170,14 @@ STREAM_SHARDS = 64
 def load_audio_stream(source: str, split: str, *, audio_column: str | None = None):
     """One split of ``source`` (as :func:`load_audio_dataset` takes it) as a ``datasets.IterableDataset`` with the same
     columns, for ``--streaming`` (:mod:`hf_ssl.data.streaming`): a Hub dataset or Parquet mirror streams its rows
-    (``load_dataset(..., streaming=True)``, the audio left undecoded); a local folder streams its list of files in
-    :data:`STREAM_SHARDS` shards, each clip read when it is streamed."""
+    (``load_dataset(..., streaming=True)``, the audio left undecoded); a local folder streams its list of files, in an
+    order shuffled once with seed 0, in :data:`STREAM_SHARDS` shards, each clip read when it is streamed."""
     import datasets
 
     path = Path(resolve_dataset(source)).expanduser()
     if path.is_dir() and not is_hub_mirror(path):
         files = load_audio_dataset(source, split, audio_column=audio_column)  # paths and labels: nothing decoded
+        files = files.shuffle(seed=0)  # file names sort by label: mix them into every shard and the stream's start
         return files.to_iterable_dataset(num_shards=min(STREAM_SHARDS, len(files)))
     stream = load_hub_dataset(str(path) if path.is_dir() else source, split=split, streaming=True)
     column = audio_column or _find_audio_column(stream, source)

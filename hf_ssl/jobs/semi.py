@@ -69,10 +69,11 @@ class SemiDataArguments:
     label_column: str = field(default="label")
     streaming: bool = field(
         default=False,
-        metadata={"help": "Stream the train split as the unlabelled data, never whole (needs --max_steps; image only; "
+        metadata={"help": "Stream the train split as the unlabelled data, never whole (needs --max_steps; "
                   "max_unlabelled_examples does not apply): the labelled examples are drawn from its first "
                   "labelled_pool_examples and stay in the stream, as in FixMatch's reference code; the accuracy is "
-                  "measured on the first max_eval_examples (default 10,000) of the eval split."},
+                  "measured on the first max_eval_examples (default 10,000) of the eval split; text views fit their "
+                  "TF-IDF table on the labelled pool."},
     )
     labelled_pool_examples: int = field(
         default=STREAMED_EVAL_EXAMPLES,
@@ -167,7 +168,7 @@ class SemiSupervisedJob(PretrainingJob, abc.ABC):
                     len(self.eval_dataset) if self.eval_dataset is not None else "no")
         self.class_names = class_names
         model = self.build_classifier(class_names)
-        self.semi_views = self.views(self.unlabelled)
+        self.semi_views = self.views(self.unlabelled if stream is None else train)  # a stream: fit on its first ones
         method = SEMI_METHOD_REGISTRY[model_args.method](self.method_config)
         audit = self.label_column if data_args.audit_unlabelled_labels else None
         return JobParts(

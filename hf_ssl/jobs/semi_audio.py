@@ -19,7 +19,7 @@ from transformers import (
     AutoModelForAudioClassification,
 )
 
-from ..data.audio import load_audio_dataset
+from ..data.audio import load_audio_dataset, load_audio_stream
 from ..modules.audio_encoder import AUDIO_ENCODER_PRESETS, audio_encoder_config
 from ..views.weak_strong import AudioWeakStrongConfig, AudioWeakStrongViews
 from .audio import build_feature_extractor
@@ -47,6 +47,10 @@ class SemiAudioJob(SemiSupervisedJob):
     def load_split(self, split: str):
         _, data_args, _ = self.arguments
         return load_audio_dataset(data_args.dataset, split)
+
+    def load_stream(self, split: str):
+        _, data_args, _ = self.arguments
+        return load_audio_stream(data_args.dataset, split)
 
     def build_classifier(self, class_names: list[str]):
         model_args, _, _ = self.arguments

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..data.pairs import load_pairs
+from ..data.pairs import as_stream, load_pairs
 from ..modules.text_encoder import TEXT_ENCODER_PRESETS, resolve_text_checkpoint
 from ..views.weak_strong import TextWeakStrongConfig, TextWeakStrongViews
 from .base import JobParts
@@ -48,6 +48,10 @@ class SemiTextJob(SemiSupervisedJob):
     def load_split(self, split: str):
         _, data_args, _ = self.arguments
         return load_pairs(data_args.dataset, split)
+
+    def load_stream(self, split: str):
+        _, data_args, _ = self.arguments
+        return as_stream(load_pairs(data_args.dataset, split, streaming=True))
 
     def build_classifier(self, class_names: list[str]):
         model_args, _, _ = self.arguments
