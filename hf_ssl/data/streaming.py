@@ -37,6 +37,10 @@ Resume
     after a resume are the batches of the uninterrupted run. ``datasets``' own ``IterableDataset.state_dict()`` is not
     used: with dataloader workers it counts the examples of the main process's copy, which never iterates.
 
+The trainer builds the loader itself and lets accelerate only place batches on the device: accelerate's
+``dispatch_batches`` (process 0 reads everything) and its per-process split of a ``datasets.IterableDataset`` do not
+apply; gradient accumulation, ``max_steps`` and the per-process batch size work as with map-style data.
+
 Written here because neither ``datasets`` nor accelerate gives a worker-independent example position, nor a stream
 state that survives dataloader workers (``accelerate.prepare_data_loader`` splits a ``datasets.IterableDataset`` over
 processes only, or has every process read everything and keep its batches).
