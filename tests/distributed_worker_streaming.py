@@ -1,6 +1,7 @@
 """Worker of the 2-process streaming check (gloo, CPU), launched by tests/test_streaming.py through
-test_distributed.run_worker. Not a test module itself. It imports the data layer only (no transformers): starting
-the processes is most of the test's cost.
+test_distributed.run_worker. Not a test module itself. It loads hf_ssl/data/streaming.py alone (it imports only
+datasets, numpy and torch): importing the hf_ssl package would pull in transformers, and starting the processes is
+most of the test's cost.
 
 usage: torchrun --nproc_per_node N distributed_worker_streaming.py split OUT_FILE [OUTPUT_DIR]
 
@@ -9,20 +10,31 @@ out by TrackedStreamLoader) on an 8-shard stream of unequal shards; each rank re
 started their second epoch, and rank 0 saves every example read in a first epoch, over all ranks.
 """
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import datasets
 import torch
 import torch.distributed as dist
 
-from hf_ssl.data.streaming import (
-    StreamBatches,
-    StreamedDataset,
-    TrackedStreamLoader,
-    collate_examples,
-    stream_loader,
-)
+
+def _streaming_module():
+    if "hf_ssl.data.streaming" in sys.modules:  # imported by the test module (which imports this one)
+        return sys.modules["hf_ssl.data.streaming"]
+    path = Path(__file__).resolve().parents[1] / "hf_ssl" / "data" / "streaming.py"
+    spec = importlib.util.spec_from_file_location("hf_ssl_data_streaming", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+streaming = _streaming_module()
+StreamBatches, StreamedDataset, TrackedStreamLoader = (
+    streaming.StreamBatches, streaming.StreamedDataset, streaming.TrackedStreamLoader)
+collate_examples, stream_loader = streaming.collate_examples, streaming.stream_loader
 
 #: Examples per shard of the synthetic number stream (unequal on purpose); example ``100 shard + offset``.
 SHARD_SIZES = (5, 3, 7, 4, 6, 2, 5, 4)
