@@ -63,6 +63,12 @@ from .sentence_bert import (
 
 __all__ += ["CLIPStyleConfig", "CLIPStyleForPreTraining", "CLIPStyleOutput", "SentenceBertConfig", "SentenceBertForPreTraining", "SentenceBertOutput"]
 
+from .colourisation import ColourisationConfig, ColourisationForPreTraining, ColourisationOutput
+from .context_encoder import ContextEncoderConfig, ContextEncoderForPreTraining, ContextEncoderOutput
+
+__all__ += ["ColourisationConfig", "ColourisationForPreTraining", "ColourisationOutput", "ContextEncoderConfig",
+            "ContextEncoderForPreTraining", "ContextEncoderOutput"]
+
 from .jigsaw import JigsawConfig, JigsawForPreTraining, JigsawOutput
 from .relative_patch import RelativePatchConfig, RelativePatchForPreTraining, RelativePatchOutput
 from .rotation import RotationConfig, RotationForPreTraining, RotationOutput
