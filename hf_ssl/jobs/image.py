@@ -61,6 +61,7 @@ EMBEDDED_DEFAULTS: dict = {
     "max_steps": 250,
     "learning_rate": 5e-4,
     "weight_decay": 0.04,
+    "weight_decay_end": 0.4,  # the paper's cosine schedule; did not hurt here (benchmarks/README.md)
     "warmup_steps": 25,
     "lr_scheduler_type": "cosine",
     "max_grad_norm": 3.0,
