@@ -161,6 +161,25 @@ class StreamedDataset(torch.utils.data.IterableDataset):
             return example.row
         return self.example_transform(example.row, example.position, example.epoch, self.seed)
 
+    def transformed_batch(self, examples: list[StreamedExample]) -> list[dict[str, Any]]:
+        """:meth:`transformed` of each example; a transform with a ``batch(rows, positions, epoch, seed)`` method
+        (:class:`hf_ssl.views.StreamedViews`) gets the examples of one epoch in one call (a view transform seeds a
+        batch in one ``fork_rng``, not one per example)."""
+        batch = getattr(self.example_transform, "batch", None)
+        if batch is None:
+            return [self.transformed(example) for example in examples]
+        results, start = [], 0
+        while start < len(examples):
+            epoch = examples[start].epoch
+            end = start
+            while end < len(examples) and examples[end].epoch == epoch:
+                end += 1
+            group = examples[start:end]
+            results += batch([example.row for example in group], [example.position for example in group], epoch,
+                             self.seed)
+            start = end
+        return results
+
     # ----------------------------------------------------------------------------------------------------------------
     def shard_order(self, epoch: int) -> list[int]:
         """The order of the shards in ``epoch``: seeded by ``(seed, epoch)`` when shuffling, else the source's."""
@@ -316,7 +335,7 @@ class _CollateTransformed:
     collate: Callable
 
     def __call__(self, examples: list[StreamedExample], device_batch: int) -> dict:
-        return self.collate([self.stream.transformed(example) for example in examples])
+        return self.collate(self.stream.transformed_batch(examples))
 
 
 def _as_is(batch):

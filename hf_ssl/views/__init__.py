@@ -85,16 +85,21 @@ def _check_columns(column_names: list[str] | None, transform) -> None:
 @dataclass
 class StreamedViews:
     """The views of one streamed example: ``transform`` (a batch transform such as
-    :class:`~hf_ssl.views.MultiCropTransform`) on a batch of one row, whose ``ssl_index`` is the example's global
+    :class:`~hf_ssl.views.MultiCropTransform`) on a batch of rows, whose ``ssl_index`` is each example's global
     position and whose epoch and seed are the stream's (an example transform of
     :class:`~hf_ssl.data.streaming.StreamedDataset`)."""
 
     transform: object
 
     def __call__(self, row: dict, position: int, epoch: int, seed: int) -> dict:
+        return self.batch([row], [position], epoch, seed)[0]
+
+    def batch(self, rows: list[dict], positions: list[int], epoch: int, seed: int) -> list[dict]:
+        """The views of several examples of one epoch, in one call of the transform."""
         self.transform.seed = seed
         if hasattr(self.transform, "set_epoch"):
             self.transform.set_epoch(epoch)
-        batch = {name: [value] for name, value in row.items()}
-        batch[INDEX_COLUMN] = [position]
-        return {name: values[0] for name, values in self.transform(batch).items()}
+        batch = {name: [row[name] for row in rows] for name in rows[0]}
+        batch[INDEX_COLUMN] = list(positions)
+        output = self.transform(batch)
+        return [{name: values[index] for name, values in output.items()} for index in range(len(rows))]
