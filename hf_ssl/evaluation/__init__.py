@@ -15,13 +15,24 @@ callable ``model -> {metric: value}``) that ``SSLTrainer(evaluators=[...])`` run
 ``masked_lm``           held-out masked-token accuracy / perplexity / pair accuracy
 ``audio_probe``         linear probes on mean-pooled audio features, and the MFCC baseline
 ``reconstruction``      MAE's reconstruction figure and held-out masked-pixel loss
+``attention_maps``      the last layer's CLS attention per head on held-out images (DINO's figure)
 ======================  ===================================================================================
 """
 
+from .attention_maps import (
+    AttentionMapFigure,
+    cls_attention_maps,
+    save_attention_figure,
+)
 from .audio_probe import AudioLinearProbeEvaluator, mfcc_features
 from .comparison import compare_with_random_init, evaluate_checkpoint, format_comparison
 from .features import default_eval_transform, extract_features, raw_pixel_features
-from .few_shot import FewShotEvaluator, few_shot_evaluation, mean_confidence_interval, sample_episodes
+from .few_shot import (
+    FewShotEvaluator,
+    few_shot_evaluation,
+    mean_confidence_interval,
+    sample_episodes,
+)
 from .finetune import (
     FineTuneProbeArguments,
     compare_finetuning_with_random_init,
@@ -38,6 +49,7 @@ from .sts import STSEvaluator, sts_spearman
 from .zero_shot import ZeroShotEvaluator, zero_shot_accuracy
 
 __all__ = [
+    "AttentionMapFigure",
     "AudioLinearProbeEvaluator",
     "FewShotEvaluator",
     "FineTuneProbeArguments",
@@ -50,6 +62,7 @@ __all__ = [
     "ZeroShotEvaluator",
     "accuracy",
     "classification_metrics",
+    "cls_attention_maps",
     "compare_finetuning_with_random_init",
     "compare_with_random_init",
     "default_eval_transform",
@@ -69,6 +82,7 @@ __all__ = [
     "ood_metrics",
     "raw_pixel_features",
     "retrieval_recall",
+    "save_attention_figure",
     "sample_episodes",
     "sts_spearman",
     "zero_shot_accuracy",
