@@ -60,7 +60,7 @@ def record(output_dir: Path, command: str) -> Path:
             "processor": platform.machine(),
             "threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(),
-            "note": "2 shared CPU cores, several other jobs running",
+            "note": "2 CPU cores under load",
         },
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -29,7 +29,8 @@ A step's time is the wall time between the ends of two consecutive steps; the fi
 (compilation, allocator and worker start-up) are dropped and the run's median over the next ``--steps`` is kept.
 The ratio per pair is ``lightly s/step / hf_ssl s/step`` (above 1: hf_ssl is faster); the record gives its median,
 minimum and maximum over the pairs, and the same ratio of main-process CPU seconds per step (all its threads), which
-other jobs on shared cores disturb far less than wall time (it leaves out dataloader worker processes). Results go to ``benchmarks/results/lightly_step_ratio.json`` with the command.
+a loaded machine disturbs far less than wall time (it leaves out dataloader worker processes). Results go to
+``benchmarks/results/lightly_step_ratio.json`` with the command.
 """
 
 from __future__ import annotations

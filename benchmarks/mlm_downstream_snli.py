@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--init_from", default=None, help="continue pretraining from this hf_ssl output folder")
     parser.add_argument("--result", default=str(RESULT))
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (1 avoids oversubscription on a CPU shared with other jobs)")
+                        help="torch threads (1 avoids oversubscription on a loaded CPU)")
     args = parser.parse_args()
     args.pretrained_dir = args.pretrained_dir or str(ROOT / "outputs" / f"benchmark-{Path(args.recipe).stem}")
     if args.threads:

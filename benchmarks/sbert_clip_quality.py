@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
         "pretraining_steps": saved["pretraining_steps"],
         "results": saved["probes"],
         "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.is_available(), "note": "2-core CPU shared with other jobs"},
+                    "cuda": torch.cuda.is_available(), "note": "2-core CPU under load"},
         "date": time.strftime("%Y-%m-%d"),
     }
     output = Path(__file__).with_name("results") / f"{name}.json"

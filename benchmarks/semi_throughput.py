@@ -54,7 +54,7 @@ Usage::
     python benchmarks/semi_throughput.py                # CPU, 2 threads, the recipe's batch: 16 + 7 x 16 unlabelled
                                                         # images, 2 + 8 steps per run, 4 rounds: about 5 min on 2 cores
     python benchmarks/semi_throughput.py --parity_only  # only the same-maths check
-    python benchmarks/semi_throughput.py --threads 1    # cores shared with another job
+    python benchmarks/semi_throughput.py --threads 1    # on a loaded machine
     python benchmarks/semi_throughput.py --device cuda --batch_size 64 --steps 50
 
 The record goes to ``benchmarks/results/semi_throughput.json`` (``--output`` elsewhere).

@@ -41,6 +41,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("dino", "simclr", "byol", "simsiam", "moco_v2", "moco_v3")
+#: The pretext, clustering and memory-bank methods: run on request (``--methods rotation jigsaw ...``).
+PRETEXT_METHODS = ("rotation", "jigsaw", "relative_patch", "colourisation", "context_encoder", "deepcluster",
+                   "instance_discrimination")
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "vision_quality.json"
 
 
@@ -168,7 +171,7 @@ def write_card(output_dir: Path, name: str, benchmark_command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + PRETEXT_METHODS)
     parser.add_argument("--backbone", default="vit-tiny", help="config infix: vit-tiny or resnet18")
     parser.add_argument("--steps", type=int, default=150, help="schedule length (and most steps) of every run")
     parser.add_argument("--minutes", type=float, default=None,
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     + f"; kNN k=200 T=0.1 and L-BFGS linear "
                     f"probe on frozen features, {args.bank} train images (seed 0) as bank/probe set, 10,000 test",
         "machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.is_available(), "note": "2-core machine shared with other jobs: wall and CPU "
+                    "cuda": torch.cuda.is_available(), "note": "2-core machine under load: wall and CPU "
                     "seconds are indicative only"},
         "date": time.strftime("%Y-%m-%d"),
     })

@@ -32,7 +32,7 @@ the crops are random tensors built once with a fixed seed.
 Usage::
 
     python benchmarks/vision_throughput.py --method all                 # every method, CPU, defaults below
-    python benchmarks/vision_throughput.py --method moco_v3 --threads 1  # cores shared with another job
+    python benchmarks/vision_throughput.py --method moco_v3 --threads 1  # on a loaded machine
     python benchmarks/vision_throughput.py --method all --device cuda --steps 50 --batch_size 256
 
 Results are merged per method into ``benchmarks/results/vision_throughput.json``; see benchmarks/README.md.
