@@ -198,6 +198,10 @@ def test_unsupported_setups_fail_with_a_clear_message(tmp_path):
     args = SSLTrainingArguments(output_dir=str(tmp_path), gradient_cache_chunk_size=2, use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="DINOForPreTraining does not. Unset gradient_cache_chunk_size"):
         SSLTrainer(model=tiny_dino(), args=args, train_dataset=pair_dataset())
+    with_rotation = SimCLRForPreTraining.from_encoder_config(tiny_vit_config(), projection_hidden_dim=16,
+                                                             projection_dim=8, auxiliary_rotation_weight=0.5)
+    with pytest.raises(ValueError, match="cannot add the auxiliary rotation loss"):
+        SSLTrainer(model=with_rotation, args=args, train_dataset=pair_dataset())
     resnet = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", image_size=16)
     model = SimCLRForPreTraining.from_encoder_config(resnet, projection_hidden_dim=16, projection_dim=8).train()
     with pytest.raises(ValueError, match="BatchNorm layer 'resnet.*' runs in SimCLRForPreTraining.embed"):

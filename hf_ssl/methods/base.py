@@ -40,7 +40,7 @@ from .published_layout import (
 
 METHOD_REGISTRY: dict[str, type[SSLPreTrainedModel]] = {}
 #: The jobs whose methods train an image encoder on image views: those where ``auxiliary_rotation_weight`` applies.
-IMAGE_PRETRAINING_JOBS = ("image", "masked_image")
+IMAGE_PRETRAINING_JOBS = ("image", "masked_image", "indexed_image", "deepcluster")
 
 
 @dataclass

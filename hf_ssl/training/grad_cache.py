@@ -53,6 +53,12 @@ def check_gradient_cache_support(model: nn.Module) -> None:
             f"(SimCLR, Sentence-BERT, CLIP-style: they define embed and loss_from_embeddings); "
             f"{type(model).__name__} does not. Unset gradient_cache_chunk_size (use gradient_accumulation_steps)."
         )
+    settings = getattr(model, "method_config", None)
+    if getattr(settings, "auxiliary_rotation_weight", 0):  # its loss is a forward hook, which the chunked passes skip
+        raise ValueError(
+            "gradient_cache_chunk_size cannot add the auxiliary rotation loss (it is computed in forward, which gradient "
+            "caching bypasses): set auxiliary_rotation_weight to 0 or unset gradient_cache_chunk_size"
+        )
 
 
 def split_rows(inputs: dict, chunk_size: int) -> list[dict]:
