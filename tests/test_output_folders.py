@@ -82,7 +82,8 @@ def test_a_folder_without_a_run_is_accepted(tmp_path):
 
 def test_overwrite_deletes_the_old_run_and_only_it(tmp_path):
     out = _old_run(tmp_path / "run")
-    run(["--output_dir", str(out), *TINY, "--overwrite", "--save_total_limit", "1"])
+    # No attention maps in the new run, so a figure left in the folder can only be the old run's.
+    run(["--output_dir", str(out), *TINY, "--overwrite", "--save_total_limit", "1", "--attention_map_images", "0"])
     assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-2"]  # no old checkpoint survives
     assert not (out / "attention_maps.png").exists() and not (out / "runs").exists()
     assert (out / "ssl_state.safetensors").read_bytes() != b"{}"  # the new run's method state, not the old one's

@@ -22,7 +22,8 @@ the ViT keeps its 3 input channels and is shown the *grey* photograph, the sRGB 
 normalised like every input (:func:`hf_ssl.views.colour.grey_from_lightness`). So ``AutoModel.from_pretrained`` and
 the published image processor work as for any other method; a 1-channel ViT would need its own processor and could
 not take colour images. Downstream, colour images are a shift from pretraining (the paper's features only ever see
-grey images); convert them with ``PIL.Image.convert("L").convert("RGB")`` to see exactly what pretraining saw.
+grey images); turn them grey first (Pillow's ``convert("L")``, the channel repeated three times) to show the
+encoder exactly what pretraining saw.
 
 Head: a per-patch MLP over the ViT's patch tokens (the CLS token is not used) that predicts
 ``predictions_per_patch_side ** 2`` positions per patch; the loss compares them with the ab image averaged over
