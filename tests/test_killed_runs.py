@@ -97,6 +97,9 @@ def _pretrain(argv: list[str], signal_at: tuple[int, int] | None = None, slow_sa
     sent to itself as that step begins. ``slow_saves``: each checkpoint takes 50 ms longer to write (a slow disk),
     half-way through (weights and optimizer written, trainer state not yet)."""
     torch.set_num_threads(1)
+    # A terminal's Ctrl-C, whatever launched the suite: a shell without job control starts background jobs with SIGINT
+    # ignored, and an ignored SIGINT rightly stays ignored by the run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # tqdm's write lock is a multiprocessing lock shared with the parent through the fork: a child killed while it
     # holds it (writing a progress bar) would leave the parent waiting on it forever. Child-local lock, no bars.
     tqdm.tqdm.set_lock(threading.RLock())
@@ -265,14 +268,18 @@ def test_resuming_the_last_checkpoint_skips_incomplete_ones(tmp_path, caplog):
 def test_a_second_signal_stops_at_once(tmp_path):
     """The first SIGINT only asks for a checkpoint at the end of the step; the second is Ctrl-C as without hf_ssl."""
     interruption = GracefulInterruption(agree=lambda number: number)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        with interruption.installed():
-            os.kill(os.getpid(), signal.SIGINT)
-            assert interruption.received == signal.SIGINT
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # (the KeyboardInterrupt comes before)
-    assert signal.getsignal(signal.SIGINT) is before and interruption.stopped_by is None
+    # As in a terminal, even where the suite was started with SIGINT ignored (a background job without job control).
+    suite_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interruption.installed():
+                os.kill(os.getpid(), signal.SIGINT)
+                assert interruption.received == signal.SIGINT
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # (the KeyboardInterrupt comes before)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and interruption.stopped_by is None
+    finally:
+        signal.signal(signal.SIGINT, suite_handler)
 
 
 #: Run by each of two torchrun processes: ``hf-ssl pretrain ARGV``, with SIGTERM sent to rank 1 alone as step 2 begins.
