@@ -373,8 +373,8 @@ def train_wordpiece_tokenizer(
     ``[CLS] A [SEP] B [SEP]`` template are BERT's. Returns a ``transformers.PreTrainedTokenizerFast`` that
     ``save_pretrained`` writes and ``AutoTokenizer`` loads.
 
-    Training is not repeatable: two trainings on the same texts can order the vocabulary differently (``tokenizers``
-    issue #1794; 2 of 3 trainings here differed, by up to 122 ids). So the text job trains it once, on process 0, and
+    Training is not repeatable: two trainings on the same texts can order the vocabulary differently (a known
+    behaviour of the ``tokenizers`` trainer; 2 of 3 trainings here differed, by up to 122 ids). So the text job trains it once, on process 0, and
     broadcasts it, and a resumed run loads the checkpoint's tokenizer instead of training a new one.
     """
     from tokenizers import (

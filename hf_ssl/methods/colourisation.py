@@ -61,6 +61,7 @@ from ..losses.colourisation import (
     smoothed_bin_distribution,
     soft_encode_ab,
 )
+from ..modules.backbones import require_vit, square_side
 from ..views.colour import (
     grey_from_lightness,
     lab_to_normalised_rgb,
@@ -147,15 +148,11 @@ class ColourisationForPreTraining(SSLPreTrainedModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: ColourisationConfig = self.method_config
-        if getattr(config, "model_type", None) != "vit":
-            raise ValueError(
-                f"colourisation predicts per patch token and needs a ViT encoder (ViTConfig); got model_type "
-                f"{getattr(config, 'model_type', None)!r}. Use --encoder vit-tiny / vit-small / vit-base or a ViTConfig"
-            )
+        require_vit(config, "colourisation (one prediction per patch token)")
         if getattr(config, "num_channels", 3) != 3:
             raise ValueError(f"the encoder must take 3 channels (it sees grey RGB images), got {config.num_channels}")
         self.register_published_encoder(self.build_encoder())
-        self.patch_size = _side(config.patch_size)
+        self.patch_size = square_side(config.patch_size)
         side = settings.predictions_per_patch_side
         if self.patch_size % side:
             raise ValueError(f"predictions_per_patch_side ({side}) must divide the patch size ({self.patch_size})")
@@ -263,11 +260,3 @@ class ColourisationForPreTraining(SSLPreTrainedModel):
                else "ab regression")
         title = f"Colourisations of held-out images from their lightness ({how})"
         return panels, {"colourisation_loss": float(outputs.loss), "ab_rmse": float(outputs.ab_rmse)}, title
-
-
-def _side(size) -> int:
-    if isinstance(size, (list, tuple)):
-        if size[0] != size[1]:
-            raise ValueError(f"square patches only, got {tuple(size)}")
-        return int(size[0])
-    return int(size)

@@ -42,6 +42,7 @@ from ..losses.context_encoder import (
     region_weights,
 )
 from ..losses.masked_pixels import patchify, unpatchify
+from ..modules.backbones import require_vit, square_side
 from ..views.inpainting_masks import (
     BLOCK_FRACTION,
     MASK_FRACTION,
@@ -121,13 +122,9 @@ class ContextEncoderForPreTraining(SSLPreTrainedModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: ContextEncoderConfig = self.method_config
-        if getattr(config, "model_type", None) != "vit":
-            raise ValueError(
-                f"the context encoder predicts pixels per patch token and needs a ViT encoder (ViTConfig); got "
-                f"model_type {getattr(config, 'model_type', None)!r}. Use --encoder vit-tiny / vit-small / vit-base"
-            )
+        require_vit(config, "the context encoder (pixels per patch token)")
         self.register_published_encoder(self.build_encoder())
-        self.patch_size = config.patch_size if isinstance(config.patch_size, int) else int(config.patch_size[0])
+        self.patch_size = square_side(config.patch_size)
         self.num_channels = config.num_channels
         hidden = settings.head_hidden_size
         pixels = self.patch_size**2 * self.num_channels

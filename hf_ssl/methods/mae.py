@@ -34,6 +34,7 @@ from transformers.models.vit_mae.modeling_vit_mae import (
 from transformers.utils import ModelOutput
 
 from ..losses.masked_pixels import MaskedPixelLoss, check_tiles, masked_mean
+from ..modules.backbones import require_vit, square_side
 from .base import SSLMethodConfig, SSLPreTrainedModel
 
 
@@ -158,14 +159,10 @@ class MAEForPreTraining(SSLPreTrainedModel):
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
         settings: MAEConfig = self.method_config
-        if getattr(config, "model_type", None) != "vit":
-            raise ValueError(
-                f"MAE needs a ViT encoder (ViTConfig); got model_type {getattr(config, 'model_type', None)!r}. Use "
-                "--encoder vit-tiny / vit-small / vit-base or a ViTConfig"
-            )
+        require_vit(config, "MAE")
         self.register_published_encoder(self.build_encoder())
-        self.patch_size = _side(config.patch_size)
-        self.image_size = _side(config.image_size)
+        self.patch_size = square_side(config.patch_size)
+        self.image_size = square_side(config.image_size)
         check_tiles(self.image_size, self.image_size, self.patch_size)
         self.num_patches = (self.image_size // self.patch_size) ** 2
         self.decoder = ViTMAEDecoder(self.vit_mae_config(), num_patches=self.num_patches)
@@ -268,11 +265,3 @@ class MAEForPreTraining(SSLPreTrainedModel):
         return MAEOutput(
             loss=loss, visible_patch_loss=visible_patch_loss, logits=logits, mask=mask, ids_restore=ids_restore
         )
-
-
-def _side(size) -> int:
-    if isinstance(size, (list, tuple)):
-        if size[0] != size[1]:
-            raise ValueError(f"MAE here takes square images and patches, got {tuple(size)}")
-        return int(size[0])
-    return int(size)

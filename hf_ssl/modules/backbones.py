@@ -147,3 +147,23 @@ def check_patch_size(config: PretrainedConfig, *crop_sizes: int) -> None:
                 f"(for {size} px: {divisors}) with `--encoder_config_overrides '{{\"patch_size\": N}}'` / "
                 "`--patch_size N`, or change the crop sizes"
             )
+
+
+def require_vit(config, method: str) -> None:
+    """Raise a one-line error naming the fix unless ``config`` builds a ViT (``model_type == "vit"``): the methods
+    whose heads read one prediction per patch token (MAE, colourisation, context encoder)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type != "vit":
+        raise ValueError(
+            f"{method} needs a ViT encoder (ViTConfig); got model_type {model_type!r}. Use --encoder vit-tiny / "
+            "vit-small / vit-base or a ViTConfig"
+        )
+
+
+def square_side(size) -> int:
+    """The side of a square image or patch size given as an int or an ``(h, w)`` pair (ViT configs allow both)."""
+    if isinstance(size, (list, tuple)):
+        if size[0] != size[1]:
+            raise ValueError(f"square images and patches only, got {tuple(size)}")
+        return int(size[0])
+    return int(size)
