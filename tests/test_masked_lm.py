@@ -433,7 +433,8 @@ def test_recipe_runs_end_to_end_on_a_wikitext_slice(tmp_path, config):
 # ----------------------------------------------------------------------------------------------------------------------
 # Several processes
 # ----------------------------------------------------------------------------------------------------------------------
-def run_two_process_worker(tmp_path, processes: int = 2) -> dict:
+def run_two_process_worker(tmp_path, processes: int = 2, pair_tasks: tuple[str, ...] = ()) -> dict:
+    """``tests/mlm_distributed_worker.py`` under torchrun: masked-LM, or each of ``pair_tasks`` (``sop`` / ``nsp``)."""
     import os
     import socket
 
@@ -445,7 +446,7 @@ def run_two_process_worker(tmp_path, processes: int = 2) -> dict:
         port = handle.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                "--master_addr=127.0.0.1", f"--master_port={port}", str(worker), str(out_file),
-               str(tmp_path / f"run-{processes}")]
+               str(tmp_path / f"run-{processes}"), *pair_tasks]
     completed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                                check=False)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -181,3 +181,26 @@ def test_pair_loss_normalisation_needs_the_global_pair_count_only_in_training():
     torch.testing.assert_close(half.loss, mean.loss)  # evaluation: this batch's own counts
     trained = model.train()(input_ids=input_ids, labels=labels, pair_label=order, num_items_in_batch=torch.tensor(4))
     torch.testing.assert_close(trained.pair_loss / 2, (trained.loss - trained.mlm_loss))
+
+
+def test_two_processes_give_the_sop_and_nsp_update_of_one_process_with_the_global_batch(tmp_path):
+    """One SGD step of SOP (ALBERT) and NSP (BERT) on 2 gloo processes with 16 sequences each equals 1 process with
+    32: the masked-token and pair losses are normalised by the global counts. The halves hold different numbers of
+    masked tokens, and the Trainer scales a loss that takes ``num_items_in_batch`` by the process count, so dividing
+    the pair sum by this process's pairs gives another update (checked: the test then fails)."""
+    from mlm_distributed_worker import GLOBAL_BATCH, sgd_step, tiny_model
+    from test_masked_lm import run_two_process_worker
+
+    double = run_two_process_worker(tmp_path, pair_tasks=("sop", "nsp"))
+    assert double["world_size"] == 2
+    for pair_task in ("sop", "nsp"):
+        single = sgd_step(str(tmp_path / f"single-{pair_task}"), GLOBAL_BATCH, pair_task=pair_task).model
+        torch.manual_seed(0)
+        initial = tiny_model(pair_task).state_dict()
+        pair_head = [name for name in initial if "seq_relationship" in name or "sop_classifier" in name]
+        assert pair_head, f"{pair_task}: no pair-head parameters in {list(initial)[:5]}..."
+        for name in pair_head:  # the pair loss reached the update
+            assert not torch.allclose(single.state_dict()[name], initial[name]), name
+        for name, value in single.state_dict().items():
+            torch.testing.assert_close(double[f"state_{pair_task}"][name], value, rtol=1e-4, atol=1e-6,
+                                       msg=f"{pair_task}: {name}")
