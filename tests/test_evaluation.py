@@ -330,3 +330,35 @@ def test_dataset_without_image_column_raises(tiny_vit):
     unlabelled = datasets.Dataset.from_dict({"image": [np.zeros((4, 4, 3), np.uint8)]})
     with pytest.raises(ValueError, match="label_column="):
         evaluate_checkpoint(tiny_vit, unlabelled, unlabelled)
+
+
+def test_finetuning_several_checkpoints_seeds_each_model_alike(tmp_path, embedded_images):
+    """The budget curve's fine-tunes: every checkpoint starts from the same seed, so a checkpoint's accuracy does not
+    depend on which others are fine-tuned before it, and one checkpoint plus random init is exactly
+    :func:`compare_finetuning_with_random_init`."""
+    from hf_ssl.evaluation.finetune import (
+        FineTuneProbeArguments,
+        compare_finetuning_with_random_init,
+        finetune_checkpoints,
+    )
+
+    folders = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        config = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64)
+        folders[f"seed{seed}"] = str(tmp_path / f"seed{seed}")
+        ViTModel(config, add_pooling_layer=False).save_pretrained(folders[f"seed{seed}"])  # an encoder, as published
+    train, test = embedded_images["train"].select(range(32)), embedded_images["test"].select(range(32))
+    arguments = FineTuneProbeArguments(finetune_steps=3, finetune_batch_size=8, finetune_train_examples=None,
+                                       finetune_eval_examples=None, finetune_learning_rate=0.01)
+    common = {"image_size": 16, "seed": 5}
+    both = finetune_checkpoints(folders, train, test, arguments, **common)
+    second_alone = finetune_checkpoints({"seed1": folders["seed1"]}, train, test, arguments, random_init=False,
+                                        **common)
+    pair = compare_finetuning_with_random_init(folders["seed0"], train, test, arguments, **common)
+    assert set(both) == {"seed0", "seed1", "random_init"} and set(second_alone) == {"seed1"}
+    assert both["seed1"] == second_alone["seed1"]
+    assert pair == {"pretrained": both["seed0"], "random_init": both["random_init"]}
+    with pytest.raises(ValueError, match="at least one checkpoint"):
+        finetune_checkpoints({}, train, test, arguments, **common)

@@ -37,6 +37,7 @@ from .finetune import (
     FineTuneProbeArguments,
     compare_finetuning_with_random_init,
     finetune_accuracy,
+    finetune_checkpoints,
 )
 from .knn import KNNEvaluator, knn_accuracy, knn_predict
 from .linear_probe import LinearProbeEvaluator, linear_probe_accuracy
@@ -70,6 +71,7 @@ __all__ = [
     "extract_features",
     "few_shot_evaluation",
     "finetune_accuracy",
+    "finetune_checkpoints",
     "format_comparison",
     "knn_accuracy",
     "knn_ood_scores",

@@ -145,8 +145,37 @@ def compare_finetuning_with_random_init(
     """``{"pretrained": top-1, "random_init": top-1}`` after the same fine-tune of the checkpoint in
     ``checkpoint_dir`` (loaded with vanilla ``AutoModelForImageClassification.from_pretrained``) and of the same
     config at random init (``from_config`` under ``torch.manual_seed(seed)``)."""
+    results = finetune_checkpoints(
+        {"pretrained": checkpoint_dir}, train_dataset, test_dataset, arguments, image_size=image_size, mean=mean,
+        std=std, seed=seed, image_column=image_column, label_column=label_column,
+    )
+    logger.info("fine-tuning probe (%d steps): %s", arguments.finetune_steps, results)
+    return results
+
+
+def finetune_checkpoints(
+    checkpoints: dict[str, str],
+    train_dataset,
+    test_dataset,
+    arguments: FineTuneProbeArguments,
+    *,
+    image_size: int,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    seed: int = 0,
+    image_column: str = "image",
+    label_column: str = "label",
+    random_init: bool = True,
+) -> dict[str, float]:
+    """Top-1 after the same fine-tune of each checkpoint folder (``{name: folder}``; a published run or one of its
+    ``checkpoint-N`` folders) and, with ``random_init``, of the first checkpoint's config at random init
+    (``"random_init"``). Every model starts under ``torch.manual_seed(seed)``, so the new classifier, the batch
+    order and the augmentations are the same for all: the difference is the pretrained weights alone. Used for a
+    curve of fine-tune accuracy against pretraining steps (``benchmarks/mae_quality.py curve``)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    if not checkpoints:
+        raise ValueError("finetune_checkpoints needs at least one checkpoint folder")
     train_dataset = fixed_subset(train_dataset, arguments.finetune_train_examples, seed, "finetune_train_examples")
     test_dataset = fixed_subset(test_dataset, arguments.finetune_eval_examples, seed, "finetune_eval_examples")
     label_feature = train_dataset.features.get(label_column)
@@ -154,18 +183,19 @@ def compare_finetuning_with_random_init(
     common = dict(image_size=image_size, mean=mean, std=std, seed=seed, image_column=image_column,
                   label_column=label_column)
     results = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        pretrained = _quiet_from_pretrained(AutoModelForImageClassification, checkpoint_dir, num_labels=num_labels)
-        results["pretrained"] = finetune_accuracy(pretrained, train_dataset, test_dataset, arguments, **common)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        config = AutoConfig.from_pretrained(checkpoint_dir, num_labels=num_labels)
-        if hasattr(config, "ssl_config"):
-            del config.ssl_config
-        random_init = AutoModelForImageClassification.from_config(config)
-        results["random_init"] = finetune_accuracy(random_init, train_dataset, test_dataset, arguments, **common)
-    logger.info("fine-tuning probe (%d steps): %s", arguments.finetune_steps, results)
+    for name, checkpoint_dir in checkpoints.items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pretrained = _quiet_from_pretrained(AutoModelForImageClassification, checkpoint_dir, num_labels=num_labels)
+            results[name] = finetune_accuracy(pretrained, train_dataset, test_dataset, arguments, **common)
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            config = AutoConfig.from_pretrained(next(iter(checkpoints.values())), num_labels=num_labels)
+            if hasattr(config, "ssl_config"):
+                del config.ssl_config
+            model = AutoModelForImageClassification.from_config(config)
+            results["random_init"] = finetune_accuracy(model, train_dataset, test_dataset, arguments, **common)
     return results
 
 
