@@ -18,6 +18,11 @@ DINO/BYOL/MoCo teacher or momentum encoder, SimCLR/SimSiam the online encoder) a
 with ``--bank`` training images (fixed random subset, seed 0) as the kNN memory bank / probe training set and the
 whole 10,000-image test split. Baselines in the same run: the same encoder at random init, and raw pixels.
 
+``--seeds 0 1 2`` trains every method once per seed (the recipe's ``--seed``: initial weights, views and data
+order; folders ``<method>-<backbone>-seed<S>``) and records each seed's probes under ``seeds`` with their mean and
+spread (min, max, sample standard deviation) as the method's ``knn_top1`` / ``linear_probe_top1``. The baselines
+come from the first seed's run.
+
 Results are written after every method to ``benchmarks/results/vision_quality.json`` (``--output``), so a partial run
 keeps what it measured; the README table is copied from there with this command. Each run folder also gets the
 probes as its ``eval_results.json`` (model-index entries with the protocol above), and ``--cards`` writes the model
@@ -32,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -109,6 +115,24 @@ def probe(output_dir: Path, train, test, bank: int, with_baselines: bool, studen
     return probes
 
 
+PROBE_METRICS = ("knn_top1", "linear_probe_top1")
+
+
+def summarise_seeds(runs: dict[int, dict]) -> dict:
+    """One method's entry from its per-seed entries: the first seed's run fields, each probe's mean over the seeds,
+    and ``<probe>_spread`` = ``{"min", "max", "std"}`` (sample standard deviation), with every seed's entry under
+    ``seeds``."""
+    first = next(iter(runs.values()))
+    summary = {key: value for key, value in first.items() if key not in PROBE_METRICS}
+    for metric in PROBE_METRICS:
+        values = [entry[metric] for entry in runs.values()]
+        summary[metric] = round(statistics.fmean(values), 4)
+        summary[f"{metric}_spread"] = {"min": min(values), "max": max(values),
+                                       "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+    summary["seeds"] = {str(seed): entry for seed, entry in runs.items()}
+    return summary
+
+
 def update_results(output: Path, group: str, method: str, entry: dict) -> dict:
     """Merge one run into the results file (``results[group][method] = entry``), keeping what other runs wrote."""
     return merge_results(output, {group: {method: entry}})
@@ -184,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also probe the online (student) encoder of DINO / BYOL / MoCo runs: entry['student']")
     parser.add_argument("--cards", action="store_true", help="write model_cards/<method>-<backbone>-cifar10/")
     parser.add_argument("--cards_only", action="store_true", help="only eval_results.json + cards of earlier runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="train every method once per seed and report mean and spread (default: the recipe's seed)")
     args, extra = parser.parse_known_args(argv)
     if args.minutes is not None:
         extra += ["--max_train_minutes", str(args.minutes)]
@@ -218,20 +244,27 @@ def main(argv: list[str] | None = None) -> int:
     })
     for method in args.methods:
         config = ROOT / "recipes" / "configs" / f"{method}-{args.backbone}-cifar10.yaml"
-        output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}"
-        print(f"=== {method}: {config.name}", flush=True)
-        entry = pretrain(method, config, args.steps, output_dir, extra)
-        probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results,
-                       student=args.probe_student)
-        if "random_init" in probes:
-            results["baselines"] = {name: probes[name] for name in ("random_init", "raw_pixels")}
-        entry.update(probes["pretrained"], benchmark_command=results["command"])
-        if "student" in probes:
-            entry["student"] = probes["student"]
+        runs, first_output_dir = {}, None
+        for seed in args.seeds or [None]:
+            suffix = "" if seed is None else f"-seed{seed}"
+            output_dir = ROOT / args.work_dir / f"{method}-{args.backbone}{suffix}"
+            first_output_dir = first_output_dir or output_dir
+            print(f"=== {method}{suffix}: {config.name}", flush=True)
+            seed_flags = [] if seed is None else ["--seed", str(seed)]
+            entry = pretrain(method, config, args.steps, output_dir, extra + seed_flags)
+            probes = probe(output_dir, train, test, args.bank, with_baselines="baselines" not in results,
+                           student=args.probe_student)
+            if "random_init" in probes:
+                results["baselines"] = {name: probes[name] for name in ("random_init", "raw_pixels")}
+            entry.update(probes["pretrained"], benchmark_command=results["command"])
+            if "student" in probes:
+                entry["student"] = probes["student"]
+            write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
+            runs[seed] = entry
+        entry = summarise_seeds(runs) if args.seeds else runs[None]
         results["methods"][method] = entry
-        write_eval_results(output_dir, entry, results["baselines"], args.bank, dataset_name)
-        if args.cards:
-            write_card(output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
+        if args.cards:  # the card of the first seed's run, with that run's own numbers
+            write_card(first_output_dir, f"{method}-{args.backbone}-cifar10", results["command"])
         merge_results(output, {"baselines": results["baselines"], "methods": {method: entry}})
         print(json.dumps({method: entry, "baselines": results["baselines"]}, indent=2), flush=True)
     return 0
