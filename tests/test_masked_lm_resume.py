@@ -1,4 +1,4 @@
-"""Masked-LM resumes exactly through the real job: k + m uninterrupted steps equal k steps, a checkpoint, a stop and
+"""Masked-LM and SOP (masked-LM + sentence-order pairs on ALBERT) resume exactly through the real job: k + m uninterrupted steps equal k steps, a checkpoint, a stop and
 ``--resume_from_checkpoint true`` for the remaining m steps (the same per-step losses, the same weights).
 
 Two things must hold for that. The masks are drawn anew for every batch, so a resumed run must draw the masks the
@@ -41,11 +41,14 @@ class RecordLosses(TrainerCallback):
         return control
 
 
-def mlm_run(output_dir, callback: RecordLosses, *extra: str) -> None:
+METHOD = ["--method", "mlm", "--encoder", "bert-mini"]
+
+
+def mlm_run(output_dir, callback: RecordLosses, *extra: str, method: list[str] = METHOD) -> None:
     """The masked-LM job on a WikiText slice at a tiny size (dropout on, linear warm-up and decay, a WordPiece
     tokenizer trained on the slice unless ``--tokenizer`` names one); a checkpoint every ``STOP_AT`` steps."""
     run([
-        "--method", "mlm", "--encoder", "bert-mini", "--encoder_config_overrides", TINY_ENCODER,
+        *method, "--encoder_config_overrides", TINY_ENCODER,
         "--dataset", WIKITEXT, "--dataset_config", "wikitext-2-raw-v1", "--max_train_documents", "6",
         "--max_seq_length", "64", "--tokenizer_vocab_size", "800", "--max_eval_sequences", "8",
         "--output_dir", str(output_dir), "--max_steps", str(TOTAL_STEPS), "--per_device_train_batch_size", "4",
@@ -60,14 +63,15 @@ def vocabulary(folder) -> dict[str, int]:
 
 
 @pytest.mark.needs_data(WIKITEXT)
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("method", [METHOD, ["--method", "sop", "--encoder", "albert-mini"]], ids=["mlm", "sop"])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, method):
     part, full = tmp_path / "part", tmp_path / "full"
     first, second, whole = RecordLosses(stop_at=STOP_AT), RecordLosses(), RecordLosses()
-    mlm_run(part, first)  # trains its tokenizer, stops after step 2 (checkpoint-2 saved)
+    mlm_run(part, first, method=method)  # trains its tokenizer, stops after step 2 (checkpoint-2 saved)
     checkpoint = part / f"checkpoint-{STOP_AT}"
     assert checkpoint.is_dir() and sorted(first.losses) == [1, 2]
-    mlm_run(full, whole, "--tokenizer", str(checkpoint))  # uninterrupted, with the same vocabulary
-    mlm_run(part, second, "--resume_from_checkpoint", "true")
+    mlm_run(full, whole, "--tokenizer", str(checkpoint), method=method)  # uninterrupted, with the same vocabulary
+    mlm_run(part, second, "--resume_from_checkpoint", "true", method=method)
 
     assert vocabulary(part) == vocabulary(checkpoint)  # the resumed run kept the checkpoint's tokenizer
     assert sorted(whole.losses) == list(range(1, TOTAL_STEPS + 1))
