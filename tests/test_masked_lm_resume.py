@@ -1,5 +1,6 @@
-"""Masked-LM and SOP (masked-LM + sentence-order pairs on ALBERT) resume exactly through the real job: k + m uninterrupted steps equal k steps, a checkpoint, a stop and
-``--resume_from_checkpoint true`` for the remaining m steps (the same per-step losses, the same weights).
+"""Masked-LM and SOP (masked-LM + sentence-order pairs on ALBERT) resume exactly through the real job: k + m
+uninterrupted steps equal k steps, a checkpoint, a stop and ``--resume_from_checkpoint true`` for the remaining m steps
+(the same per-step losses, the same weights).
 
 Two things must hold for that. The masks are drawn anew for every batch, so a resumed run must draw the masks the
 uninterrupted run drew (they are seeded per batch by its examples' ``(seed, epoch, index)``: torch's global RNG, which
