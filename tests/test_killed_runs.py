@@ -4,7 +4,8 @@
   into ``_tmp-checkpoint-N`` and renamed once complete (``hf_ssl.training.checkpoints``), so the last ``checkpoint-N``
   loads and ``--resume_from_checkpoint true`` resumes it.
 - SIGINT / SIGTERM finish the step, save a checkpoint and exit with 130 / 143 (``hf_ssl.training.interruption``); the
-  resumed run ends with the weights of the uninterrupted one (DINO on images, masked-LM on text). A signal that
+  resumed run ends with the weights of the uninterrupted one (DINO on images, masked-LM on text, MAE, CPC on audio,
+  Sentence-BERT on sentence pairs, DeepCluster). A signal that
   reaches one of two processes stops both at the same step.
 
 The runs are real ``hf-ssl pretrain`` commands (``hf_ssl.cli.main``) in processes forked from this one, after one
@@ -65,6 +66,42 @@ TINY_MLM = [
     "--max_seq_length", "64", "--tokenizer_vocab_size", "800", "--max_eval_sequences", "8",
     "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--warmup_steps", "1", "--eval_strategy", "no",
     "--report_to", "none", "--seed", "5", "--use_cpu", "true", "--disable_tqdm", "true",
+]
+FSDD = "silky1708/Free-Spoken-Digit-Dataset"
+#: The masked-image job (MAE) and the audio job (CPC) at tiny sizes, for the signal-resume check of every job.
+TINY_MAE = [
+    "recipes/configs/mae-vit-tiny-embedded.yaml", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--decoder_hidden_size", "32", "--decoder_num_hidden_layers", "1", "--decoder_num_attention_heads", "2",
+    "--decoder_intermediate_size", "64", "--max_train_examples", "64", "--max_eval_examples", "16",
+    "--per_device_train_batch_size", "16", "--reconstruction_images", "0", "--final_comparison", "false",
+    "--eval_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--seed", "3",
+]
+TINY_CPC = [
+    "recipes/configs/cpc-tiny-fsdd.yaml", "--per_device_train_batch_size", "4", "--max_train_examples", "16",
+    "--max_eval_examples", "8", "--crop_seconds", "0.3", "--encoder_config_overrides",
+    '{"conv_dim": [16, 16, 16, 16, 16], "hidden_size": 16, "num_conv_pos_embedding_groups": 2}',
+    "--context_dim", "16", "--num_negatives", "4", "--final_comparison", "false", "--eval_strategy", "no",
+    "--disable_tqdm", "true", "--report_to", "none", "--seed", "3",
+]
+STSB = "sentence-transformers/stsb"
+#: The sentence-pair job (Sentence-BERT, CoSENT, a tiny BERT from its config) and the clustering job (DeepCluster,
+#: re-clustering every 3 steps, so the resumed run re-clusters after the checkpoint at step 2).
+TINY_SBERT = [
+    "recipes/configs/sbert-minilm-stsb.yaml", "--from_scratch", "true", "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--objective", "cosent", "--max_train_examples", "64", "--per_device_train_batch_size", "8",
+    "--eval_strategy", "no", "--use_cpu", "true", "--sts_dataset", STSB, "--sts_max_examples", "64",
+    "--dataset", STSB, "--disable_tqdm", "true", "--report_to", "none", "--seed", "3",
+]
+TINY_DEEPCLUSTER = [
+    "--method", "deepcluster", "--dataset", "embedded", "--max_train_examples", "32", "--encoder", "vit-tiny",
+    "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--patch_size", "4", "--global_crop_size", "16", "--per_device_train_batch_size", "8",
+    "--num_clusters", "4", "--reassign_every", "3", "--pca_dim", "8", "--eval_strategy", "no",
+    "--final_comparison", "false", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true",
+    "--seed", "5",
 ]
 FORK = multiprocessing.get_context("fork")
 
@@ -201,16 +238,21 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 TOTAL, STOP = 5, 2  # steps of a run; the step a signal arrives at
 
 
+def _run_settings(out: Path, argv: list[str]) -> list[str]:
+    """``argv`` (a leading config file stays first) writing into ``out``, ``TOTAL`` steps, no scheduled save."""
+    config, flags = (argv[:1], argv[1:]) if argv and argv[0].endswith(".yaml") else ([], argv)
+    return [*config, "--output_dir", str(out), *flags, "--max_steps", str(TOTAL), "--save_steps", "1000"]
+
+
 def _uninterrupted(out: Path, argv: list[str]) -> Path:
-    assert _finish(["--output_dir", str(out), *argv, "--max_steps", str(TOTAL), "--save_steps", "1000"]) == 0
+    assert _finish(_run_settings(out, argv)) == 0
     return out
 
 
 def _interrupted(part: Path, argv: list[str], number: int) -> Path:
     """``number`` sent as step ``STOP`` begins: the run saves ``checkpoint-<STOP>`` (no other save is due), exits with
     128 + number and writes no final model; returns the checkpoint."""
-    settings = ["--output_dir", str(part), *argv, "--max_steps", str(TOTAL), "--save_steps", "1000"]
-    assert _finish(settings, signal_at=(STOP, number)) == 128 + number
+    assert _finish(_run_settings(part, argv), signal_at=(STOP, number)) == 128 + number
     checkpoint = part / f"checkpoint-{STOP}"
     assert checkpoint_folders(part) == [checkpoint] and is_complete_checkpoint(checkpoint)
     assert not (part / "model.safetensors").exists()
@@ -219,10 +261,15 @@ def _interrupted(part: Path, argv: list[str], number: int) -> Path:
 
 def _assert_resumed_run_equals(full: Path, part: Path, argv: list[str]) -> None:
     """``--resume_from_checkpoint true`` in ``part`` ends with the weights (encoder, head, method state) of the
-    uninterrupted run ``full``."""
-    settings = ["--output_dir", str(part), *argv, "--max_steps", str(TOTAL), "--save_steps", "1000"]
-    assert _finish([*settings, "--resume_from_checkpoint", "true"]) == 0
-    assert json.loads((part / "trainer_state.json").read_text())["global_step"] == TOTAL
+    uninterrupted run ``full``. A marker put into the checkpoint's log history must reach the final trainer state: a
+    run that started afresh instead of resuming would also end with those weights (the same seed), not with it."""
+    state_file = part / f"checkpoint-{STOP}" / "trainer_state.json"
+    marker = {"step": STOP, "marker": "written into the checkpoint before the resume"}
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "log_history": [*state["log_history"], marker]}))
+    assert _finish([*_run_settings(part, argv), "--resume_from_checkpoint", "true"]) == 0
+    final_state = json.loads((part / "trainer_state.json").read_text())
+    assert final_state["global_step"] == TOTAL and marker in final_state["log_history"]
     expected, actual = _weights(full), _weights(part)
     assert expected and expected.keys() == actual.keys()
     for key in expected:
@@ -247,6 +294,22 @@ def test_masked_lm_resumed_after_sigterm_equals_the_uninterrupted_run(tmp_path):
     # may break ties differently); the resumed run keeps its checkpoint's.
     full = _uninterrupted(tmp_path / "full", [*TINY_MLM, "--tokenizer", str(checkpoint)])
     _assert_resumed_run_equals(full, tmp_path / "part", TINY_MLM)
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(TINY_MAE, id="masked_image-mae"),
+    pytest.param(TINY_CPC, id="audio-cpc", marks=pytest.mark.needs_data(FSDD)),
+    pytest.param(TINY_SBERT, id="sentence_pairs-sbert", marks=pytest.mark.needs_data(STSB)),
+    pytest.param(TINY_DEEPCLUSTER, id="clustering-deepcluster"),
+])
+def test_other_jobs_resumed_after_sigterm_equal_the_uninterrupted_run(tmp_path, argv):
+    """The masked-image job (MAE: per-example mask seeds), the audio job (CPC: random crops and negatives), the
+    sentence-pair job (Sentence-BERT) and the clustering job (DeepCluster: assignments and the cluster-balanced
+    sampler in the checkpoint), as DINO and masked-LM above: stopped by SIGTERM at step 2, resumed, each ends with the
+    uninterrupted run's weights."""
+    full = _uninterrupted(tmp_path / "full", argv)
+    _interrupted(tmp_path / "part", argv, signal.SIGTERM)
+    _assert_resumed_run_equals(full, tmp_path / "part", argv)
 
 
 def test_resuming_the_last_checkpoint_skips_incomplete_ones(tmp_path, caplog):
