@@ -400,3 +400,33 @@ def test_batches_are_deduplicated_where_a_batch_fits_the_classes(no_duplicates, 
     labels = [index % 10 for index in range(100)]
     assert _deduplicate(no_duplicates, multi_positive, labels, batch) is expected
 
+
+
+def test_captioned_image_views_belong_to_the_example(embedded_images):
+    """The training crop of an image-caption row is seeded by (seed, epoch, index): the same in any batch, new at the
+    next epoch; the caption and other columns pass through, and the collator stacks the crops as they are."""
+    from torchvision.transforms import v2
+
+    from hf_ssl.data.collators import ImageCaptionCollator
+    from hf_ssl.views import CaptionedImageView, apply_views
+
+    crop = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(16, scale=(0.2, 1.0), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True)])
+    rows = embedded_images["train"].select(range(6)).map(lambda row, i: {"text": f"caption {i}"}, with_indices=True)
+    views = apply_views(rows, CaptionedImageView(crop, seed=3))
+    whole = [views[i] for i in range(6)]
+    assert [row["text"] for row in whole] == [f"caption {i}" for i in range(6)] and "label" in whole[0]
+    assert all(row["pixel_values"].shape == (3, 16, 16) for row in whole)
+    later = views.select(range(3, 6))  # the same examples in another batch
+    for i in range(3):
+        assert torch.equal(later[i]["pixel_values"], whole[3 + i]["pixel_values"])
+    assert not torch.equal(whole[0]["pixel_values"], whole[1]["pixel_values"])
+    views.format["format_kwargs"]["transform"].set_epoch(1)
+    assert not torch.equal(views[0]["pixel_values"], whole[0]["pixel_values"])
+
+    class Tokens:
+        def __call__(self, texts, **kwargs):
+            return {"input_ids": torch.ones(len(texts), 3, dtype=torch.long)}
+
+    batch = ImageCaptionCollator(Tokens(), image_transform=None)(whole[:2])
+    assert torch.equal(batch["pixel_values"], torch.stack([whole[0]["pixel_values"], whole[1]["pixel_values"]]))

@@ -5,7 +5,7 @@
   loads and ``--resume_from_checkpoint true`` resumes it.
 - SIGINT / SIGTERM finish the step, save a checkpoint and exit with 130 / 143 (``hf_ssl.training.interruption``); the
   resumed run ends with the weights of the uninterrupted one (DINO on images, masked-LM on text, MAE, CPC on audio,
-  Sentence-BERT on sentence pairs, DeepCluster). A signal that
+  Sentence-BERT on sentence pairs, DeepCluster, CLIP on image-caption pairs). A signal that
   reaches one of two processes stops both at the same step.
 
 The runs are real ``hf-ssl pretrain`` commands (``hf_ssl.cli.main``) in processes forked from this one, after one
@@ -102,6 +102,14 @@ TINY_DEEPCLUSTER = [
     "--num_clusters", "4", "--reassign_every", "3", "--pca_dim", "8", "--eval_strategy", "no",
     "--final_comparison", "false", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true",
     "--seed", "5",
+]
+EMOJI = "emoji_captions"
+TINY_CLIP = [
+    "recipes/configs/clip-vit-tiny-minilm-emoji.yaml", "--dataset", EMOJI, "--image_size", "16",
+    "--encoder_config_overrides",
+    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--projection_dim", "16", "--per_device_train_batch_size", "8", "--max_eval_examples", "40",
+    "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none", "--seed", "3",
 ]
 FORK = multiprocessing.get_context("fork")
 
@@ -301,12 +309,14 @@ def test_masked_lm_resumed_after_sigterm_equals_the_uninterrupted_run(tmp_path):
     pytest.param(TINY_CPC, id="audio-cpc", marks=pytest.mark.needs_data(FSDD)),
     pytest.param(TINY_SBERT, id="sentence_pairs-sbert", marks=pytest.mark.needs_data(STSB)),
     pytest.param(TINY_DEEPCLUSTER, id="clustering-deepcluster"),
+    pytest.param(TINY_CLIP, id="image_text-clip", marks=pytest.mark.needs_data(EMOJI)),
 ])
 def test_other_jobs_resumed_after_sigterm_equal_the_uninterrupted_run(tmp_path, argv):
     """The masked-image job (MAE: per-example mask seeds), the audio job (CPC: random crops and negatives), the
-    sentence-pair job (Sentence-BERT) and the clustering job (DeepCluster: assignments and the cluster-balanced
-    sampler in the checkpoint), as DINO and masked-LM above: stopped by SIGTERM at step 2, resumed, each ends with the
-    uninterrupted run's weights."""
+    sentence-pair job (Sentence-BERT), the clustering job (DeepCluster: assignments and the cluster-balanced sampler
+    in the checkpoint) and the image-text job (CLIP: random crops seeded per example, batches without repeated
+    captions), as DINO and masked-LM above: stopped by SIGTERM at step 2, resumed, each ends with the uninterrupted
+    run's weights."""
     full = _uninterrupted(tmp_path / "full", argv)
     _interrupted(tmp_path / "part", argv, signal.SIGTERM)
     _assert_resumed_run_equals(full, tmp_path / "part", argv)

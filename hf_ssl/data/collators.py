@@ -139,7 +139,9 @@ class ImageCaptionCollator:
     """Batches ``image`` + ``text`` rows into ``pixel_values (B, C, H, W)`` and the tokenised captions
     (``input_ids``, ``attention_mask``, ``token_type_ids`` when the tokenizer makes them).
 
-    image_transform: ``PIL image -> (C, H, W) tensor`` (e.g. :func:`hf_ssl.evaluation.features.default_eval_transform`).
+    image_transform: ``PIL image -> (C, H, W) tensor`` (e.g. :func:`hf_ssl.evaluation.features.default_eval_transform`),
+        for rows with an ``image``; rows with ``pixel_values`` (views made by the dataset's transform,
+        :class:`hf_ssl.views.CaptionedImageView`) are stacked as they are.
     positive_column: optional integer column (e.g. ``label``) passed on as ``positive_ids (B,)``: rows with equal
         values are positives of each other in the contrastive loss (:class:`hf_ssl.CLIPStyleForPreTraining`).
     """
@@ -158,9 +160,11 @@ class ImageCaptionCollator:
                 "caption per image: add a `text` column (imagefolder: metadata.jsonl with file_name and text; labelled "
                 "images: hf_ssl.data.pairs.caption_with_templates)"
             )
-        if any(example.get("image") is None for example in examples):
+        if any(example.get("image") is None and example.get("pixel_values") is None for example in examples):
             raise ValueError("every row needs an `image`; got a row without one")
-        pixels = torch.stack([self.image_transform(to_rgb(example["image"])) for example in examples])
+        # Rows that already hold their view (hf_ssl.views.CaptionedImageView, seeded per example) are only stacked.
+        pixels = torch.stack([example["pixel_values"] if example.get("pixel_values") is not None
+                              else self.image_transform(to_rgb(example["image"])) for example in examples])
         tokens = self.tokenizer(
             [example["text"] for example in examples], padding=True, truncation=True, max_length=self.max_length,
             return_tensors="pt",

@@ -53,6 +53,7 @@ from ..modules.backbones import encoder_config
 from ..modules.text_encoder import PACKAGED_MINILM, resolve_text_checkpoint
 from ..publishing.datasets import model_index_dataset
 from ..training.arguments import batch_size_across_processes
+from ..views import CaptionedImageView, apply_views
 from ..views.processors import build_image_processor
 from .arguments import VisionEncoderArguments, parse_json_object
 from .base import FinalEvaluation, JobParts, PretrainingJob, dataclass_values
@@ -147,8 +148,14 @@ class ImageTextJob(PretrainingJob):
             self.tokenizer, _image_transform(data_args.image_size, data_args.train_crop_scale),
             data_args.max_caption_length, positive_column="label" if positives_by_label else None,
         )
+        # The training crops are made by the dataset's transform, seeded per example like every view (a resumed or
+        # sharded run crops each image as the uninterrupted one); the collator stacks them and tokenises.
+        train_dataset = self.train_pairs
+        if data_args.train_crop_scale < 1.0:
+            train_dataset = apply_views(train_dataset, CaptionedImageView(
+                _image_transform(data_args.image_size, data_args.train_crop_scale), seed=seed))
         # Trainer saves its processing_class with the model: in every checkpoint and at the root.
-        return JobParts(model=model, train_dataset=self.train_pairs, data_collator=collator, evaluators=[evaluator],
+        return JobParts(model=model, train_dataset=train_dataset, data_collator=collator, evaluators=[evaluator],
                         train_sampler=sampler, trainer_kwargs={"processing_class": self.processor()})
 
     def load_data(self):

@@ -12,6 +12,7 @@ import datasets
 
 from ..data.streaming import StreamedDataset, is_streamed
 from .audio import AudioCropTransform
+from .captioned import CaptionedImageView
 from .multicrop import MultiCropConfig, MultiCropTransform
 from .seeding import INDEX_COLUMN
 from .single_view import SingleViewConfig, SingleViewTransform
@@ -26,6 +27,7 @@ from .weak_strong import (
 __all__ = [
     "INDEX_COLUMN",
     "AudioCropTransform",
+    "CaptionedImageView",
     "MaskingSeeds",
     "MultiCropConfig",
     "MultiCropTransform",
