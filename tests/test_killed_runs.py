@@ -49,19 +49,19 @@ from hf_ssl.training.output_dir import checkpoint_folders, resolve_checkpoint
 from hf_ssl.training.trainer import SSLTrainer
 
 KILLS, SEED = 20, 0
+#: The one-layer, 32-wide encoder of every tiny run below (ViT, BERT or the image tower, per job).
+TINY_ENCODER = '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}'
 #: A two-step-per-second tiny DINO run on the embedded images that saves after every step.
 TINY_DINO = [
     "--per_device_train_batch_size", "16", "--max_train_examples", "64", "--max_eval_examples", "40", "--knn_k", "10",
-    "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--encoder_config_overrides", TINY_ENCODER,
     "--out_dim", "64", "--hidden_dim", "32", "--bottleneck_dim", "16", "--num_local_crops", "2",
     "--final_comparison", "false", "--eval_strategy", "no", "--disable_tqdm", "true", "--report_to", "none",
     "--seed", "3",
 ]
 WIKITEXT = "Salesforce/wikitext"
 TINY_MLM = [
-    "--method", "mlm", "--encoder", "bert-mini", "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--method", "mlm", "--encoder", "bert-mini", "--encoder_config_overrides", TINY_ENCODER,
     "--dataset", WIKITEXT, "--dataset_config", "wikitext-2-raw-v1", "--max_train_documents", "6",
     "--max_seq_length", "64", "--tokenizer_vocab_size", "800", "--max_eval_sequences", "8",
     "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--warmup_steps", "1", "--eval_strategy", "no",
@@ -70,8 +70,7 @@ TINY_MLM = [
 FSDD = "silky1708/Free-Spoken-Digit-Dataset"
 #: The masked-image job (MAE) and the audio job (CPC) at tiny sizes, for the signal-resume check of every job.
 TINY_MAE = [
-    "recipes/configs/mae-vit-tiny-embedded.yaml", "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "recipes/configs/mae-vit-tiny-embedded.yaml", "--encoder_config_overrides", TINY_ENCODER,
     "--decoder_hidden_size", "32", "--decoder_num_hidden_layers", "1", "--decoder_num_attention_heads", "2",
     "--decoder_intermediate_size", "64", "--max_train_examples", "64", "--max_eval_examples", "16",
     "--per_device_train_batch_size", "16", "--reconstruction_images", "0", "--final_comparison", "false",
@@ -88,16 +87,14 @@ STSB = "sentence-transformers/stsb"
 #: The sentence-pair job (Sentence-BERT, CoSENT, a tiny BERT from its config) and the clustering job (DeepCluster,
 #: re-clustering every 3 steps, so the resumed run re-clusters after the checkpoint at step 2).
 TINY_SBERT = [
-    "recipes/configs/sbert-minilm-stsb.yaml", "--from_scratch", "true", "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "recipes/configs/sbert-minilm-stsb.yaml", "--from_scratch", "true", "--encoder_config_overrides", TINY_ENCODER,
     "--objective", "cosent", "--max_train_examples", "64", "--per_device_train_batch_size", "8",
     "--eval_strategy", "no", "--use_cpu", "true", "--sts_dataset", STSB, "--sts_max_examples", "64",
     "--dataset", STSB, "--disable_tqdm", "true", "--report_to", "none", "--seed", "3",
 ]
 TINY_DEEPCLUSTER = [
     "--method", "deepcluster", "--dataset", "embedded", "--max_train_examples", "32", "--encoder", "vit-tiny",
-    "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--encoder_config_overrides", TINY_ENCODER,
     "--patch_size", "4", "--global_crop_size", "16", "--per_device_train_batch_size", "8",
     "--num_clusters", "4", "--reassign_every", "3", "--pca_dim", "8", "--eval_strategy", "no",
     "--final_comparison", "false", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true",
@@ -106,8 +103,7 @@ TINY_DEEPCLUSTER = [
 EMOJI = "emoji_captions"
 TINY_CLIP = [
     "recipes/configs/clip-vit-tiny-minilm-emoji.yaml", "--dataset", EMOJI, "--image_size", "16",
-    "--encoder_config_overrides",
-    '{"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}',
+    "--encoder_config_overrides", TINY_ENCODER,
     "--projection_dim", "16", "--per_device_train_batch_size", "8", "--max_eval_examples", "40",
     "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none", "--seed", "3",
 ]

@@ -144,16 +144,14 @@ class ImageTextJob(PretrainingJob):
             sampler = NoDuplicatesSampler(keys, global_batch, seed=seed)
         # Captions from class names: every image of a class is a positive of every caption of it, whatever template.
         positives_by_label = self.templated and model.method_config.multi_positive
+        train_transform = _image_transform(data_args.image_size, data_args.train_crop_scale)
         collator = ImageCaptionCollator(
-            self.tokenizer, _image_transform(data_args.image_size, data_args.train_crop_scale),
-            data_args.max_caption_length, positive_column="label" if positives_by_label else None,
+            self.tokenizer, train_transform, data_args.max_caption_length,
+            positive_column="label" if positives_by_label else None,
         )
         # The training crops are made by the dataset's transform, seeded per example like every view (a resumed or
         # sharded run crops each image as the uninterrupted one); the collator stacks them and tokenises.
-        train_dataset = self.train_pairs
-        if data_args.train_crop_scale < 1.0:
-            train_dataset = apply_views(train_dataset, CaptionedImageView(
-                _image_transform(data_args.image_size, data_args.train_crop_scale), seed=seed))
+        train_dataset = apply_views(self.train_pairs, CaptionedImageView(train_transform, seed=seed))
         # Trainer saves its processing_class with the model: in every checkpoint and at the root.
         return JobParts(model=model, train_dataset=train_dataset, data_collator=collator, evaluators=[evaluator],
                         train_sampler=sampler, trainer_kwargs={"processing_class": self.processor()})
