@@ -88,7 +88,8 @@ def run(command: list[str], threads: int) -> float:
 
 
 def finetune_command(task: Task, method: str, labels: int, start: str, seed: int, minutes: float | None,
-                     out_dir: str) -> list[str]:
+                     out_dir: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The ``recipes/finetune.py`` command of one run; ``extra``: more options (``--teacher``, a method setting)."""
     recipe = task.recipe.format(method=method)
     command = ["recipes/finetune.py", recipe] + ([] if "{method}" in task.recipe else ["--method", method])
     command += ["--labels_per_class", str(labels // task.num_classes), "--labelled_seed", str(seed), "--seed",
@@ -98,7 +99,31 @@ def finetune_command(task: Task, method: str, labels: int, start: str, seed: int
     if minutes is not None:
         command += ["--max_steps", "100000", "--max_train_minutes", str(minutes), "--lr_scheduler_type",
                     "constant_with_warmup", "--save_steps", "100000", "--logging_steps", "50"]
-    return command
+    return command + list(extra)
+
+
+def finetune_and_record(results: dict, output: Path, name: str, command: list[str], out_dir: str, threads: int,
+                        **fields) -> dict:
+    """Run one ``recipes/finetune.py`` command and merge its entry (``name``, ``fields``, steps, wall time, the
+    published classifier's accuracy, the command) into ``results``, saved to ``output`` at once. A multi-round run
+    (Noisy Student) leaves one folder per round: the entry's accuracy and steps are the last round's, and ``rounds``
+    lists every round's."""
+    seconds = run(command, threads)
+    round_dirs = sorted((ROOT / out_dir).glob("round-*"), key=lambda path: int(path.name.split("-")[1]))
+    rounds = []
+    for run_dir in round_dirs or [ROOT / out_dir]:
+        evaluation = json.loads((run_dir / "eval_results.json").read_text())
+        record = json.loads((run_dir / "hf_ssl_run.json").read_text())
+        rounds.append({"steps": evaluation["pretraining_steps"],
+                       "accuracy": evaluation["probes"]["published"]["accuracy"],
+                       "train_wall_seconds": record.get("wall_time_seconds")})
+    entry = {"name": name, **fields, **{key: rounds[-1][key] for key in ("steps", "accuracy")},
+             "wall_seconds": round(seconds), "train_wall_seconds": rounds[-1]["train_wall_seconds"],
+             **({"rounds": rounds} if round_dirs else {}), "command": "python " + shlex.join(command)}
+    results["runs"] = [other for other in results["runs"] if other["name"] != name] + [entry]
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{name}: {entry['accuracy']:.4f} after {entry['steps']} steps", flush=True)
+    return entry
 
 
 def main() -> None:
@@ -110,6 +135,8 @@ def main() -> None:
                         "task's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="labelled_seed and training seed")
     parser.add_argument("--minutes", type=float, help="equal training wall time per run instead of the recipe's steps")
+    parser.add_argument("--teacher", help="the teacher classifier of distillation and Noisy Student (e.g. a FixMatch "
+                        "run's output)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pretrain", action="store_true", help="run the task's reference pretraining first")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/semi_<task>.json)")
@@ -137,21 +164,11 @@ def main() -> None:
                     started_from = "random" if start == "random" else "pretrained"
                     name = f"{method}-{labels}-{started_from}-seed{seed}"
                     out_dir = f"outputs/semi/{args.task}/{name}"
-                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir)
-                    seconds = run(command, args.threads)
-                    evaluation = json.loads((ROOT / out_dir / "eval_results.json").read_text())
-                    record = json.loads((ROOT / out_dir / "hf_ssl_run.json").read_text())
-                    results["runs"] = [entry for entry in results["runs"] if entry["name"] != name] + [{
-                        "name": name, "method": method, "labels": labels, "start": start, "seed": seed,
-                        "steps": evaluation["pretraining_steps"], "wall_seconds": round(seconds),
-                        "accuracy": evaluation["probes"]["published"]["accuracy"],
-                        "train_wall_seconds": record.get("wall_time_seconds"),
-                        "command": "python " + shlex.join(command),
-                    }]
-                    output.write_text(json.dumps(results, indent=2) + "\n")
-                    print(f"{name}: {results['runs'][-1]['accuracy']:.4f} after {results['runs'][-1]['steps']} steps",
-                          flush=True)
-
+                    teacher = ("--teacher", args.teacher) if args.teacher else ()
+                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, teacher)
+                    finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
+                                        labels=labels, start=start, seed=seed, **({"teacher": args.teacher}
+                                                                                    if args.teacher else {}))
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,92 @@
+"""The SimCLRv2 pipeline benchmark (benchmarks/semi_pipeline.py) chains its stages: each teacher is the previous
+stage's classifier, Noisy Student's rounds are each recorded, and a finished stage is not trained again. The training
+runs are replaced by a stand-in that writes what ``recipes/finetune.py`` leaves (its evaluation and run record)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def pipeline(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("semi_pipeline", "semi_few_labels"):
+        sys.modules.pop(name, None)
+    import semi_few_labels
+    import semi_pipeline
+
+    monkeypatch.setattr(semi_few_labels, "ROOT", tmp_path)
+    monkeypatch.setattr(semi_pipeline, "ROOT", tmp_path)
+    (tmp_path / semi_few_labels.SIMCLR).mkdir(parents=True)
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    (tmp_path / semi_few_labels.SIMCLR / "config.json").write_text("{}")
+    commands = []
+
+    def fake_finetune(command, threads):
+        """Leave one finished run per round, its accuracy 0.1 * (runs so far)."""
+        commands.append(command)
+        out_dir = tmp_path / command[command.index("--output_dir") + 1]
+        rounds = int(command[command.index("--rounds") + 1]) if "--rounds" in command else 0
+        for run_dir in [out_dir / f"round-{k}" for k in range(1, rounds + 1)] or [out_dir]:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            accuracy = round(0.1 * (len(commands) + int(run_dir.name.startswith("round-")) * int(run_dir.name[-1])), 2)
+            (run_dir / "eval_results.json").write_text(json.dumps(
+                {"pretraining_steps": 7, "probes": {"published": {"accuracy": accuracy}}}))
+            (run_dir / "hf_ssl_run.json").write_text(json.dumps({"wall_time_seconds": 1.0}))
+        return 1.0
+
+    monkeypatch.setattr(semi_few_labels, "run", fake_finetune)
+    return semi_pipeline, commands, tmp_path
+
+
+def option(command, name):
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_each_stage_teaches_the_next_and_every_round_is_recorded(pipeline, monkeypatch):
+    semi_pipeline, commands, root = pipeline
+    monkeypatch.setattr(sys, "argv", ["semi_pipeline.py", "--labels", "250", "--minutes", "0.5"])
+    semi_pipeline.main()
+
+    methods = [command[1].split("/")[-1].split("-")[0] for command in commands]
+    assert methods == ["supervised", "fixmatch", "distillation", "noisy_student"]
+    outputs = [option(command, "--output_dir") for command in commands]
+    assert option(commands[2], "--teacher") == outputs[1]  # distillation learns from FixMatch's classifier
+    assert option(commands[3], "--teacher") == outputs[2]  # Noisy Student's first teacher is the distilled one
+    assert option(commands[2], "--supervised_weight") == "0" and option(commands[2], "--encoder") is None
+    assert all(option(command, "--labels_per_class") == "25" for command in commands)
+    assert all(option(command, "--max_train_minutes") == "0.5" for command in commands)
+
+    runs = json.loads((root / "benchmarks/results/semi_pipeline.json").read_text())["runs"]
+    assert [entry["stage"] for entry in runs] == [stage[0] for stage in semi_pipeline.STAGES]
+    noisy_student = runs[-1]
+    assert [entry["accuracy"] for entry in noisy_student["rounds"]] == [0.5, 0.6]
+    assert noisy_student["accuracy"] == 0.6  # the last round's classifier is the stage's result
+
+
+def test_a_rerun_keeps_the_finished_stages(pipeline, monkeypatch):
+    semi_pipeline, commands, root = pipeline
+    monkeypatch.setattr(sys, "argv", ["semi_pipeline.py"])
+    semi_pipeline.main()
+    record = root / "benchmarks/results/semi_pipeline.json"
+    runs = json.loads(record.read_text())["runs"]
+    runs.pop()  # as if the last stage had not finished
+    record.write_text(json.dumps({"runs": runs}))
+    commands.clear()
+    semi_pipeline.main()
+    assert len(commands) == 1 and "noisy_student" in commands[0][1]
+    assert len(json.loads(record.read_text())["runs"]) == len(semi_pipeline.STAGES)
+
+
+def test_missing_pretraining_names_the_command_that_makes_it(pipeline, monkeypatch, capsys):
+    semi_pipeline, commands, root = pipeline
+    (root / "outputs/semi/simclr-vit-tiny-cifar10/config.json").unlink()
+    monkeypatch.setattr(sys, "argv", ["semi_pipeline.py"])
+    with pytest.raises(SystemExit):
+        semi_pipeline.main()
+    assert "semi_few_labels.py --task cifar10 --pretrain" in capsys.readouterr().err
+    assert commands == []
