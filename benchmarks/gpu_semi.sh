@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Learning with few labels on one GPU, about 12 minutes: FixMatch through SemiSupervisedTrainer against the same step
+# Learning with few labels on one GPU, about 20 minutes: FixMatch through SemiSupervisedTrainer against the same step
 # hand-written (benchmarks/semi_throughput.py), then CIFAR-10 with 40 labels, the METHODS (default: supervised-only vs
 # FixMatch; any registered method, e.g. METHODS="supervised fixmatch uda mixmatch vat") from the SimCLR reference run,
-# 3 seeds, MINUTES of training each (benchmarks/semi_few_labels.py). Results go to
+# 3 seeds, MINUTES of training each (benchmarks/semi_few_labels.py), and SimCLRv2's four stages at 250 labels, MINUTES
+# per stage and per Noisy Student round (benchmarks/semi_pipeline.py). Results go to
 # benchmarks/results/*_gpu.json; record them in benchmarks/README.md with the card the run printed.
 #
 #   HF_SSL_DATA_DIR=<folder holding cifar10_jpg> bash benchmarks/gpu_semi.sh
@@ -17,3 +18,4 @@ python benchmarks/semi_throughput.py --device cuda --batch_size 64 --rounds 2 \
 python benchmarks/semi_few_labels.py --task cifar10 --pretrain --labels 40 --methods $METHODS \
     --starts outputs/semi/simclr-vit-tiny-cifar10 --seeds 0 1 2 --minutes "$MINUTES" \
     --output benchmarks/results/semi_cifar10_gpu.json
+python benchmarks/semi_pipeline.py --labels 250 --minutes "$MINUTES" --output benchmarks/results/semi_pipeline_gpu.json
