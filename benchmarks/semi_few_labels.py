@@ -13,7 +13,10 @@ and FSDD: the FixMatch recipe with ``--method``) with the labels per class of ``
 ``labelled_seed`` = the seed) and the final accuracy of the published classifier (the EMA / teacher where the method
 has one) on the whole evaluation split. The budget is either the recipe's step count (the default) or, with
 ``--minutes``, the same training wall time for every run (``--max_train_minutes``, evaluation excluded) with a
-constant learning rate after the warm-up, so that the schedule does not depend on how many steps a method fits in.
+constant learning rate after the warm-up, so that the schedule does not depend on how many steps a method fits in;
+the methods that ramp their unsupervised weight up (Π-model, Mean Teacher, MixMatch, pseudo-labelling, temporal
+ensembling, VAT) then ramp it over ``--rampup_steps`` steps instead of a share of the nominal ``--max_steps 100000``,
+which would keep the weight near 0 for the whole run.
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
 ``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
@@ -87,9 +90,17 @@ def run(command: list[str], threads: int) -> float:
     return time.time() - started
 
 
+def ramps_up(method: str) -> bool:
+    """Whether the method ramps its unsupervised weight up by default (over a share of ``max_steps``)."""
+    from hf_ssl.semi import SEMI_METHOD_REGISTRY
+
+    return SEMI_METHOD_REGISTRY[method].config_class.rampup_fraction > 0
+
+
 def finetune_command(task: Task, method: str, labels: int, start: str, seed: int, minutes: float | None,
-                     out_dir: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """The ``recipes/finetune.py`` command of one run; ``extra``: more options (``--teacher``, a method setting)."""
+                     out_dir: str, extra: tuple[str, ...] = (), rampup_steps: int = 300) -> list[str]:
+    """The ``recipes/finetune.py`` command of one run; ``extra``: more options (``--teacher``, a method setting);
+    ``rampup_steps``: the ramp-up's length in steps under a time budget (``minutes``)."""
     recipe = task.recipe.format(method=method)
     command = ["recipes/finetune.py", recipe] + ([] if "{method}" in task.recipe else ["--method", method])
     command += ["--labels_per_class", str(labels // task.num_classes), "--labelled_seed", str(seed), "--seed",
@@ -99,6 +110,8 @@ def finetune_command(task: Task, method: str, labels: int, start: str, seed: int
     if minutes is not None:
         command += ["--max_steps", "100000", "--max_train_minutes", str(minutes), "--lr_scheduler_type",
                     "constant_with_warmup", "--save_steps", "100000", "--logging_steps", "50"]
+        if ramps_up(method):
+            command += ["--rampup_steps", str(rampup_steps)]
     return command + list(extra)
 
 
@@ -135,6 +148,8 @@ def main() -> None:
                         "task's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="labelled_seed and training seed")
     parser.add_argument("--minutes", type=float, help="equal training wall time per run instead of the recipe's steps")
+    parser.add_argument("--rampup_steps", type=int, default=300, help="with --minutes: the ramp-up's length in steps "
+                        "for the methods that ramp up (default 300, a quarter to a half of what they fit in 10 min)")
     parser.add_argument("--teacher", help="the teacher classifier of distillation and Noisy Student (e.g. a FixMatch "
                         "run's output)")
     parser.add_argument("--threads", type=int, default=2)
@@ -163,9 +178,10 @@ def main() -> None:
                 for method in args.methods:
                     started_from = "random" if start == "random" else "pretrained"
                     name = f"{method}-{labels}-{started_from}-seed{seed}"
-                    out_dir = f"outputs/semi/{args.task}/{name}"
+                    out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
                     teacher = ("--teacher", args.teacher) if args.teacher else ()
-                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, teacher)
+                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, teacher,
+                                               args.rampup_steps)
                     finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
                                         labels=labels, start=start, seed=seed, **({"teacher": args.teacher}
                                                                                     if args.teacher else {}))

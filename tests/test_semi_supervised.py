@@ -91,6 +91,17 @@ def test_rampup_values_at_chosen_steps():
     assert method.unsupervised_weight(progress(25, 100)) == pytest.approx(8 * math.exp(-5 * 0.25))
 
 
+def test_a_rampup_in_steps_ignores_max_steps():
+    """Under a time limit max_steps is nominal (e.g. 100,000): a ramp-up in steps still reaches the full weight."""
+    method = MeanTeacher(rampup_fraction=0.4, rampup_steps=50, unsupervised_weight=8.0)
+    for max_steps in (100, 100_000):
+        assert method.unsupervised_weight(progress(25, max_steps)) == pytest.approx(8 * math.exp(-5 * 0.25))
+        assert method.unsupervised_weight(progress(50, max_steps)) == 8.0
+    assert MeanTeacher(rampup_fraction=0.4).unsupervised_weight(progress(500, 100_000)) < 0.01 * 50
+    with pytest.raises(ValueError, match="rampup_steps"):
+        MeanTeacher(rampup_steps=-1)
+
+
 def test_the_ema_warm_up_averages_the_first_weights_then_keeps_the_decay():
     method = FixMatch(ema_decay=0.99)
     # Update n (progress.step = n - 1) uses 1 - 1 / (n + 1): the EMA is the plain mean of the start and n updates.

@@ -42,6 +42,10 @@ class SemiSupervisedConfig:
     unlabelled_batch_ratio: ``mu``, unlabelled examples per labelled example in a batch (FixMatch: 7).
     unsupervised_weight: ``lambda_u``, the weight of the unsupervised term once ramped up.
     rampup_fraction: share of the training steps over which the weight ramps up from 0 (0: no ramp-up).
+    rampup_steps: the ramp-up's length in optimizer steps, used instead of ``rampup_fraction * max_steps`` when > 0:
+        the papers' own form (Laine & Aila 2017: 80 epochs; MixMatch: 16,000 steps), and the one that works when a
+        time limit (``--max_train_minutes``), not ``max_steps``, ends training (a fraction of a nominal ``max_steps``
+        far beyond the steps run would keep the weight near 0 throughout).
     rampup_shape: ``"sigmoid"`` (``exp(-5 (1 - t)^2)``, Laine & Aila 2017 §3.1) or ``"linear"`` (Lee 2013).
     ema_decay: decay of an exponential moving average of the classifier, parameters and BatchNorm buffers (timm's
         ``ModelEmaV2``), evaluated and published instead of the trained weights; ``None``: no EMA.
@@ -62,6 +66,7 @@ class SemiSupervisedConfig:
     unlabelled_batch_ratio: int = 1
     unsupervised_weight: float = 1.0
     rampup_fraction: float = 0.0
+    rampup_steps: int = 0
     rampup_shape: str = "sigmoid"
     ema_decay: float | None = None
     ema_warmup: bool = True
@@ -75,6 +80,8 @@ class SemiSupervisedConfig:
             raise ValueError(f"unsupervised_weight must be >= 0, got {self.unsupervised_weight}")
         if not 0.0 <= self.rampup_fraction <= 1.0:
             raise ValueError(f"rampup_fraction must be in [0, 1], got {self.rampup_fraction}")
+        if self.rampup_steps < 0:
+            raise ValueError(f"rampup_steps must be >= 0, got {self.rampup_steps}")
         if self.rampup_shape not in RAMPUP_SHAPES:
             raise ValueError(f"rampup_shape must be one of {RAMPUP_SHAPES}, got {self.rampup_shape!r}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
@@ -192,7 +199,7 @@ class SemiSupervisedMethod(nn.Module, abc.ABC):
 
     def unsupervised_weight(self, progress: TrainingProgress) -> float:
         """``lambda_u`` times the ramp-up factor at this step."""
-        length = self.config.rampup_fraction * max(progress.max_steps, 1)
+        length = self.config.rampup_steps or self.config.rampup_fraction * max(progress.max_steps, 1)
         return self.config.unsupervised_weight * rampup(progress.step, length, self.config.rampup_shape)
 
     # ----------------------------------------------------------------------------------------------------------------
