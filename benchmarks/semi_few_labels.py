@@ -186,5 +186,6 @@ def main() -> None:
                                         labels=labels, start=start, seed=seed, **({"teacher": args.teacher}
                                                                                     if args.teacher else {}))
 
+
 if __name__ == "__main__":
     main()
