@@ -25,6 +25,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+from pathlib import Path
 
 from semi_few_labels import ROOT, SIMCLR, TASKS, finetune_and_record, finetune_command
 
@@ -35,6 +37,11 @@ STAGES = (
     ("3-distilled-3-layers", "distillation", "random", "2-fixmatch", ("--supervised_weight", "0")),
     ("4-noisy-student", "noisy_student", SIMCLR, "3-distilled-3-layers", ("--rounds", "2")),
 )
+
+
+def stage_dir(stage: str, labels: int, seed: int) -> str:
+    """The output folder of one stage's run."""
+    return f"outputs/semi/pipeline/{stage}-{labels}-seed{seed}"
 
 
 def main() -> None:
@@ -60,16 +67,15 @@ def main() -> None:
                    f"{args.threads} threads")
     finished = {entry["name"]: entry for entry in results["runs"]}
     for stage, method, start, teacher_stage, options in STAGES:
-        name = f"{stage}-{args.labels}-seed{args.seed}"
-        out_dir = f"outputs/semi/pipeline/{name}"
+        out_dir = stage_dir(stage, args.labels, args.seed)
+        name = Path(out_dir).name
         if name in finished and not args.rerun:
             print(f"{name}: finished, {finished[name]['accuracy']:.4f}", flush=True)
             continue
         if teacher_stage is not None:
-            options = ("--teacher", f"outputs/semi/pipeline/{teacher_stage}-{args.labels}-seed{args.seed}", *options)
-        if (ROOT / out_dir).exists() and method != "noisy_student":
-            # an interrupted stage starts over at the same budget (Noisy Student restarts at its unfinished round)
-            options = (*options, "--overwrite")
+            options = ("--teacher", stage_dir(teacher_stage, args.labels, args.seed), *options)
+        # an interrupted or rerun stage starts over at the same budget (Noisy Student's rounds included)
+        shutil.rmtree(ROOT / out_dir, ignore_errors=True)
         command = finetune_command(task, method, args.labels, start, args.seed, args.minutes, out_dir, options)
         finetune_and_record(results, output, name, command, out_dir, args.threads, stage=stage, method=method,
                             labels=args.labels, start=start, seed=args.seed)
