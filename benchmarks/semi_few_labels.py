@@ -152,10 +152,15 @@ def main() -> None:
                         "for the methods that ramp up (default 300, a quarter to a half of what they fit in 10 min)")
     parser.add_argument("--teacher", help="the teacher classifier of distillation and Noisy Student (e.g. a FixMatch "
                         "run's output)")
+    parser.add_argument("--finetune_args", default="", help="more recipes/finetune.py options for every run, e.g. a "
+                        "method setting: '--classwise_thresholds true' (needs --variant)")
+    parser.add_argument("--variant", default="", help="a name for the --finetune_args setting, added to each run's name")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pretrain", action="store_true", help="run the task's reference pretraining first")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/semi_<task>.json)")
     args = parser.parse_args()
+    if bool(args.finetune_args) != bool(args.variant):
+        parser.error("--finetune_args and --variant go together: name the setting so that its runs keep their own rows")
     task = TASKS[args.task]
 
     output = ROOT / (args.output or f"benchmarks/results/semi_{args.task}.json")
@@ -177,14 +182,15 @@ def main() -> None:
             for start in args.starts or task.starts:
                 for method in args.methods:
                     started_from = "random" if start == "random" else "pretrained"
-                    name = f"{method}-{labels}-{started_from}-seed{seed}"
+                    name = f"{method}{'-' + args.variant if args.variant else ''}-{labels}-{started_from}-seed{seed}"
                     out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
-                    teacher = ("--teacher", args.teacher) if args.teacher else ()
-                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, teacher,
+                    extra = (("--teacher", args.teacher) if args.teacher else ()) + tuple(shlex.split(args.finetune_args))
+                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
                                                args.rampup_steps)
                     finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
                                         labels=labels, start=start, seed=seed, **({"teacher": args.teacher}
-                                                                                    if args.teacher else {}))
+                                                                                    if args.teacher else {}),
+                                        **({"variant": args.finetune_args} if args.variant else {}))
 
 
 if __name__ == "__main__":

@@ -90,3 +90,23 @@ def test_missing_pretraining_names_the_command_that_makes_it(pipeline, monkeypat
         semi_pipeline.main()
     assert "semi_few_labels.py --task cifar10 --pretrain" in capsys.readouterr().err
     assert commands == []
+
+
+def test_a_method_variant_runs_with_its_setting_under_its_own_name(pipeline, monkeypatch):
+    semi_pipeline, commands, root = pipeline
+    import semi_few_labels
+
+    argv = ["semi_few_labels.py", "--methods", "fixmatch", "--starts", "random", "--minutes", "0.5"]
+    monkeypatch.setattr(sys, "argv", argv)
+    semi_few_labels.main()
+    monkeypatch.setattr(sys, "argv", argv + ["--finetune_args", "--classwise_thresholds true", "--variant", "flex"])
+    semi_few_labels.main()
+
+    assert "--classwise_thresholds" not in commands[0] and commands[1][-2:] == ["--classwise_thresholds", "true"]
+    runs = json.loads((root / "benchmarks/results/semi_cifar10.json").read_text())["runs"]
+    assert [entry["name"] for entry in runs] == ["fixmatch-40-random-seed0", "fixmatch-flex-40-random-seed0"]
+    assert option(commands[1], "--output_dir").endswith("fixmatch-flex-40-random-seed0")
+
+    monkeypatch.setattr(sys, "argv", argv + ["--finetune_args", "--classwise_thresholds true"])
+    with pytest.raises(SystemExit):  # a setting without a name would overwrite the plain method's row
+        semi_few_labels.main()
