@@ -17,6 +17,8 @@ constant learning rate after the warm-up, so that the schedule does not depend o
 the methods that ramp their unsupervised weight up (Π-model, Mean Teacher, MixMatch, pseudo-labelling, temporal
 ensembling, VAT) then ramp it over ``--rampup_steps`` steps instead of a share of the nominal ``--max_steps 100000``,
 which would keep the weight near 0 for the whole run.
+A method setting other than the recipe's runs under its own row name: ``--finetune_args '--classwise_thresholds true'
+--variant flexmatch`` (FlexMatch thresholds for FixMatch).
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
 ``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
