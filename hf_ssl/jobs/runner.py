@@ -17,6 +17,7 @@ folder that already holds a run: see :mod:`hf_ssl.training.output_dir`) before a
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import sys
@@ -184,7 +185,12 @@ def run(argv: list[str] | None = None, callbacks: list | None = None, prog: str 
 
     if not trainer.is_world_process_zero():
         # Done here; rank 0 needs no collective from now on. Leave the process group before exiting: a process that
-        # exits holding it while rank 0 still works aborts ("terminate called without an active exception").
+        # exits holding it while rank 0 still works aborts ("terminate called without an active exception"). The
+        # DDP wrapper holds the group too, so it is released first; otherwise the group outlives
+        # destroy_process_group and is torn down during interpreter shutdown, which can abort the same way.
+        trainer.accelerator.free_memory()
+        trainer.model_wrapped = trainer.model = None
+        gc.collect()
         trainer.accelerator.end_training()
         return {}
     evaluation = job.final_evaluation(published)
