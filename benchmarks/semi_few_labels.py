@@ -179,14 +179,16 @@ def main() -> None:
         results["pretraining"] = {"command": "python " + shlex.join(task.pretrain_command),
                                   "wall_seconds": round(seconds)}
         output.write_text(json.dumps(results, indent=2) + "\n")
+    # the options every run gets beyond its recipe, and the row name they run under
+    extra = (("--teacher", args.teacher) if args.teacher else ()) + tuple(shlex.split(args.finetune_args))
+    variant = f"-{args.variant}" if args.variant else ""
     for labels in args.labels or [task.labels]:
         for seed in args.seeds:
             for start in args.starts or task.starts:
                 for method in args.methods:
                     started_from = "random" if start == "random" else "pretrained"
-                    name = f"{method}{'-' + args.variant if args.variant else ''}-{labels}-{started_from}-seed{seed}"
+                    name = f"{method}{variant}-{labels}-{started_from}-seed{seed}"
                     out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
-                    extra = (("--teacher", args.teacher) if args.teacher else ()) + tuple(shlex.split(args.finetune_args))
                     command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
                                                args.rampup_steps)
                     finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
