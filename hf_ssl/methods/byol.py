@@ -101,10 +101,10 @@ class BYOLForPreTraining(MomentumTeacherModel):
         **kwargs,
     ) -> BYOLOutput:
         pixels = self.two_view_pixels(global_crops, local_crops)
-        # Both views in one pass (the heads' BatchNorm sees both views together).
-        predictions = self.predictor(self.projector(image_features(self.student_encoder, pixels)))
+        # The heads see both views in one pass (their BatchNorm normalises over both views together).
+        predictions = self.predictor(self.projector(image_features(self.student_encoder, pixels, views=2)))
         with torch.no_grad():
-            targets = self.teacher_projector(image_features(self.encoder, pixels))
+            targets = self.teacher_projector(image_features(self.encoder, pixels, views=2))
         if not return_loss:
             return BYOLOutput(predictions=predictions, targets=targets)
         # Symmetric: view 1 predicts view 2's target and vice versa (Eq. 3), averaged.

@@ -159,14 +159,14 @@ class DINOForPreTraining(MomentumTeacherModel):
         if num_global < 1 or num_global + (0 if local_crops is None else local_crops.shape[1]) < 2:
             raise ValueError("DINO needs at least 2 crops per image (e.g. 2 global, or 1 global + local crops)")
         global_flat = view_major(global_crops)
-        # One encoder pass per resolution, one head pass over all crops (BatchNorm in the head then sees every crop,
-        # as in the reference implementation).
-        features = [image_features(self.student_encoder, global_flat)]
+        # The encoder per view (see image_features), one head pass over all crops (BatchNorm in the head then sees
+        # every crop, as in the reference implementation).
+        features = [image_features(self.student_encoder, global_flat, views=num_global)]
         if local_crops is not None and local_crops.shape[1] > 0:
-            features.append(image_features(self.student_encoder, view_major(local_crops)))
+            features.append(image_features(self.student_encoder, view_major(local_crops), views=local_crops.shape[1]))
         student_logits = self.student_head(torch.cat(features))
         with torch.no_grad():
-            teacher_logits = self.teacher_head(image_features(self.encoder, global_flat))
+            teacher_logits = self.teacher_head(image_features(self.encoder, global_flat, views=num_global))
 
         loss, stats = self.loss_fn(student_logits, teacher_logits, num_global, self._teacher_temperature)
         return DINOOutput(

@@ -111,7 +111,7 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
     ) -> MoCoV2Output:
         pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        queries = self.projector(image_features(self.student_encoder, pixels))
+        queries = self.projector(image_features(self.student_encoder, pixels, views=2))
         with torch.no_grad():
             if self.method_config.shuffle_bn and self.training and has_batch_norm(self.encoder, self.key_projector):
                 keys = shuffled_forward(self._encode_keys, pixels)
@@ -131,7 +131,7 @@ class MoCoV2ForPreTraining(MomentumTeacherModel):
         )
 
     def _encode_keys(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.key_projector(image_features(self.encoder, pixels))
+        return self.key_projector(image_features(self.encoder, pixels, views=2))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Per-step interface

@@ -74,9 +74,10 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
     Modules: ``student_encoder`` + ``projector`` + ``predictor`` (trained); the momentum encoder under the encoder's
     native prefix (``vit``, ...) + ``key_projector`` (EMA, no gradients); ``loss_fn`` (:class:`MoCoV3Loss`).
 
-    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``. Both views go through each branch in one pass (their
-    BatchNorm statistics are shared; the reference code runs the views separately, which only differs in training
-    mode with BatchNorm). BatchNorm statistics are per process unless the trainer converts to SyncBatchNorm.
+    Inputs: ``global_crops`` ``(batch, 2, C, H, W)``. Both views go through each head in one pass (their BatchNorm
+    statistics are shared; the reference code runs the views separately, which only differs in training mode with
+    BatchNorm); the encoders pass as ``image_features`` says. BatchNorm statistics are per process unless the trainer
+    converts to SyncBatchNorm.
     """
 
     method_config_class = MoCoV3Config
@@ -104,9 +105,9 @@ class MoCoV3ForPreTraining(MomentumTeacherModel):
         **kwargs,
     ) -> MoCoV3Output:
         pixels = self.two_view_pixels(global_crops, local_crops)
-        queries = self.predictor(self.projector(image_features(self.student_encoder, pixels)))
+        queries = self.predictor(self.projector(image_features(self.student_encoder, pixels, views=2)))
         with torch.no_grad():
-            keys = self.key_projector(image_features(self.encoder, pixels))
+            keys = self.key_projector(image_features(self.encoder, pixels, views=2))
         if not return_loss:
             return MoCoV3Output(queries=queries, keys=keys)
         loss, stats = cross_view_loss(self.loss_fn, queries, keys)

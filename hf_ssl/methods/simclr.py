@@ -62,8 +62,9 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
     momentum encoder and no per-step hooks.
 
     Inputs: ``global_crops`` ``(batch, 2, C, H, W)``, two views per image, from
-    :class:`hf_ssl.views.MultiCropTransform` with ``num_global_crops=2, num_local_crops=0``. Both views go through
-    the encoder in one forward pass (and through the head's BatchNorm together, as in the reference implementation).
+    :class:`hf_ssl.views.MultiCropTransform` with ``num_global_crops=2, num_local_crops=0``. The encoder passes are
+    ``image_features``'s (per view on a CPU when the encoder has no BatchNorm); both views go through the head's
+    BatchNorm together, as in the reference implementation.
     """
 
     method_config_class = SimCLRConfig
@@ -82,13 +83,13 @@ class SimCLRForPreTraining(SSLPreTrainedModel):
     # The two halves of ``forward``, also called separately by gradient caching (hf_ssl.training.grad_cache).
     def embed(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None = None, **kwargs) -> dict[str, torch.Tensor]:
         """The per-image part of ``forward``: ``global_crops (batch, 2, C, H, W)`` -> ``{"view_a", "view_b"}``, each
-        ``(batch, feature_dim)``, the encoder features of the two views (one encoder pass over both views).
+        ``(batch, feature_dim)``, the encoder features of the two views (see ``image_features`` for the encoder passes).
 
         Rows are independent (a ViT encoder; gradient caching refuses an encoder with BatchNorm), so embedding the
         batch in chunks gives the same features. The projection head stays in :meth:`loss_from_embeddings`: its
         BatchNorm sees the whole batch at once, as in the paper."""
         pixels = self.two_view_pixels(global_crops, local_crops)
-        features = image_features(self.encoder, pixels)  # (2 * batch, feature_dim), view-major
+        features = image_features(self.encoder, pixels, views=2)  # (2 * batch, feature_dim), view-major
         batch = global_crops.shape[0]
         return {"view_a": features[:batch], "view_b": features[batch:]}
 

@@ -119,7 +119,7 @@ class SimSiamForPreTraining(SSLPreTrainedModel):
     ) -> SimSiamOutput:
         pixels = self.two_view_pixels(global_crops, local_crops)
         batch = global_crops.shape[0]
-        projections = self.projector(image_features(self.encoder, pixels))
+        projections = self.projector(image_features(self.encoder, pixels, views=2))
         predictions = self.predictor(projections)
         if not return_loss:
             return SimSiamOutput(predictions=predictions, projections=projections)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
+from ..distributed import has_batch_norm
+
 
 def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
     """Create the base encoder (``AutoModel``) for ``config`` at random init.
@@ -41,17 +43,26 @@ def _auto_model_class(config: PretrainedConfig) -> type:
         ) from error
 
 
-def image_features(encoder: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def image_features(encoder: nn.Module, pixel_values: torch.Tensor, *, views: int = 1) -> torch.Tensor:
     """One embedding per image, the one SSL papers project and probe.
 
     Args:
         encoder: a transformers vision encoder (``ViTModel``, ``ResNetModel``, ``TimmWrapperModel``, ...).
-        pixel_values: ``(batch, channels, height, width)``.
+        pixel_values: ``(batch, channels, height, width)``; with ``views > 1``, ``views`` view-major groups of equal
+            size (``(views * n, C, H, W)``, all first views first, as ``view_major`` lays out a multi-view batch).
+        views: on a CPU, an encoder without BatchNorm sees one group per pass (lightly's methods and the papers'
+            reference loops also encode view by view). Same maths: each row of such an encoder is independent of the
+            others. Faster on CPUs: one pass over two views of 128 images through the recipes' ViT makes activations
+            (the MLP's intermediate: 51 MB) above glibc's largest mmap threshold (32 MiB), which are unmapped and
+            faulted in again every step; per view they stay in the heap. With BatchNorm (ResNet) one pass keeps the
+            batch statistics over every view; on GPUs one larger pass keeps the device busier.
 
     Returns:
         ``(batch, hidden)``: the CLS token of the last hidden state for token encoders (``(B, T, D)`` outputs, as
         ``ViTForImageClassification`` uses), else the encoder's pooled output (global average pool for CNNs).
     """
+    if views > 1 and pixel_values.device.type == "cpu" and not has_batch_norm(encoder):
+        return torch.cat([image_features(encoder, group) for group in pixel_values.chunk(views)])
     kwargs = {"interpolate_pos_encoding": True} if _accepts(encoder, "interpolate_pos_encoding") else {}
     outputs = encoder(pixel_values=pixel_values, **kwargs)
     hidden = outputs.last_hidden_state
