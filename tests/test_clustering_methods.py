@@ -24,6 +24,7 @@ from hf_ssl.jobs.clustering import IndexedViewConfig, IndexedViewTransform
 from hf_ssl.jobs.runner import job_class_for, parse_arguments
 from hf_ssl.losses.instance_discrimination import MemoryBankLoss
 from hf_ssl.methods import AutoSSLModel, DeepClusterForPreTraining, InstanceDiscriminationForPreTraining
+from hf_ssl.training.callbacks import ViewEpochCallback
 from hf_ssl.training.clustering import ClusterBalancedSampler, cluster_features, split_empty_clusters
 from hf_ssl.training.output_dir import prepare_output_dir
 from hf_ssl.training.trainer import SSLTrainer
@@ -67,6 +68,10 @@ def train(method: str, output_dir, processes: int = 1, resume: str | None = None
     parts = job.prepare()
     trainer = SSLTrainer(model=parts.model, args=training_args, train_dataset=parts.train_dataset,
                          train_sampler=parts.train_sampler, callbacks=parts.callbacks, **parts.trainer_kwargs)
+    # DeepCluster's sampler and the views follow the epoch through one callback (no duplicate-callback warning).
+    followers = [callback.followers for callback in trainer.callback_handler.callbacks
+                 if isinstance(callback, ViewEpochCallback)]
+    assert len(followers) == 1 and len(followers[0]) == (2 if parts.train_sampler is not None else 1)
     trainer.train(resume_from_checkpoint=checkpoint)
     if resume is None and trainer.is_world_process_zero():
         trainer.save_published_model(str(output_dir))

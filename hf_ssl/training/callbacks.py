@@ -53,13 +53,15 @@ class SSLMethodCallback(TrainerCallback):
 
 
 class ViewEpochCallback(TrainerCallback):
-    """Tells the view transform which epoch starts, so each epoch draws new (but reproducible) views."""
+    """Tells the view transform (and a custom train sampler) which epoch starts, so each epoch draws new (but
+    reproducible) views and orders: ``set_epoch(epoch)`` on each of ``followers``."""
 
-    def __init__(self, transform):
-        self.transform = transform
+    def __init__(self, *followers):
+        self.followers = followers
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.transform.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
+        for follower in self.followers:
+            follower.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
 
 
 class TrainingTimeBudget(TrainerCallback):

@@ -118,8 +118,6 @@ class SSLTrainer(Trainer):
         self._stream_resume: dict | None = None
         if isinstance(self.train_dataset, StreamedDataset):
             self.train_dataset.seed = self.args.seed
-        if hasattr(train_sampler, "set_epoch"):
-            self.add_callback(ViewEpochCallback(train_sampler))
         _synchronise_batch_norm(self.model, self.args)
         if getattr(self.args, "gradient_cache_chunk_size", None) is not None:
             check_gradient_cache_setup(self)
@@ -133,7 +131,10 @@ class SSLTrainer(Trainer):
         transform = _view_transform(self.train_dataset)
         if transform is not None and hasattr(transform, "set_epoch"):
             transform.seed = self.args.seed
-            self.add_callback(ViewEpochCallback(transform))
+        # One callback for both (transformers warns when a callback class is added twice).
+        epoch_followers = [part for part in (train_sampler, transform) if hasattr(part, "set_epoch")]
+        if epoch_followers:
+            self.add_callback(ViewEpochCallback(*epoch_followers))
         self._diagnostic_sums: dict[str, torch.Tensor] = {}
         self._diagnostic_count = 0
         # transformers' opt-in `enable_jit_checkpoint` handles SIGTERM itself; SIGINT stays ours then.
