@@ -2,14 +2,14 @@
 as one pass over all views; one pass for encoders with BatchNorm (their batch statistics then cover every view)."""
 
 import torch
-from transformers import ResNetConfig, ViTConfig
+from conftest import tiny_vit_config
+from transformers import ResNetConfig
 
 from hf_ssl.methods.base import view_major
 from hf_ssl.methods.simclr import SimCLRForPreTraining
 from hf_ssl.modules.backbones import build_encoder, image_features
 
-VIT = ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=8,
-                patch_size=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+VIT = tiny_vit_config(image_size=8)  # no dropout (ViTConfig's default), so passes can be compared
 RESNET = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", image_size=8)
 
 

@@ -60,8 +60,9 @@ class ViewEpochCallback(TrainerCallback):
         self.followers = followers
 
     def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = math.floor(state.epoch + 1e-6) if state.epoch else 0
         for follower in self.followers:
-            follower.set_epoch(math.floor(state.epoch + 1e-6) if state.epoch else 0)
+            follower.set_epoch(epoch)
 
 
 class TrainingTimeBudget(TrainerCallback):
