@@ -104,8 +104,8 @@ def method_step(method: str, world: int, rank: int) -> dict:
     return result
 
 
-def mae_trainer_run(output_dir: str, per_device_batch: int) -> dict:
-    """Two optimizer steps of SSLTrainer on MAE; returns the final state dict."""
+def mae_trainer_run(output_dir: str, per_device_batch: int) -> tuple[dict, int, int]:
+    """Two optimizer steps of SSLTrainer on MAE; returns the final state dict, the world size and this rank."""
     from hf_ssl.data.images import load_image_dataset
     from hf_ssl.training.arguments import SSLTrainingArguments
     from hf_ssl.training.trainer import SSLTrainer
@@ -120,7 +120,11 @@ def mae_trainer_run(output_dir: str, per_device_batch: int) -> dict:
     )
     trainer = SSLTrainer(model=tiny_mae(), args=args, train_dataset=dataset)
     trainer.train()
-    return {key: value.clone() for key, value in trainer.model.state_dict().items()}
+    state = {key: value.clone() for key, value in trainer.model.state_dict().items()}
+    world, rank = trainer.args.world_size, trainer.args.process_index
+    if world > 1:
+        trainer.leave_process_group()  # no collective follows (rank 0 saves alone)
+    return state, world, rank
 
 
 def main():
@@ -128,13 +132,13 @@ def main():
     if mode not in ("all", "trainer"):
         raise SystemExit(f"unknown mode {mode!r}; this worker runs 'all' or 'trainer'")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if mode == "trainer":  # the Trainer (accelerate) sets up the process group itself
-        result = mae_trainer_run(sys.argv[3], GLOBAL_BATCH // launched)
-    elif launched > 1:
-        dist.init_process_group("gloo")
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if mode == "all":
+    if mode == "trainer":  # the Trainer (accelerate) sets up the process group itself, and leaves it
+        result, world, rank = mae_trainer_run(sys.argv[3], GLOBAL_BATCH // launched)
+    else:
+        if launched > 1:
+            dist.init_process_group("gloo")
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        rank = dist.get_rank() if dist.is_initialized() else 0
         result = {method: method_step(method, world, rank) for method in INPUTS}
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)

@@ -17,7 +17,6 @@ folder that already holds a run: see :mod:`hf_ssl.training.output_dir`) before a
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import os
 import sys
@@ -36,6 +35,7 @@ from ..semi.base import SEMI_METHOD_REGISTRY
 from ..training.arguments import SSLTrainingArguments, global_batch_size
 from ..training.callbacks import RunMethodRecord
 from ..training.errors import DataclassArgumentParser, UsageError, unknown_flags
+from ..training.interruption import TrainingInterrupted, TrainingTerminated
 from ..training.output_dir import prepare_output_dir
 from ..training.trainer import SSLTrainer
 from .base import JOB_REGISTRY, PretrainingJob
@@ -171,7 +171,11 @@ def run(argv: list[str] | None = None, callbacks: list | None = None, prog: str 
         callbacks=[*(callbacks or []), *parts.callbacks, RunMethodRecord(method, job_class.name)],
         train_sampler=parts.train_sampler, **trainer_kwargs, **parts.trainer_kwargs,
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except (TrainingInterrupted, TrainingTerminated):
+        trainer.leave_process_group()  # a signal ends the run on every process, each having saved its part
+        raise
     # Saved without pushing: the run is published once, complete (record, evaluation, card), below.
     trainer.save_published_model(training_args.output_dir)
     published = trainer.published_model()
@@ -185,13 +189,8 @@ def run(argv: list[str] | None = None, callbacks: list | None = None, prog: str 
 
     if not trainer.is_world_process_zero():
         # Done here; rank 0 needs no collective from now on. Leave the process group before exiting: a process that
-        # exits holding it while rank 0 still works aborts ("terminate called without an active exception"). The
-        # DDP wrapper holds the group too, so it is released first; otherwise the group outlives
-        # destroy_process_group and is torn down during interpreter shutdown, which can abort the same way.
-        trainer.accelerator.free_memory()
-        trainer.model_wrapped = trainer.model = None
-        gc.collect()
-        trainer.accelerator.end_training()
+        # exits holding it while rank 0 still works aborts ("terminate called without an active exception").
+        trainer.leave_process_group()
         return {}
     evaluation = job.final_evaluation(published)
     if evaluation is not None:

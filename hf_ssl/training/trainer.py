@@ -17,6 +17,7 @@ It never asks which method it trains.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -168,6 +169,17 @@ class SSLTrainer(Trainer):
         last = checkpoint_folder(self.args.output_dir, self.state.global_step)
         self.interruption.raise_if_stopped(str(last), announce=self.is_world_process_zero())
         return output
+
+    def leave_process_group(self) -> None:
+        """End this process's part in a multi-process run: release the prepared model (the DDP / FSDP wrapper holds
+        the process group) and then leave the group (``accelerator.end_training``). Call it when this process needs
+        no collective any more. Without the release the group outlives ``destroy_process_group`` and is torn down
+        during interpreter shutdown, which can abort the process ("terminate called without an active exception",
+        SIGABRT) after a run that otherwise finished. The trainer cannot train again afterwards."""
+        self.accelerator.free_memory()
+        self.model_wrapped = self.model = None
+        gc.collect()
+        self.accelerator.end_training()
 
     def _largest_over_processes(self, value: int) -> int:
         """``max`` of ``value`` over the processes (every step, so only when there are several)."""
