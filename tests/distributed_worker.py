@@ -5,11 +5,14 @@ usage: torchrun --nproc_per_node N distributed_worker.py MODE OUT_FILE [OUTPUT_D
 MODE is a method (``dino``, ``simclr``, ``byol``, ``byol_direct``, ``moco_v2``, ``moco_v3``): one forward/backward of
 that method on this rank's shard of a fixed global batch; ``trainer``: two SSLTrainer steps of DINO on real images;
 or ``semi``: two SemiSupervisedTrainer steps of FixMatch (distribution alignment and class-wise thresholds on) and of
-Mean Teacher on real images, both streams sharded.
+Mean Teacher on real images, both streams sharded; ``exit``: the ``trainer`` run in a script that never leaves the
+process group itself, recording at exit whether the group was still up (``OUT_FILE.rank<R>``).
 """
 
+import atexit
 import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -148,21 +151,30 @@ def semi_run(output_dir: str, per_device_batch: int) -> dict:
     return result
 
 
+def record_group_at_exit(out_file: str) -> None:
+    """Registered before any trainer exists: ``atexit`` runs its handlers last in, first out, so this one runs after
+    the trainer's and writes whether the process group was still initialised then."""
+    rank = os.environ.get("RANK", "0")
+    atexit.register(lambda: Path(f"{out_file}.rank{rank}").write_text(str(dist.is_initialized())))
+
+
 def main():
     mode, out_file = sys.argv[1], sys.argv[2]
     launched = int(os.environ.get("WORLD_SIZE", 1))
-    if mode in ("trainer", "semi"):  # the Trainer (accelerate) sets up the process group itself
-        result = (trainer_run if mode == "trainer" else semi_run)(sys.argv[3], GLOBAL_BATCH // launched)
-    else:
-        if launched > 1:
-            dist.init_process_group("gloo")
+    trainer_modes = {"trainer": trainer_run, "semi": semi_run, "exit": trainer_run}
+    if mode == "exit":
+        record_group_at_exit(out_file)
+    if mode in trainer_modes:  # the Trainer (accelerate) sets up the process group itself
+        result = trainer_modes[mode](sys.argv[3], GLOBAL_BATCH // launched)
+    elif launched > 1:
+        dist.init_process_group("gloo")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if mode not in ("trainer", "semi"):
+    if mode not in trainer_modes:
         result = model_step(mode, world, rank)
     if rank == 0:
         torch.save({"result": result, "world_size": world}, out_file)
-    if dist.is_initialized():
+    if dist.is_initialized() and mode != "exit":  # "exit" leaves it to the trainer's exit handler
         dist.barrier()
         dist.destroy_process_group()
 

@@ -62,6 +62,17 @@ def test_two_process_trainer_run_matches_one_process(tmp_path):
         torch.testing.assert_close(double["result"][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+def test_a_script_that_never_leaves_the_process_group_exits_cleanly(tmp_path):
+    """A user's script that trains on 2 processes and just returns: the trainer's exit handler releases the DDP model
+    and leaves the group before the interpreter shuts down (a gloo group torn down during shutdown can abort the
+    process after a finished run), so both processes exit with 0 and the group is gone when the script's own exit
+    handler runs."""
+    launched = run_worker(tmp_path, "exit", 2)
+    assert launched["world_size"] == 2
+    for rank in (0, 1):
+        assert (tmp_path / f"exit-2.pt.rank{rank}").read_text() == "False", rank
+
+
 def test_two_process_semi_supervised_runs_match_one_process(tmp_path):
     """FixMatch (distribution alignment, class-wise thresholds) and Mean Teacher: both streams sharded by accelerate,
     per-example views, all-reduced class statistics, DDP gradients and the EMA give one process's weights."""

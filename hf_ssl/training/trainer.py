@@ -17,7 +17,6 @@ It never asks which method it trains.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import json
 import os
@@ -64,6 +63,7 @@ from .grad_cache import check_gradient_cache_setup, gradient_cached_training_ste
 from .gradient_clipping import clip_gradients_per_parameter_
 from .interruption import HANDLED_SIGNALS, GracefulInterruption
 from .output_dir import check_checkpoint_method
+from .process_group import leave_at_exit, leave_process_group
 from .weight_decay import WeightDecaySchedule, mark_decaying_groups
 
 logger = logging.get_logger(__name__)
@@ -113,6 +113,7 @@ class SSLTrainer(Trainer):
             super().__init__(*args, **kwargs)
         finally:
             training_args.eval_strategy = strategy
+        leave_at_exit(self)  # a multi-process run leaves its group before the interpreter shuts down
         self.evaluators = list(evaluators or [])
         self.train_sampler = train_sampler
         self.stream_loader: TrackedStreamLoader | None = None  # the streamed loader, whose position checkpoints save
@@ -172,14 +173,10 @@ class SSLTrainer(Trainer):
 
     def leave_process_group(self) -> None:
         """End this process's part in a multi-process run: release the prepared model (the DDP / FSDP wrapper holds
-        the process group) and then leave the group (``accelerator.end_training``). Call it when this process needs
-        no collective any more. Without the release the group outlives ``destroy_process_group`` and is torn down
-        during interpreter shutdown, which can abort the process ("terminate called without an active exception",
-        SIGABRT) after a run that otherwise finished. The trainer cannot train again afterwards."""
-        self.accelerator.free_memory()
-        self.model_wrapped = self.model = None
-        gc.collect()
-        self.accelerator.end_training()
+        the process group) and leave the group (:func:`hf_ssl.training.process_group.leave_process_group`). Call it
+        when this process needs no collective any more; a process that does not is made to leave at exit. The
+        trainer cannot train again afterwards."""
+        leave_process_group(self)
 
     def _largest_over_processes(self, value: int) -> int:
         """``max`` of ``value`` over the processes (every step, so only when there are several)."""
