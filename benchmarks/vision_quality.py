@@ -27,7 +27,8 @@ Results are written after every method to ``benchmarks/results/vision_quality.js
 keeps what it measured; the README table is copied from there with this command. Each run folder also gets the
 probes as its ``eval_results.json`` (model-index entries with the protocol above), and ``--cards`` writes the model
 card of every run to ``model_cards/<method>-<backbone>-cifar10/`` with ``hf-ssl card`` (``--cards_only`` does just
-that from an earlier run's folders and results).
+that from an earlier run's folders and results). Few-shot and OOD results that ``hf-ssl evaluate --probes few_shot
+ood --update_card`` recorded in a run folder are kept there, so its card shows them too.
 """
 
 from __future__ import annotations
@@ -158,11 +159,14 @@ def write_atomically(output: Path, results: dict) -> None:
 
 
 def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int, dataset: str) -> None:
-    """The benchmark's probes as the run's ``eval_results.json`` (the format of the recipe's final evaluation)."""
+    """The benchmark's probes as the run's ``eval_results.json`` (the format of the recipe's final evaluation),
+    keeping what ``hf-ssl evaluate --update_card`` recorded there: the protocol sections (few-shot, OOD) and their
+    model-index entries (the ones with a ``task_name``; this benchmark's probes have none)."""
     from huggingface_hub import EvalResult
 
     from hf_ssl.jobs import FinalEvaluation
     from hf_ssl.publishing.datasets import model_index_dataset
+    from hf_ssl.publishing.model_card import PROTOCOL_SECTIONS
 
     protocols = {
         "knn_top1": f"kNN top-1 (k=200, T=0.1, frozen CLS features, {bank}-image train bank, 10,000 test images)",
@@ -178,7 +182,12 @@ def write_eval_results(output_dir: Path, entry: dict, baselines: dict, bank: int
             for name, value in pretrained.items()
         ],
     )
-    (output_dir / "eval_results.json").write_text(json.dumps(evaluation.to_json(entry["steps"]), indent=2))
+    written = evaluation.to_json(entry["steps"])
+    path = output_dir / "eval_results.json"
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    written.update({section: recorded[section] for section in PROTOCOL_SECTIONS if section in recorded})
+    written["eval_results"] += [result for result in recorded.get("eval_results", []) if result.get("task_name")]
+    path.write_text(json.dumps(written, indent=2))
 
 
 def write_card(output_dir: Path, name: str, benchmark_command: str) -> None:
