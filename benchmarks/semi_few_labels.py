@@ -22,7 +22,7 @@ A method setting other than the recipe's runs under its own row name: ``--finetu
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
 ``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
-the CPC recipe) into ``outputs/semi/``; SNLI starts from all-MiniLM-L6-v2.
+the CPC recipe) into ``outputs/semi/``, replacing an earlier one there; SNLI starts from all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ TASKS = {
         pretrain_command=(
             "recipes/pretrain.py", "recipes/configs/simclr-vit-tiny-cifar10.yaml", "--max_steps", "520",
             "--warmup_steps", "52", "--eval_strategy", "no", "--save_steps", "520", "--save_total_limit", "1",
-            "--logging_steps", "10", "--disable_tqdm", "true", "--output_dir", SIMCLR, "--max_train_minutes", "15.0"),
+            "--logging_steps", "10", "--disable_tqdm", "true", "--output_dir", SIMCLR, "--max_train_minutes", "15.0",
+            "--overwrite"),
     ),
     "snli": Task(
         recipe="recipes/configs/fixmatch-minilm-snli-150.yaml", num_classes=3, labels=150, starts=("minilm",),
@@ -79,7 +80,8 @@ TASKS = {
         "CPC encoder.",
         # No probes after pretraining (the CPC recipe's are recorded in benchmarks/README.md): the classifiers are.
         pretrain_command=("recipes/pretrain.py", "recipes/configs/cpc-tiny-fsdd.yaml", "--eval_strategy", "no",
-                          "--eval_split", "", "--save_steps", "200", "--disable_tqdm", "true", "--output_dir", CPC),
+                          "--eval_split", "", "--save_steps", "200", "--disable_tqdm", "true", "--output_dir", CPC,
+                          "--overwrite"),
     ),
 }
 

@@ -84,27 +84,34 @@ class MixMatch(SemiSupervisedMethod):
             guesses = torch.stack([model(**view).logits.float().softmax(dim=-1) for view in views]).mean(dim=0)
             guessed = sharpen(guesses, self.config.temperature)
         targets = labels.float() if labels.dim() == 2 else F.one_hot(labels, self.num_classes).float()
-        all_inputs = torch.cat([inputs[key], *(view[key] for view in views)])
+        batches = [inputs, *views]
+        all_inputs = torch.cat([batch[key] for batch in batches])
         all_targets = torch.cat([targets, *([guessed] * len(views))])
-        mixed_inputs, mixed_targets = self.mixup(all_inputs, all_targets)
-        logits = model(**{**inputs, key: mixed_inputs}).logits
+        mixed_inputs, mixed_targets, partners = self.mixup(all_inputs, all_targets)
+        # the inputs that go with the blended one (an audio batch's attention_mask), per example like it; a mixed
+        # clip holds the samples of both partners, so its mask covers both
+        companions = {name: torch.cat([batch[name] for batch in batches]) for name in inputs if name != key}
+        if "attention_mask" in companions:
+            companions["attention_mask"] = torch.maximum(companions["attention_mask"],
+                                                         companions["attention_mask"][partners])
+        logits = model(**companions, **{key: mixed_inputs}).logits
         labelled_count = targets.shape[0]
         supervised = self.supervised_loss(logits[:labelled_count], mixed_targets[:labelled_count])
         unsupervised = F.mse_loss(logits[labelled_count:].float().softmax(dim=-1), mixed_targets[labelled_count:])
         return self.combine(supervised, unsupervised, progress, self.diagnostics(
             prediction_labels(guessed.log()), unlabelled.get("audit_labels")))
 
-    def mixup(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mixup(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MixUp with ``lambda' = max(lambda, 1 - lambda)`` and a random partner per example (Algorithm 1, lines
-        11-16); ``inputs`` ``(N, ...)``, ``targets`` ``(N, K)``. Not torchvision's ``v2.MixUp`` (which
-        :mod:`hf_ssl.views.mixing` uses for labelled batches): it takes class indices, not the guessed distributions,
-        and has no ``lambda'``."""
+        11-16); ``inputs`` ``(N, ...)``, ``targets`` ``(N, K)``. Returns the mixed inputs and targets and the
+        partners ``(N,)`` (indices). Not torchvision's ``v2.MixUp`` (which :mod:`hf_ssl.views.mixing` uses for
+        labelled batches): it takes class indices, not the guessed distributions, and has no ``lambda'``."""
         alpha = torch.tensor(self.config.mixup_beta_alpha)
         weight = torch.distributions.Beta(alpha, alpha).sample().item()
         weight = max(weight, 1.0 - weight)
         partners = torch.randperm(inputs.shape[0]).to(inputs.device)
         return (weight * inputs + (1.0 - weight) * inputs[partners],
-                weight * targets + (1.0 - weight) * targets[partners])
+                weight * targets + (1.0 - weight) * targets[partners], partners)
 
 
 def mixable_key(batch: dict[str, torch.Tensor]) -> str:
