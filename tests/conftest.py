@@ -151,6 +151,20 @@ class TinyImageViews:
         return {"pixel_values": torch.stack(values)}
 
 
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` imported as the module ``name`` (the scripts are not a package; registered in
+    ``sys.modules`` so that their dataclasses resolve)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_classifier(seed: int = 0, **config_overrides):
     """A 1-layer ViT classifier of 16 px images with the Fashion-MNIST class names."""
     from transformers import ViTConfig, ViTForImageClassification
@@ -161,6 +175,18 @@ def tiny_classifier(seed: int = 0, **config_overrides):
                     label2id={name: index for index, name in enumerate(CLASSES)})
     config = ViTConfig(**{**settings, **config_overrides})
     return ViTForImageClassification(config)
+
+
+def tiny_audio_classifier(seed: int = 0):
+    """A 1-layer Wav2Vec2 classifier of raw audio (10 classes) that takes an ``attention_mask`` (layer-normalised
+    feature encoder, as hf_ssl's CPC and wav2vec 2.0 encoders)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    return Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer", num_labels=10))
 
 
 #: A 2-step DINO run of the embedded default at a tiny width (recipe flags), for the publishing and card tests.

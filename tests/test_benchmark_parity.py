@@ -1,24 +1,17 @@
 """The throughput benchmark's hand-written methods (benchmarks/vision_throughput.py) compute the same maths as hf_ssl:
 same loss, gradients and buffers on one tiny batch from the same weights, at each recipe's head settings."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vision_throughput.py"
 TINY_ENCODER = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("vision_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("vision_throughput")
 
 
 def tiny_pair(throughput, method, tmp_path, batch_size=8, **method_settings):

@@ -1,25 +1,18 @@
 """The vision benchmark (benchmarks/vision_quality.py) rewrites a run's probes in its eval_results.json without
 dropping the few-shot and OOD results that ``hf-ssl evaluate --update_card`` recorded there for the card."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vision_quality.py"
 ENTRY = {"knn_top1": 0.31, "linear_probe_top1": 0.42, "steps": 12}
 BASELINES = {"random_init": {"knn_top1": 0.28, "linear_probe_top1": 0.37}}
 
 
 @pytest.fixture(scope="module")
 def vision_quality():
-    spec = importlib.util.spec_from_file_location("vision_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("vision_quality")
 
 
 def test_probes_are_rewritten_and_protocol_sections_kept(vision_quality, tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_classifier
+from conftest import tiny_audio_classifier, tiny_classifier
 from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 
@@ -27,6 +27,37 @@ def test_mixup_keeps_each_example_closer_to_itself():
         torch.testing.assert_close(mixed[:, 0], mixed_targets @ torch.arange(6.0))  # inputs mixed as the targets
 
 
+def algorithm_1_written_out(model, labelled, views, key, seed=4, weight_u=10.0):
+    """MixMatch's loss at temperature 0.5 and alpha 0.75 (Algorithm 1), drawing lambda and the partners as the
+    method does after ``torch.manual_seed(seed)``; an ``attention_mask`` of the inputs covers both partners."""
+    torch.manual_seed(seed)
+    alpha = torch.tensor(0.75)
+    weight = torch.distributions.Beta(alpha, alpha).sample().item()
+    weight = max(weight, 1 - weight)
+    count = len(labelled["labels"])
+    partners = torch.randperm(count + sum(len(view[key]) for view in views))
+    with torch.no_grad():
+        average = torch.stack([model(**view).logits.softmax(-1) for view in views]).mean(0)
+        guess = average ** 2 / (average ** 2).sum(-1, keepdim=True)
+        batches = [labelled, *views]
+        length = max(batch[key].shape[1] for batch in batches)  # audio: zero-padded on the right to the longest
+
+        def padded(name):
+            return torch.cat([F.pad(batch[name], (0, length - batch[name].shape[1])) if batch[name].dim() == 2
+                              else batch[name] for batch in batches])
+
+        x = padded(key)
+        y = torch.cat([F.one_hot(labelled["labels"], 10).float(), *([guess] * len(views))])
+        x, y = weight * x + (1 - weight) * x[partners], weight * y + (1 - weight) * y[partners]
+        inputs = {key: x}
+        if "attention_mask" in labelled:
+            mask = padded("attention_mask")
+            inputs["attention_mask"] = torch.maximum(mask, mask[partners])
+        logits = model(**inputs).logits
+        return (-(y[:count] * logits[:count].log_softmax(-1)).sum(-1).mean()
+                + weight_u * ((logits[count:].softmax(-1) - y[count:]) ** 2).mean())
+
+
 def test_the_step_is_algorithm_1_written_out():
     model = tiny_classifier().eval()
     method = MixMatch(unsupervised_weight=10.0, rampup_fraction=0.0, temperature=0.5)
@@ -34,64 +65,28 @@ def test_the_step_is_algorithm_1_written_out():
     labelled, unlabelled = tiny_batches()
     torch.manual_seed(4)
     output = method.compute_loss(model, labelled, unlabelled, progress())
-    torch.manual_seed(4)
-    alpha = torch.tensor(0.75)
-    weight = torch.distributions.Beta(alpha, alpha).sample().item()
-    weight = max(weight, 1 - weight)
-    partners = torch.randperm(4 + 16)
-    with torch.no_grad():
-        views = [view["pixel_values"] for view in unlabelled["views"]]
-        average = torch.stack([model(pixel_values=view).logits.softmax(-1) for view in views]).mean(0)
-        guess = average ** 2 / (average ** 2).sum(-1, keepdim=True)
-        x = torch.cat([labelled["pixel_values"], *views])
-        y = torch.cat([F.one_hot(labelled["labels"], 10).float(), guess, guess])
-        x, y = weight * x + (1 - weight) * x[partners], weight * y + (1 - weight) * y[partners]
-        logits = model(pixel_values=x).logits
-        expected = (-(y[:4] * logits[:4].log_softmax(-1)).sum(-1).mean()
-                    + 10.0 * ((logits[4:].softmax(-1) - y[4:]) ** 2).mean())
+    expected = algorithm_1_written_out(model, labelled, unlabelled["views"], "pixel_values")
     torch.testing.assert_close(output.loss, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_audio_batches_mix_their_attention_masks():
-    """A Wav2Vec2 classifier's batches carry an ``attention_mask`` per clip: the mixed batch gets one row per mixed
-    clip, covering the samples of both partners."""
-    from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
-
-    torch.manual_seed(0)
-    model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
-        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), hidden_size=16, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=32, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer", num_labels=10)).eval()
+    """A Wav2Vec2 classifier's batches carry an ``attention_mask`` per clip and may differ in length (each padded to
+    its longest clip): the mixed batch is padded to the longest of all, and its mask covers both partners."""
+    model = tiny_audio_classifier().eval()
     method = MixMatch(unsupervised_weight=10.0, rampup_fraction=0.0)
     method.setup(model, num_unlabelled=6)
     generator = torch.Generator().manual_seed(1)
 
-    def clips(count, padded):  # the first `padded` clips end in 300 samples of padding
-        mask = torch.ones(count, 800, dtype=torch.long)
+    def clips(count, padded, length=800):  # the first `padded` clips end in padding from sample 500 on
+        mask = torch.ones(count, length, dtype=torch.long)
         mask[:padded, 500:] = 0
-        return {"input_values": torch.randn(count, 800, generator=generator) * mask, "attention_mask": mask}
+        return {"input_values": torch.randn(count, length, generator=generator) * mask, "attention_mask": mask}
 
-    labelled = {**clips(2, 1), "labels": torch.tensor([3, 7])}
+    labelled = {**clips(2, 1, length=780), "labels": torch.tensor([3, 7])}
     unlabelled = {"views": [clips(6, 2), clips(6, 2)], "indices": torch.arange(6)}
     torch.manual_seed(4)
     output = method.compute_loss(model, labelled, unlabelled, progress())
-    torch.manual_seed(4)
-    alpha = torch.tensor(0.75)
-    weight = torch.distributions.Beta(alpha, alpha).sample().item()
-    weight = max(weight, 1 - weight)
-    partners = torch.randperm(2 + 12)
-    with torch.no_grad():
-        views = unlabelled["views"]
-        average = torch.stack([model(**view).logits.softmax(-1) for view in views]).mean(0)
-        guess = average ** 2 / (average ** 2).sum(-1, keepdim=True)
-        x = torch.cat([labelled["input_values"], *(view["input_values"] for view in views)])
-        mask = torch.cat([labelled["attention_mask"], *(view["attention_mask"] for view in views)])
-        y = torch.cat([F.one_hot(labelled["labels"], 10).float(), guess, guess])
-        x, y, mask = (weight * x + (1 - weight) * x[partners], weight * y + (1 - weight) * y[partners],
-                      torch.maximum(mask, mask[partners]))
-        logits = model(input_values=x, attention_mask=mask).logits
-        expected = (-(y[:2] * logits[:2].log_softmax(-1)).sum(-1).mean()
-                    + 10.0 * ((logits[2:].softmax(-1) - y[2:]) ** 2).mean())
+    expected = algorithm_1_written_out(model, labelled, unlabelled["views"], "input_values")
     torch.testing.assert_close(output.loss, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -3,27 +3,20 @@ the same maths as hf_ssl's SemiSupervisedTrainer + FixMatch: from the same weigh
 hf_ssl's loader gives the same loss, gradients, weights and EMA (and the same EMA decay schedule), at the recipe's
 threshold and at one that keeps half of the pseudo-labels; and the check fails when the maths differs."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "semi_throughput.py"
 TINY_ENCODER = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("semi_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("semi_throughput")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_classifier
+from conftest import tiny_audio_classifier, tiny_classifier
 from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
 from transformers import BertConfig, BertForSequenceClassification
@@ -94,6 +94,23 @@ def test_text_is_perturbed_in_embedding_space_and_padding_is_left_alone():
     moved = (adversarial["inputs_embeds"] - embeddings).norm(dim=-1)
     assert torch.all(moved[1, 3:] == 0) and torch.all(moved[1, :3] > 0)
     torch.testing.assert_close(moved.pow(2).sum(-1).sqrt(), torch.ones(2))
+
+
+def test_audio_classifiers_in_training_mode_take_the_perturbation():
+    """Wav2Vec2's feature encoder marks its input as requiring grad in training mode, which a non-leaf input refuses:
+    the power iteration differentiates by the perturbed clip itself, and the step trains the whole classifier."""
+    model = tiny_audio_classifier().train()
+    method = VAT(rampup_fraction=0.0)
+    method.setup(model, num_unlabelled=6)
+    generator = torch.Generator().manual_seed(0)
+    labelled = {"input_values": torch.randn(2, 780, generator=generator),
+                "attention_mask": torch.ones(2, 780, dtype=torch.long), "labels": torch.tensor([1, 4])}
+    view = {"input_values": torch.randn(6, 800, generator=generator),
+            "attention_mask": torch.ones(6, 800, dtype=torch.long)}
+    output = method.compute_loss(model, labelled, {"views": [view], "indices": torch.arange(6)}, progress())
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert model.wav2vec2.feature_extractor.conv_layers[0].conv.weight.grad.abs().sum() > 0
 
 
 def test_vat_trains_logs_and_resumes_exactly(tmp_path, fashion):  # noqa: F811 (the fixture)

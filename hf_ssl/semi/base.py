@@ -254,29 +254,34 @@ def split_labels(labelled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return {key: value for key, value in labelled.items() if key != "labels"}, labelled["labels"]
 
 
+def join_batches(batches: list[dict[str, torch.Tensor]], pad_token: int = 0) -> dict[str, torch.Tensor] | None:
+    """The batches concatenated along the batch dimension, sequences of different lengths (text tokenised per view,
+    audio of different crops) right-padded to a common length first (``input_ids`` with ``pad_token``, everything
+    else, attention masks included, with zeros); ``None`` when they cannot be joined (other keys or shapes)."""
+    keys = set(batches[0])
+    if any(set(batch) != keys for batch in batches):
+        return None
+    joint = {}
+    for key in keys:
+        tensors = [batch[key] for batch in batches]
+        if any(tensor.dim() != tensors[0].dim() or tensor.shape[2:] != tensors[0].shape[2:] for tensor in tensors):
+            return None
+        length = max(tensor.shape[1] for tensor in tensors) if tensors[0].dim() >= 2 else None
+        value = pad_token if key == "input_ids" else 0
+        joint[key] = torch.cat([
+            F.pad(tensor, (0, 0) * (tensor.dim() - 2) + (0, length - tensor.shape[1]), value=value)
+            if length is not None and tensor.shape[1] != length else tensor
+            for tensor in tensors
+        ])
+    return joint
+
+
 def classifier_logits(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
     """``model(**batch).logits`` for each batch, in ONE forward pass: a single pass is what DDP expects per backward,
-    and BatchNorm then sees the joint batch, as in FixMatch's implementation. Sequences of different lengths (text
-    tokenised per view, audio of different crops) are right-padded to a common length first (``input_ids`` with the
-    model's pad token, everything else, attention masks included, with zeros). Batches that still cannot be joined
-    (other keys or shapes) go through one pass each."""
-    keys = set(batches[0])
-    joint = None
-    if all(set(batch) == keys for batch in batches):
-        pad_token = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
-        joint = {}
-        for key in keys:
-            tensors = [batch[key] for batch in batches]
-            if any(tensor.dim() != tensors[0].dim() or tensor.shape[2:] != tensors[0].shape[2:] for tensor in tensors):
-                joint = None
-                break
-            length = max(tensor.shape[1] for tensor in tensors) if tensors[0].dim() >= 2 else None
-            value = pad_token if key == "input_ids" else 0
-            joint[key] = torch.cat([
-                F.pad(tensor, (0, 0) * (tensor.dim() - 2) + (0, length - tensor.shape[1]), value=value)
-                if length is not None and tensor.shape[1] != length else tensor
-                for tensor in tensors
-            ])
+    and BatchNorm then sees the joint batch, as in FixMatch's implementation. The batches are joined by
+    :func:`join_batches` (with the model's pad token); batches that cannot be joined go through one pass each."""
+    pad_token = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    joint = join_batches(batches, pad_token)
     if joint is None:
         return [model(**batch).logits for batch in batches]
     sizes = [next(iter(batch.values())).shape[0] for batch in batches]

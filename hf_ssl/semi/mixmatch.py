@@ -17,7 +17,8 @@ linearly over 40 % of training (the paper ramps it over its first 16,000 steps),
 (0.999) evaluated and published (the paper evaluates an EMA too). One ``lambda`` per step, the mixing partners a
 permutation of the local batch (as the reference implementation per device); the draws come from torch's global
 generator, which Trainer checkpoints. MixUp blends inputs, so MixMatch takes image and audio batches (``pixel_values``
-/ ``input_values`` of one shape); for text, use UDA or FixMatch. The paper's BatchNorm "interleaving" (all batches in
+/ ``input_values``; clips of different lengths right-padded to the longest, a mixed clip's ``attention_mask`` covering
+both partners); for text, use UDA or FixMatch. The paper's BatchNorm "interleaving" (all batches in
 one pass so the statistics see a mix) is what :func:`~hf_ssl.semi.base.classifier_logits`'s single joint pass does.
 """
 
@@ -36,6 +37,7 @@ from .base import (
     SemiSupervisedConfig,
     SemiSupervisedMethod,
     SemiSupervisedOutput,
+    join_batches,
     prediction_labels,
     split_labels,
 )
@@ -84,13 +86,16 @@ class MixMatch(SemiSupervisedMethod):
             guesses = torch.stack([model(**view).logits.float().softmax(dim=-1) for view in views]).mean(dim=0)
             guessed = sharpen(guesses, self.config.temperature)
         targets = labels.float() if labels.dim() == 2 else F.one_hot(labels, self.num_classes).float()
-        batches = [inputs, *views]
-        all_inputs = torch.cat([batch[key] for batch in batches])
+        # one batch of all examples (audio clips of different lengths right-padded with zeros, masked out)
+        joint = join_batches([inputs, *views])
+        if joint is None:
+            raise ValueError(f"MixMatch joins the labelled and unlabelled batches to mix them; they differ in keys or "
+                             f"shapes ({sorted(inputs)} vs {sorted(views[0])}): give every view the same inputs")
         all_targets = torch.cat([targets, *([guessed] * len(views))])
-        mixed_inputs, mixed_targets, partners = self.mixup(all_inputs, all_targets)
-        # the inputs that go with the blended one (an audio batch's attention_mask), per example like it; a mixed
-        # clip holds the samples of both partners, so its mask covers both
-        companions = {name: torch.cat([batch[name] for batch in batches]) for name in inputs if name != key}
+        mixed_inputs, mixed_targets, partners = self.mixup(joint.pop(key), all_targets)
+        # the inputs that go with the blended one (an audio batch's attention_mask): a mixed clip holds the samples of
+        # both partners, so its mask covers both
+        companions = joint
         if "attention_mask" in companions:
             companions["attention_mask"] = torch.maximum(companions["attention_mask"],
                                                          companions["attention_mask"][partners])

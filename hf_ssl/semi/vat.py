@@ -23,6 +23,8 @@ in the step's one joint forward pass with the labelled batch.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +130,8 @@ class VAT(SemiSupervisedMethod):
         direction = normalise_per_example(torch.randn_like(inputs), mask)
         for _ in range(self.config.power_iterations):
             step = (self.config.xi * direction).requires_grad_(True)
-            logits = classifier(**{**view, key: inputs + step}).logits
+            with input_gradients_allowed(classifier):
+                logits = classifier(**{**view, key: inputs + step}).logits
             (gradient,) = torch.autograd.grad(kl_from_logits(clean_logits, logits), step)
             # An example whose prediction did not move at all in float32 (a tiny xi on a tiny model) keeps its
             # previous direction instead of a zero one.
@@ -138,6 +141,22 @@ class VAT(SemiSupervisedMethod):
         # the input itself keeps its graph (token embeddings train through the adversarial term too, as in Miyato et
         # al. 2017); only the direction is a constant
         return view, {**view, key: view[key] + self.config.epsilon * direction}
+
+
+@contextlib.contextmanager
+def input_gradients_allowed(model: nn.Module):
+    """Let ``model`` take an input that requires grad in training mode. transformers' audio feature encoders
+    (Wav2Vec2's and its relatives') set ``requires_grad`` on a view of their input when their ``_requires_grad`` flag
+    is on (for gradient checkpointing), which fails on an input that already requires grad, and is not needed then:
+    the flag is turned off inside the block and restored after."""
+    flagged = [module for module in model.modules() if getattr(module, "_requires_grad", None) is True]
+    for module in flagged:
+        module._requires_grad = False
+    try:
+        yield
+    finally:
+        for module in flagged:
+            module._requires_grad = True
 
 
 def as_embeddings(classifier: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
