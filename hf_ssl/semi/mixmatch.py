@@ -93,13 +93,11 @@ class MixMatch(SemiSupervisedMethod):
                              f"shapes ({sorted(inputs)} vs {sorted(views[0])}): give every view the same inputs")
         all_targets = torch.cat([targets, *([guessed] * len(views))])
         mixed_inputs, mixed_targets, partners = self.mixup(joint.pop(key), all_targets)
-        # the inputs that go with the blended one (an audio batch's attention_mask): a mixed clip holds the samples of
-        # both partners, so its mask covers both
-        companions = joint
-        if "attention_mask" in companions:
-            companions["attention_mask"] = torch.maximum(companions["attention_mask"],
-                                                         companions["attention_mask"][partners])
-        logits = model(**companions, **{key: mixed_inputs}).logits
+        # what is left in ``joint`` goes with the blended input (an audio batch's attention_mask): a mixed clip holds
+        # the samples of both partners, so its mask covers both
+        if "attention_mask" in joint:
+            joint["attention_mask"] = torch.maximum(joint["attention_mask"], joint["attention_mask"][partners])
+        logits = model(**joint, **{key: mixed_inputs}).logits
         labelled_count = targets.shape[0]
         supervised = self.supervised_loss(logits[:labelled_count], mixed_targets[:labelled_count])
         unsupervised = F.mse_loss(logits[labelled_count:].float().softmax(dim=-1), mixed_targets[labelled_count:])

@@ -24,7 +24,6 @@ in the step's one joint forward pass with the labelled batch.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,16 +127,16 @@ class VAT(SemiSupervisedMethod):
         with torch.no_grad():
             clean_logits = classifier(**view).logits
         direction = normalise_per_example(torch.randn_like(inputs), mask)
-        for _ in range(self.config.power_iterations):
-            step = (self.config.xi * direction).requires_grad_(True)
-            with input_gradients_allowed(classifier):
+        with input_gradients_allowed(classifier):  # one walk over the modules per step, not per iteration
+            for _ in range(self.config.power_iterations):
+                step = (self.config.xi * direction).requires_grad_(True)
                 logits = classifier(**{**view, key: inputs + step}).logits
-            (gradient,) = torch.autograd.grad(kl_from_logits(clean_logits, logits), step)
-            # An example whose prediction did not move at all in float32 (a tiny xi on a tiny model) keeps its
-            # previous direction instead of a zero one.
-            moved = gradient.flatten(1).norm(dim=1) > 0
-            direction = torch.where(moved.view(-1, *([1] * (gradient.dim() - 1))),
-                                    normalise_per_example(gradient.detach(), mask), direction)
+                (gradient,) = torch.autograd.grad(kl_from_logits(clean_logits, logits), step)
+                # An example whose prediction did not move at all in float32 (a tiny xi on a tiny model) keeps its
+                # previous direction instead of a zero one.
+                moved = gradient.flatten(1).norm(dim=1) > 0
+                direction = torch.where(moved.view(-1, *([1] * (gradient.dim() - 1))),
+                                        normalise_per_example(gradient.detach(), mask), direction)
         # the input itself keeps its graph (token embeddings train through the adversarial term too, as in Miyato et
         # al. 2017); only the direction is a constant
         return view, {**view, key: view[key] + self.config.epsilon * direction}
