@@ -19,6 +19,11 @@ ensembling, VAT) then ramp it over ``--rampup_steps`` steps instead of a share o
 which would keep the weight near 0 for the whole run.
 A method setting other than the recipe's runs under its own row name: ``--finetune_args '--classwise_thresholds true'
 --variant flexmatch`` (FlexMatch thresholds for FixMatch).
+``--ema_controls`` pairs every run whose published classifier is an EMA of the weights (FixMatch, UDA, MixMatch,
+Mean Teacher) with supervised-only keeping the same EMA for the same number of steps, on the same labels, seed, start
+and schedule (row ``supervised-steps<n>_ema-...``, ``control_of`` naming the run): supervised-only without one is
+not the fair baseline of these methods, since at small budgets the averaging alone can account for their whole gain.
+The control takes the run's budget and schedule, not ``--finetune_args`` (those are the method's settings).
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
 ``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
@@ -143,6 +148,16 @@ def finetune_and_record(results: dict, output: Path, name: str, command: list[st
     return entry
 
 
+def published_ema(run_dir: Path) -> dict | None:
+    """The EMA settings (``ema_decay``, ``ema_warmup``) of a finished run whose published classifier is an EMA of the
+    weights, read from its ``hf_ssl_run.json``; ``None`` for a run without one (or a multi-round run)."""
+    record_file = run_dir / "hf_ssl_run.json"
+    method = json.loads(record_file.read_text()).get("method", {}) if record_file.is_file() else {}
+    if method.get("ema_decay") is None:
+        return None
+    return {"ema_decay": method["ema_decay"], "ema_warmup": method.get("ema_warmup", True)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="cifar10")
@@ -159,6 +174,8 @@ def main() -> None:
     parser.add_argument("--finetune_args", default="", help="more recipes/finetune.py options for every run, e.g. a "
                         "method setting: '--classwise_thresholds true' (needs --variant)")
     parser.add_argument("--variant", default="", help="a name for the --finetune_args setting, added to each run's name")
+    parser.add_argument("--ema_controls", action="store_true", help="pair each run that publishes an EMA of the "
+                        "weights with supervised-only keeping the same EMA for the same steps (see above)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pretrain", action="store_true", help="run the task's reference pretraining first")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/semi_<task>.json)")
@@ -193,10 +210,22 @@ def main() -> None:
                     out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
                     command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
                                                args.rampup_steps)
-                    finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
-                                        labels=labels, start=start, seed=seed, **({"teacher": args.teacher}
-                                                                                    if args.teacher else {}),
-                                        **({"variant": args.finetune_args} if args.variant else {}))
+                    entry = finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
+                                                labels=labels, start=start, seed=seed,
+                                                **({"teacher": args.teacher} if args.teacher else {}),
+                                                **({"variant": args.finetune_args} if args.variant else {}))
+                    ema = published_ema(ROOT / out_dir) if args.ema_controls and method != "supervised" else None
+                    if ema is None:
+                        continue
+                    setting = ("--max_steps", str(entry["steps"]), "--ema_decay", str(ema["ema_decay"]),
+                               "--ema_warmup", str(ema["ema_warmup"]).lower())
+                    control = f"supervised-steps{entry['steps']}_ema-{labels}-{started_from}-seed{seed}"
+                    control_dir = f"outputs/semi/{args.task}/{output.stem}/{control}"
+                    command = finetune_command(task, "supervised", labels, start, seed, args.minutes, control_dir,
+                                               setting)
+                    finetune_and_record(results, output, control, command, control_dir, args.threads,
+                                        method="supervised", labels=labels, start=start, seed=seed,
+                                        variant=shlex.join(setting), control_of=name)
 
 
 if __name__ == "__main__":

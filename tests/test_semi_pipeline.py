@@ -1,6 +1,8 @@
 """The SimCLRv2 pipeline benchmark (benchmarks/semi_pipeline.py) chains its stages: each teacher is the previous
 stage's classifier, Noisy Student's rounds are each recorded, and a finished stage is not trained again. The training
-runs are replaced by a stand-in that writes what ``recipes/finetune.py`` leaves (its evaluation and run record)."""
+runs are replaced by a stand-in that writes what ``recipes/finetune.py`` leaves (its evaluation and run record).
+The few-labels benchmark (benchmarks/semi_few_labels.py) runs a method setting under its own row and pairs a method
+that publishes an EMA of the weights with supervised-only keeping that EMA for the same steps."""
 
 import json
 import sys
@@ -36,7 +38,10 @@ def pipeline(monkeypatch, tmp_path):
             accuracy = round(0.1 * (len(commands) + int(run_dir.name.startswith("round-")) * int(run_dir.name[-1])), 2)
             (run_dir / "eval_results.json").write_text(json.dumps(
                 {"pretraining_steps": 7, "probes": {"published": {"accuracy": accuracy}}}))
-            (run_dir / "hf_ssl_run.json").write_text(json.dumps({"wall_time_seconds": 1.0}))
+            method = command[1].split("/")[-1].split("-")[0]
+            ema_decay = option(command, "--ema_decay") or (0.999 if method in ("fixmatch", "mean_teacher") else None)
+            (run_dir / "hf_ssl_run.json").write_text(json.dumps(
+                {"wall_time_seconds": 1.0, "method": {"method": method, "ema_decay": ema_decay, "ema_warmup": True}}))
         return 1.0
 
     monkeypatch.setattr(semi_few_labels, "run", fake_finetune)
@@ -110,3 +115,23 @@ def test_a_method_variant_runs_with_its_setting_under_its_own_name(pipeline, mon
     monkeypatch.setattr(sys, "argv", argv + ["--finetune_args", "--classwise_thresholds true"])
     with pytest.raises(SystemExit):  # a setting without a name would overwrite the plain method's row
         semi_few_labels.main()
+
+
+def test_an_ema_method_is_paired_with_supervised_only_keeping_the_same_ema_for_its_steps(pipeline, monkeypatch):
+    semi_pipeline, commands, root = pipeline
+    import semi_few_labels
+
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "fixmatch", "pi_model", "--starts", "random",
+                                      "--seeds", "3", "--minutes", "0.5", "--ema_controls"])
+    semi_few_labels.main()
+
+    # FixMatch publishes an EMA, the Π-model does not: one control, right after FixMatch, on its labels and seed
+    assert [command[1].split("/")[-1].split("-")[0] for command in commands] == ["fixmatch", "supervised", "pi_model"]
+    fixmatch, control = commands[0], commands[1]
+    for name in ("--labels_per_class", "--labelled_seed", "--seed", "--max_train_minutes", "--lr_scheduler_type"):
+        assert option(control, name) == option(fixmatch, name)
+    assert control[-6:] == ["--max_steps", "7", "--ema_decay", "0.999", "--ema_warmup", "true"]  # FixMatch's 7 steps
+    runs = {entry["name"]: entry for entry in
+            json.loads((root / "benchmarks/results/semi_cifar10.json").read_text())["runs"]}
+    assert runs["supervised-steps7_ema-40-random-seed3"]["control_of"] == "fixmatch-40-random-seed3"
+    assert set(runs) == {"fixmatch-40-random-seed3", "supervised-steps7_ema-40-random-seed3", "pi_model-40-random-seed3"}
