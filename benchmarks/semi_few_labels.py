@@ -204,9 +204,10 @@ def main() -> None:
     for labels in args.labels or [task.labels]:
         for seed in args.seeds:
             for start in args.starts or task.starts:
+                started_from = "random" if start == "random" else "pretrained"
+                row = f"-{labels}-{started_from}-seed{seed}"  # what every row name of this run ends with
                 for method in args.methods:
-                    started_from = "random" if start == "random" else "pretrained"
-                    name = f"{method}{variant}-{labels}-{started_from}-seed{seed}"
+                    name = f"{method}{variant}{row}"
                     out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
                     command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
                                                args.rampup_steps)
@@ -214,19 +215,19 @@ def main() -> None:
                                                 labels=labels, start=start, seed=seed,
                                                 **({"teacher": args.teacher} if args.teacher else {}),
                                                 **({"variant": args.finetune_args} if args.variant else {}))
+                    # a supervised-only run is the baseline itself, even with an EMA: it gets no control of its own
                     ema = published_ema(ROOT / out_dir) if args.ema_controls and method != "supervised" else None
                     if ema is None:
                         continue
                     setting = ("--max_steps", str(entry["steps"]), "--ema_decay", str(ema["ema_decay"]),
                                "--ema_warmup", str(ema["ema_warmup"]).lower())
-                    control = f"supervised-steps{entry['steps']}_ema-{labels}-{started_from}-seed{seed}"
-                    control_dir = f"outputs/semi/{args.task}/{output.stem}/{control}"
+                    control = f"supervised-steps{entry['steps']}_ema{row}"
+                    control_dir = str(Path(out_dir).with_name(control))
                     command = finetune_command(task, "supervised", labels, start, seed, args.minutes, control_dir,
                                                setting)
                     finetune_and_record(results, output, control, command, control_dir, args.threads,
                                         method="supervised", labels=labels, start=start, seed=seed,
                                         variant=shlex.join(setting), control_of=name)
-
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,7 @@ def pipeline(monkeypatch, tmp_path):
             accuracy = round(0.1 * (len(commands) + int(run_dir.name.startswith("round-")) * int(run_dir.name[-1])), 2)
             (run_dir / "eval_results.json").write_text(json.dumps(
                 {"pretraining_steps": 7, "probes": {"published": {"accuracy": accuracy}}}))
-            method = command[1].split("/")[-1].split("-")[0]
+            method = method_of(command)
             ema_decay = option(command, "--ema_decay") or (0.999 if method in ("fixmatch", "mean_teacher") else None)
             (run_dir / "hf_ssl_run.json").write_text(json.dumps(
                 {"wall_time_seconds": 1.0, "method": {"method": method, "ema_decay": ema_decay, "ema_warmup": True}}))
@@ -52,12 +52,17 @@ def option(command, name):
     return command[command.index(name) + 1] if name in command else None
 
 
+def method_of(command):
+    """The method of a ``recipes/finetune.py`` command, from its recipe's name (``<method>-<backbone>-...yaml``)."""
+    return command[1].split("/")[-1].split("-")[0]
+
+
 def test_each_stage_teaches_the_next_and_every_round_is_recorded(pipeline, monkeypatch):
     semi_pipeline, commands, root = pipeline
     monkeypatch.setattr(sys, "argv", ["semi_pipeline.py", "--labels", "250", "--minutes", "0.5"])
     semi_pipeline.main()
 
-    methods = [command[1].split("/")[-1].split("-")[0] for command in commands]
+    methods = [method_of(command) for command in commands]
     assert methods == ["supervised", "fixmatch", "distillation", "noisy_student"]
     outputs = [option(command, "--output_dir") for command in commands]
     assert option(commands[2], "--teacher") == outputs[1]  # distillation learns from FixMatch's classifier
@@ -126,7 +131,7 @@ def test_an_ema_method_is_paired_with_supervised_only_keeping_the_same_ema_for_i
     semi_few_labels.main()
 
     # FixMatch publishes an EMA, the Π-model does not: one control, right after FixMatch, on its labels and seed
-    assert [command[1].split("/")[-1].split("-")[0] for command in commands] == ["fixmatch", "supervised", "pi_model"]
+    assert [method_of(command) for command in commands] == ["fixmatch", "supervised", "pi_model"]
     fixmatch, control = commands[0], commands[1]
     for name in ("--labels_per_class", "--labelled_seed", "--seed", "--max_train_minutes", "--lr_scheduler_type"):
         assert option(control, name) == option(fixmatch, name)
@@ -134,4 +139,5 @@ def test_an_ema_method_is_paired_with_supervised_only_keeping_the_same_ema_for_i
     runs = {entry["name"]: entry for entry in
             json.loads((root / "benchmarks/results/semi_cifar10.json").read_text())["runs"]}
     assert runs["supervised-steps7_ema-40-random-seed3"]["control_of"] == "fixmatch-40-random-seed3"
-    assert set(runs) == {"fixmatch-40-random-seed3", "supervised-steps7_ema-40-random-seed3", "pi_model-40-random-seed3"}
+    assert set(runs) == {"fixmatch-40-random-seed3", "supervised-steps7_ema-40-random-seed3",
+                         "pi_model-40-random-seed3"}
