@@ -2,8 +2,8 @@
 # Learning with few labels on one GPU, about 20 minutes: FixMatch through SemiSupervisedTrainer against the same step
 # hand-written (benchmarks/semi_throughput.py), then CIFAR-10 with 40 labels, the METHODS (default: supervised-only vs
 # FixMatch; any registered method, e.g. METHODS="supervised fixmatch uda mixmatch vat") from the SimCLR reference run,
-# 3 seeds, MINUTES of training each, each EMA method paired with supervised-only keeping the same EMA for its steps
-# (benchmarks/semi_few_labels.py --ema_controls), and SimCLRv2's four stages at 250 labels, MINUTES
+# 3 seeds, MINUTES of training each, each method paired with supervised-only for its steps, keeping its EMA where
+# it publishes one (benchmarks/semi_few_labels.py --step_controls), and SimCLRv2's four stages at 250 labels, MINUTES
 # per stage and per Noisy Student round (benchmarks/semi_pipeline.py). Results go to
 # benchmarks/results/*_gpu.json; record them in benchmarks/README.md with the card the run printed.
 #
@@ -18,5 +18,5 @@ python benchmarks/semi_throughput.py --device cuda --batch_size 64 --rounds 2 \
     --output benchmarks/results/semi_throughput_gpu.json
 python benchmarks/semi_few_labels.py --task cifar10 --pretrain --labels 40 --methods $METHODS \
     --starts outputs/semi/simclr-vit-tiny-cifar10 --seeds 0 1 2 --minutes "$MINUTES" \
-    --ema_controls --output benchmarks/results/semi_cifar10_gpu.json
+    --step_controls --output benchmarks/results/semi_cifar10_gpu.json
 python benchmarks/semi_pipeline.py --labels 250 --minutes "$MINUTES" --output benchmarks/results/semi_pipeline_gpu.json

@@ -23,7 +23,11 @@ A method setting other than the recipe's runs under its own row name: ``--finetu
 Mean Teacher) with supervised-only keeping the same EMA for the same number of steps, on the same labels, seed, start
 and schedule (row ``supervised-steps<n>_ema-...``, ``control_of`` naming the run): supervised-only without one is
 not the fair baseline of these methods, since at small budgets the averaging alone can account for their whole gain.
-The control takes the run's budget and schedule, not ``--finetune_args`` (those are the method's settings).
+``--step_controls`` pairs every other method's run too, with supervised-only for its number of steps (row
+``supervised-steps<n>-...``; needs ``--minutes``): at equal wall time a method that runs the classifier on the
+unlabelled batch fits a fraction of supervised-only's steps, and this control tells that cost apart from what the
+unlabelled term does. Runs of one seed that stop at the same step share one control (``control_of`` lists them).
+A control takes the run's budget and schedule, not ``--finetune_args`` (those are the method's settings).
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
 ``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
@@ -176,12 +180,17 @@ def main() -> None:
     parser.add_argument("--variant", default="", help="a name for the --finetune_args setting, added to each run's name")
     parser.add_argument("--ema_controls", action="store_true", help="pair each run that publishes an EMA of the "
                         "weights with supervised-only keeping the same EMA for the same steps (see above)")
+    parser.add_argument("--step_controls", action="store_true", help="pair every run with supervised-only for the same "
+                        "steps, keeping the run's EMA where it publishes one (see above)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pretrain", action="store_true", help="run the task's reference pretraining first")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/semi_<task>.json)")
     args = parser.parse_args()
     if bool(args.finetune_args) != bool(args.variant):
         parser.error("--finetune_args and --variant go together: name the setting so that its runs keep their own rows")
+    if args.step_controls and not args.minutes:
+        parser.error("--step_controls needs --minutes: at the recipe's steps supervised-only already runs every "
+                     "method's steps")
     task = TASKS[args.task]
 
     output = ROOT / (args.output or f"benchmarks/results/semi_{args.task}.json")
@@ -201,6 +210,7 @@ def main() -> None:
     # the options every run gets beyond its recipe, and the row name they run under
     extra = (("--teacher", args.teacher) if args.teacher else ()) + tuple(shlex.split(args.finetune_args))
     variant = f"-{args.variant}" if args.variant else ""
+    controls = {}  # the controls run by this invocation, by row name
     for labels in args.labels or [task.labels]:
         for seed in args.seeds:
             for start in args.starts or task.starts:
@@ -216,18 +226,30 @@ def main() -> None:
                                                 **({"teacher": args.teacher} if args.teacher else {}),
                                                 **({"variant": args.finetune_args} if args.variant else {}))
                     # a supervised-only run is the baseline itself, even with an EMA: it gets no control of its own
-                    ema = published_ema(ROOT / out_dir) if args.ema_controls and method != "supervised" else None
-                    if ema is None:
+                    if method == "supervised" or not (args.ema_controls or args.step_controls):
                         continue
-                    setting = ("--max_steps", str(entry["steps"]), "--ema_decay", str(ema["ema_decay"]),
-                               "--ema_warmup", str(ema["ema_warmup"]).lower())
-                    control = f"supervised-steps{entry['steps']}_ema{row}"
+                    ema = published_ema(ROOT / out_dir)
+                    if ema is None and not args.step_controls:
+                        continue
+                    setting = ("--max_steps", str(entry["steps"]))
+                    if ema is not None:
+                        setting += ("--ema_decay", str(ema["ema_decay"]), "--ema_warmup", str(ema["ema_warmup"]).lower())
+                    control = f"supervised-steps{entry['steps']}{'_ema' if ema is not None else ''}{row}"
+                    shared = controls.get(control)
+                    if shared is not None and shared["variant"] == shlex.join(setting):
+                        # another run of this seed stopped at the same step: one control serves both
+                        runs = shared["control_of"]
+                        shared["control_of"] = (runs if isinstance(runs, list) else [runs]) + [name]
+                        output.write_text(json.dumps(results, indent=2) + "\n")
+                        continue
+                    if shared is not None:  # the same steps with another EMA: a row of its own
+                        control += f"-for-{method}"
                     control_dir = str(Path(out_dir).with_name(control))
                     command = finetune_command(task, "supervised", labels, start, seed, args.minutes, control_dir,
                                                setting)
-                    finetune_and_record(results, output, control, command, control_dir, args.threads,
-                                        method="supervised", labels=labels, start=start, seed=seed,
-                                        variant=shlex.join(setting), control_of=name)
+                    controls[control] = finetune_and_record(
+                        results, output, control, command, control_dir, args.threads, method="supervised",
+                        labels=labels, start=start, seed=seed, variant=shlex.join(setting), control_of=name)
 
 if __name__ == "__main__":
     main()

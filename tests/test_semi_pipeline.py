@@ -2,7 +2,8 @@
 stage's classifier, Noisy Student's rounds are each recorded, and a finished stage is not trained again. The training
 runs are replaced by a stand-in that writes what ``recipes/finetune.py`` leaves (its evaluation and run record).
 The few-labels benchmark (benchmarks/semi_few_labels.py) runs a method setting under its own row and pairs a method
-that publishes an EMA of the weights with supervised-only keeping that EMA for the same steps."""
+that publishes an EMA of the weights with supervised-only keeping that EMA for the same steps, and with
+``--step_controls`` every other method with supervised-only for its steps."""
 
 import json
 import sys
@@ -141,3 +142,33 @@ def test_an_ema_method_is_paired_with_supervised_only_keeping_the_same_ema_for_i
     assert runs["supervised-steps7_ema-40-random-seed3"]["control_of"] == "fixmatch-40-random-seed3"
     assert set(runs) == {"fixmatch-40-random-seed3", "supervised-steps7_ema-40-random-seed3",
                          "pi_model-40-random-seed3"}
+
+
+def test_step_controls_pair_every_method_with_supervised_only_for_its_steps(pipeline, monkeypatch):
+    semi_pipeline, commands, root = pipeline
+    import semi_few_labels
+
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "supervised", "fixmatch", "pi_model",
+                                      "pseudo_label", "--starts", "random", "--seeds", "3", "--minutes", "0.5",
+                                      "--step_controls"])
+    semi_few_labels.main()
+
+    # supervised-only is the baseline and gets none; FixMatch keeps its EMA; the Π-model's control has no EMA, and
+    # pseudo-labelling, stopped at the same step, shares it
+    assert [method_of(command) for command in commands] == ["supervised", "fixmatch", "supervised", "pi_model",
+                                                            "supervised", "pseudo_label"]
+    assert commands[2][-6:] == ["--max_steps", "7", "--ema_decay", "0.999", "--ema_warmup", "true"]
+    pi_model, control = commands[3], commands[4]
+    for name in ("--labels_per_class", "--labelled_seed", "--seed", "--max_train_minutes", "--lr_scheduler_type"):
+        assert option(control, name) == option(pi_model, name)
+    assert control[-2:] == ["--max_steps", "7"] and "--ema_decay" not in control
+    runs = {entry["name"]: entry for entry in
+            json.loads((root / "benchmarks/results/semi_cifar10.json").read_text())["runs"]}
+    assert runs["supervised-steps7-40-random-seed3"]["control_of"] == ["pi_model-40-random-seed3",
+                                                                        "pseudo_label-40-random-seed3"]
+    assert runs["supervised-steps7_ema-40-random-seed3"]["control_of"] == "fixmatch-40-random-seed3"
+    assert len(runs) == 6
+
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "pi_model", "--step_controls"])
+    with pytest.raises(SystemExit):  # at the recipe's steps there is no fewer-steps cost to control for
+        semi_few_labels.main()
