@@ -251,5 +251,6 @@ def main() -> None:
                         results, output, control, command, control_dir, args.threads, method="supervised",
                         labels=labels, start=start, seed=seed, variant=shlex.join(setting), control_of=name)
 
+
 if __name__ == "__main__":
     main()
