@@ -26,7 +26,8 @@ not the fair baseline of these methods, since at small budgets the averaging alo
 ``--step_controls`` pairs every other method's run too, with supervised-only for its number of steps (row
 ``supervised-steps<n>-...``; needs ``--minutes``): at equal wall time a method that runs the classifier on the
 unlabelled batch fits a fraction of supervised-only's steps, and this control tells that cost apart from what the
-unlabelled term does. Runs of one seed that stop at the same step share one control (``control_of`` lists them).
+unlabelled term does. Runs of one seed that stop at the same step share one control (``control_of`` lists them),
+also when a later invocation adds a method to the same record.
 A control takes the run's budget and schedule, not ``--finetune_args`` (those are the method's settings).
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
@@ -210,7 +211,9 @@ def main() -> None:
     # the options every run gets beyond its recipe, and the row name they run under
     extra = (("--teacher", args.teacher) if args.teacher else ()) + tuple(shlex.split(args.finetune_args))
     variant = f"-{args.variant}" if args.variant else ""
-    controls = {}  # the controls run by this invocation, by row name
+    # the controls in the record, by row name: this invocation's and an earlier one's (a method added to the same
+    # output later reuses a control that ran the same command)
+    controls = {entry["name"]: entry for entry in results["runs"] if "control_of" in entry}
     for labels in args.labels or [task.labels]:
         for seed in args.seeds:
             for start in args.starts or task.starts:
@@ -235,18 +238,23 @@ def main() -> None:
                     if ema is not None:
                         setting += ("--ema_decay", str(ema["ema_decay"]), "--ema_warmup", str(ema["ema_warmup"]).lower())
                     control = f"supervised-steps{entry['steps']}{'_ema' if ema is not None else ''}{row}"
+
+                    def control_command(control: str) -> list[str]:
+                        return finetune_command(task, "supervised", labels, start, seed, args.minutes,
+                                                str(Path(out_dir).with_name(control)), setting)
+
                     shared = controls.get(control)
-                    if shared is not None and shared["variant"] == shlex.join(setting):
+                    if shared is not None and shared["command"] == "python " + shlex.join(control_command(control)):
                         # another run of this seed stopped at the same step: one control serves both
                         runs = shared["control_of"]
-                        shared["control_of"] = (runs if isinstance(runs, list) else [runs]) + [name]
+                        runs = runs if isinstance(runs, list) else [runs]
+                        shared["control_of"] = runs + [name] if name not in runs else runs
                         output.write_text(json.dumps(results, indent=2) + "\n")
                         continue
-                    if shared is not None:  # the same steps with another EMA: a row of its own
+                    if shared is not None:  # the same steps with another EMA or budget: a row of its own
                         control += f"-for-{method}"
                     control_dir = str(Path(out_dir).with_name(control))
-                    command = finetune_command(task, "supervised", labels, start, seed, args.minutes, control_dir,
-                                               setting)
+                    command = control_command(control)
                     controls[control] = finetune_and_record(
                         results, output, control, command, control_dir, args.threads, method="supervised",
                         labels=labels, start=start, seed=seed, variant=shlex.join(setting), control_of=name)

@@ -169,6 +169,17 @@ def test_step_controls_pair_every_method_with_supervised_only_for_its_steps(pipe
     assert runs["supervised-steps7_ema-40-random-seed3"]["control_of"] == "fixmatch-40-random-seed3"
     assert len(runs) == 6
 
+    # a method added to the same record later reuses the control that ran the same command
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "temporal_ensembling", "--starts", "random",
+                                      "--seeds", "3", "--minutes", "0.5", "--step_controls"])
+    semi_few_labels.main()
+    assert [method_of(command) for command in commands[6:]] == ["temporal_ensembling"]
+    runs = {entry["name"]: entry for entry in
+            json.loads((root / "benchmarks/results/semi_cifar10.json").read_text())["runs"]}
+    assert runs["supervised-steps7-40-random-seed3"]["control_of"] == [
+        "pi_model-40-random-seed3", "pseudo_label-40-random-seed3", "temporal_ensembling-40-random-seed3"]
+    assert len(runs) == 7
+
     monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "pi_model", "--step_controls"])
     with pytest.raises(SystemExit):  # at the recipe's steps there is no fewer-steps cost to control for
         semi_few_labels.main()
