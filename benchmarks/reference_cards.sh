@@ -5,7 +5,8 @@
 # against random init (hf-ssl evaluate --probes few_shot ood --update_card, the protocol of
 # benchmarks/few_shot_ood.py), then the card written to model_cards/<method>-vit-tiny-cifar10/ from that run.
 #
-#   HF_SSL_DATA_DIR=<folder holding cifar10_jpg and fashion_mnist, emoji_captions> bash benchmarks/reference_cards.sh simclr dino
+#   HF_SSL_DATA_DIR=<folder holding cifar10_jpg, fashion_mnist, emoji_captions> \
+#       bash benchmarks/reference_cards.sh simclr dino
 #
 # About 16-22 minutes per method on one CPU thread (OMP_NUM_THREADS=1). Runs go to outputs/reference/, their probes
 # to benchmarks/results/reference_<method>.json. MAE's card comes from benchmarks/mae_quality.py (it adds the
