@@ -29,6 +29,8 @@ unlabelled batch fits a fraction of supervised-only's steps, and this control te
 unlabelled term does. Runs of one seed that stop at the same step share one control (``control_of`` lists them),
 also when a later invocation adds a method to the same record.
 A control takes the run's budget and schedule, not ``--finetune_args`` (those are the method's settings).
+``--controls_only`` runs no method: it pairs the runs of ``--methods`` already in the record (found by row name, so
+pass the same ``--variant``) with their controls.
 Results are merged into ``benchmarks/results/semi_<task>.json``, one entry per run with its command.
 
 ``--pretrain`` first runs the task's hf_ssl reference pretraining (CIFAR-10: SimCLR at its 15-minute budget; FSDD:
@@ -153,14 +155,16 @@ def finetune_and_record(results: dict, output: Path, name: str, command: list[st
     return entry
 
 
-def published_ema(run_dir: Path) -> dict | None:
-    """The EMA settings (``ema_decay``, ``ema_warmup``) of a finished run whose published classifier is an EMA of the
-    weights, read from its ``hf_ssl_run.json``; ``None`` for a run without one (or a multi-round run)."""
-    record_file = run_dir / "hf_ssl_run.json"
-    method = json.loads(record_file.read_text()).get("method", {}) if record_file.is_file() else {}
-    if method.get("ema_decay") is None:
+def published_ema(command: list[str]) -> dict | None:
+    """The EMA settings (``ema_decay``, ``ema_warmup``) of a ``recipes/finetune.py`` command whose published classifier
+    is an EMA of the weights, resolved as the run resolves them (recipe, method defaults, flags), so that a run whose
+    folder is gone still gets its control; ``None`` for a method without one."""
+    from hf_ssl.jobs.runner import parse_arguments
+
+    method_config = parse_arguments([str(ROOT / command[1]), *command[2:]])[-2]
+    if getattr(method_config, "ema_decay", None) is None:
         return None
-    return {"ema_decay": method["ema_decay"], "ema_warmup": method.get("ema_warmup", True)}
+    return {"ema_decay": method_config.ema_decay, "ema_warmup": method_config.ema_warmup}
 
 
 def main() -> None:
@@ -183,12 +187,16 @@ def main() -> None:
                         "weights with supervised-only keeping the same EMA for the same steps (see above)")
     parser.add_argument("--step_controls", action="store_true", help="pair every run with supervised-only for the same "
                         "steps, keeping the run's EMA where it publishes one (see above)")
+    parser.add_argument("--controls_only", action="store_true", help="run no method: pair each method's run already "
+                        "in the record (its row name) with its control (with --step_controls or --ema_controls)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pretrain", action="store_true", help="run the task's reference pretraining first")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/semi_<task>.json)")
     args = parser.parse_args()
     if bool(args.finetune_args) != bool(args.variant):
         parser.error("--finetune_args and --variant go together: name the setting so that its runs keep their own rows")
+    if args.controls_only and not (args.step_controls or args.ema_controls):
+        parser.error("--controls_only runs controls: add --step_controls or --ema_controls")
     if args.step_controls and not args.minutes:
         parser.error("--step_controls needs --minutes: at the recipe's steps supervised-only already runs every "
                      "method's steps")
@@ -198,9 +206,12 @@ def main() -> None:
     results = json.loads(output.read_text()) if output.is_file() else {"runs": []}
     budget = (f"equal training wall time per run ({args.minutes} min), constant learning rate after the warm-up"
               if args.minutes else "the recipe's steps and schedule")
-    results.update(protocol=f"{task.protocol} Budget: {budget}; final accuracy of the published classifier.",
-                   machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"{args.threads} threads")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads"
+    # controls added to a record later keep its protocol and machine, and name their own
+    later = {"machine": machine} if args.controls_only else {}
+    if not later:
+        results.update(protocol=f"{task.protocol} Budget: {budget}; final accuracy of the published classifier.",
+                       machine=machine)
     if args.pretrain:
         if not task.pretrain_command:
             parser.error(f"the {args.task} task has no reference pretraining")
@@ -224,14 +235,21 @@ def main() -> None:
                     out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
                     command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
                                                args.rampup_steps)
-                    entry = finetune_and_record(results, output, name, command, out_dir, args.threads, method=method,
-                                                labels=labels, start=start, seed=seed,
-                                                **({"teacher": args.teacher} if args.teacher else {}),
-                                                **({"variant": args.finetune_args} if args.variant else {}))
                     # a supervised-only run is the baseline itself, even with an EMA: it gets no control of its own
+                    if args.controls_only and method != "supervised":
+                        entry = next((run for run in results["runs"] if run["name"] == name), None)
+                        if entry is None:
+                            parser.error(f"{output} has no run {name}: run it first, or leave out --controls_only")
+                    elif args.controls_only:
+                        continue
+                    else:
+                        entry = finetune_and_record(
+                            results, output, name, command, out_dir, args.threads, method=method, labels=labels,
+                            start=start, seed=seed, **({"teacher": args.teacher} if args.teacher else {}),
+                            **({"variant": args.finetune_args} if args.variant else {}))
                     if method == "supervised" or not (args.ema_controls or args.step_controls):
                         continue
-                    ema = published_ema(ROOT / out_dir)
+                    ema = published_ema(shlex.split(entry["command"])[1:])
                     if ema is None and not args.step_controls:
                         continue
                     setting = ("--max_steps", str(entry["steps"]))
@@ -257,7 +275,8 @@ def main() -> None:
                     command = control_command(control)
                     controls[control] = finetune_and_record(
                         results, output, control, command, control_dir, args.threads, method="supervised",
-                        labels=labels, start=start, seed=seed, variant=shlex.join(setting), control_of=name)
+                        labels=labels, start=start, seed=seed, variant=shlex.join(setting), control_of=name,
+                        **later)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ stage's classifier, Noisy Student's rounds are each recorded, and a finished sta
 runs are replaced by a stand-in that writes what ``recipes/finetune.py`` leaves (its evaluation and run record).
 The few-labels benchmark (benchmarks/semi_few_labels.py) runs a method setting under its own row and pairs a method
 that publishes an EMA of the weights with supervised-only keeping that EMA for the same steps, and with
-``--step_controls`` every other method with supervised-only for its steps."""
+``--step_controls`` every other method with supervised-only for its steps; ``--controls_only`` adds them to runs
+already recorded."""
 
 import json
 import sys
@@ -27,6 +28,7 @@ def pipeline(monkeypatch, tmp_path):
     (tmp_path / semi_few_labels.SIMCLR).mkdir(parents=True)
     (tmp_path / "benchmarks/results").mkdir(parents=True)
     (tmp_path / semi_few_labels.SIMCLR / "config.json").write_text("{}")
+    (tmp_path / "recipes").symlink_to(BENCHMARKS.parent / "recipes")  # the runs' settings are read from their recipe
     commands = []
 
     def fake_finetune(command, threads):
@@ -39,10 +41,7 @@ def pipeline(monkeypatch, tmp_path):
             accuracy = round(0.1 * (len(commands) + int(run_dir.name.startswith("round-")) * int(run_dir.name[-1])), 2)
             (run_dir / "eval_results.json").write_text(json.dumps(
                 {"pretraining_steps": 7, "probes": {"published": {"accuracy": accuracy}}}))
-            method = method_of(command)
-            ema_decay = option(command, "--ema_decay") or (0.999 if method in ("fixmatch", "mean_teacher") else None)
-            (run_dir / "hf_ssl_run.json").write_text(json.dumps(
-                {"wall_time_seconds": 1.0, "method": {"method": method, "ema_decay": ema_decay, "ema_warmup": True}}))
+            (run_dir / "hf_ssl_run.json").write_text(json.dumps({"wall_time_seconds": 1.0}))
         return 1.0
 
     monkeypatch.setattr(semi_few_labels, "run", fake_finetune)
@@ -182,4 +181,38 @@ def test_step_controls_pair_every_method_with_supervised_only_for_its_steps(pipe
 
     monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "pi_model", "--step_controls"])
     with pytest.raises(SystemExit):  # at the recipe's steps there is no fewer-steps cost to control for
+        semi_few_labels.main()
+
+
+def test_controls_only_pairs_the_recorded_runs_without_training_them_again(pipeline, monkeypatch):
+    semi_pipeline, commands, root = pipeline
+    import semi_few_labels
+
+    common = ["--starts", "random", "--seeds", "3", "--minutes", "0.5"]
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "supervised", "mean_teacher", "vat", *common])
+    semi_few_labels.main()
+    for folder in (root / "outputs").iterdir():  # the run folders are gone: the record's commands are what is left
+        folder.rename(root / f"removed-{folder.name}")
+    record = root / "benchmarks/results/semi_cifar10.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "machine": "the first runs' machine"}))
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "supervised", "mean_teacher", "vat",
+                                      *common, "--step_controls", "--controls_only"])
+    semi_few_labels.main()
+
+    # only the two controls ran: Mean Teacher's keeps the EMA its recipe publishes, VAT's has none
+    assert [method_of(command) for command in commands] == ["supervised", "mean_teacher", "vat", "supervised",
+                                                            "supervised"]
+    assert commands[3][-6:] == ["--max_steps", "7", "--ema_decay", "0.999", "--ema_warmup", "true"]
+    assert commands[4][-2:] == ["--max_steps", "7"] and "--ema_decay" not in commands[4]
+    runs = {entry["name"]: entry for entry in
+            json.loads((root / "benchmarks/results/semi_cifar10.json").read_text())["runs"]}
+    assert runs["supervised-steps7_ema-40-random-seed3"]["control_of"] == "mean_teacher-40-random-seed3"
+    assert runs["supervised-steps7-40-random-seed3"]["control_of"] == "vat-40-random-seed3"
+    # the record keeps the machine of its first runs; each control names its own
+    assert json.loads(record.read_text())["machine"] == "the first runs' machine"
+    assert "cores" in runs["supervised-steps7-40-random-seed3"]["machine"]
+
+    monkeypatch.setattr(sys, "argv", ["semi_few_labels.py", "--methods", "fixmatch", *common, "--step_controls",
+                                      "--controls_only"])
+    with pytest.raises(SystemExit):  # no FixMatch run in the record to pair
         semi_few_labels.main()
