@@ -1,6 +1,6 @@
 """MixMatch (Berthelot et al. 2019): label guessing (average over K views, sharpened), MixUp with lambda' = max(lambda,
-1 - lambda) over labelled and unlabelled examples, the two losses against Algorithm 1 written out, a run with exact
-resume, and text refused with the fix."""
+1 - lambda) over labelled and unlabelled examples, the two losses against Algorithm 1 written out (images, audio, and
+text mixed as token embeddings), a run with exact resume, and inputs it cannot mix refused with the fix."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_audio_classifier, tiny_classifier
 from test_semi_supervised import fashion, progress, resume_matches_uninterrupted, tiny_batches  # noqa: F401 (fashion: a fixture)
 from torch.nn import functional as F
+from transformers import BertConfig, BertForSequenceClassification
 
 from hf_ssl.semi import SEMI_METHOD_REGISTRY, MixMatch, MixMatchConfig
 
@@ -42,9 +43,9 @@ def algorithm_1_written_out(model, labelled, views, key, seed=4, weight_u=10.0):
         batches = [labelled, *views]
         length = max(batch[key].shape[1] for batch in batches)  # audio: zero-padded on the right to the longest
 
-        def padded(name):
-            return torch.cat([F.pad(batch[name], (0, length - batch[name].shape[1])) if batch[name].dim() == 2
-                              else batch[name] for batch in batches])
+        def padded(name):  # along the sequence dimension (dim 1)
+            return torch.cat([F.pad(batch[name], (0, 0) * (batch[name].dim() - 2) + (0, length - batch[name].shape[1]))
+                              for batch in batches])
 
         x = padded(key)
         y = torch.cat([F.one_hot(labelled["labels"], 10).float(), *([guess] * len(views))])
@@ -90,6 +91,38 @@ def test_audio_batches_mix_their_attention_masks():
     torch.testing.assert_close(output.loss, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_text_batches_mix_their_token_embeddings():
+    """Token ids cannot be blended: MixMatch mixes the embeddings of the classifier's own table (padding zeroed, the
+    mask covering both partners), so the step is Algorithm 1 on those embeddings, and the table trains through it."""
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=10)).eval()
+    method = MixMatch(unsupervised_weight=10.0, rampup_fraction=0.0)
+    method.setup(model, num_unlabelled=6)
+    generator = torch.Generator().manual_seed(2)
+
+    def sentences(count, length, padded):  # the first `padded` sentences end in padding (token 0) from position 3 on
+        mask = torch.ones(count, length, dtype=torch.long)
+        mask[:padded, 3:] = 0
+        return {"input_ids": torch.randint(1, 50, (count, length), generator=generator) * mask, "attention_mask": mask}
+
+    labelled = {**sentences(2, 5, 1), "labels": torch.tensor([3, 7])}
+    unlabelled = {"views": [sentences(3, 7, 2), sentences(3, 6, 1)], "indices": torch.arange(3)}
+    torch.manual_seed(4)
+    output = method.compute_loss(model, labelled, unlabelled, progress())
+    table = model.get_input_embeddings()
+
+    def embedded(batch):
+        embeddings = table(batch["input_ids"]) * batch["attention_mask"].unsqueeze(-1)
+        return {"inputs_embeds": embeddings, "attention_mask": batch["attention_mask"],
+                **({"labels": batch["labels"]} if "labels" in batch else {})}
+
+    expected = algorithm_1_written_out(model, embedded(labelled), [embedded(view) for view in unlabelled["views"]],
+                                       "inputs_embeds")
+    torch.testing.assert_close(output.loss, expected, rtol=1e-4, atol=1e-5)
+    output.loss.backward()
+    assert table.weight.grad.abs().sum() > 0
+
+
 def test_mixmatch_trains_and_resumes_exactly(tmp_path, fashion):  # noqa: F811 (the fixture)
     def method():
         return MixMatch(rampup_fraction=0.0)
@@ -99,14 +132,13 @@ def test_mixmatch_trains_and_resumes_exactly(tmp_path, fashion):  # noqa: F811 (
     assert all(entry["unsupervised_loss"] > 0 for entry in logged)
 
 
-def test_registered_bad_settings_and_text_refused_with_the_fix():
+def test_registered_bad_settings_and_unmixable_inputs_refused_with_the_fix():
     assert SEMI_METHOD_REGISTRY["mixmatch"] is MixMatch
     for settings, message in (({"temperature": 0.0}, "temperature"), ({"mixup_beta_alpha": 0.0}, "mixup_beta")):
         with pytest.raises(ValueError, match=message):
             MixMatchConfig(**settings)
     method = MixMatch()
     method.num_classes = 3
-    text = {"input_ids": torch.ones(2, 4, dtype=torch.long), "labels": torch.tensor([0, 1])}
-    with pytest.raises(ValueError, match="use --method uda or fixmatch"):
-        method.compute_loss(None, text, {"views": [{"input_ids": torch.ones(2, 4, dtype=torch.long)}] * 2},
-                            progress())
+    unknown = {"graph_nodes": torch.ones(2, 5, 3), "labels": torch.tensor([0, 1])}
+    with pytest.raises(ValueError, match="use --method fixmatch"):
+        method.compute_loss(None, unknown, {"views": [{"graph_nodes": torch.ones(2, 5, 3)}] * 2}, progress())

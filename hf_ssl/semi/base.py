@@ -254,6 +254,13 @@ def split_labels(labelled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return {key: value for key, value in labelled.items() if key != "labels"}, labelled["labels"]
 
 
+def as_embeddings(classifier: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A text batch with ``input_ids`` replaced by their embeddings (``inputs_embeds`` ``(B, L, D)``, from the
+    classifier's own input embedding table, so they carry its gradient)."""
+    embeddings = classifier.get_input_embeddings()(batch["input_ids"])
+    return {**{key: value for key, value in batch.items() if key != "input_ids"}, "inputs_embeds": embeddings}
+
+
 def join_batches(batches: list[dict[str, torch.Tensor]], pad_token: int = 0) -> dict[str, torch.Tensor] | None:
     """The batches concatenated along the batch dimension, sequences of different lengths (text tokenised per view,
     audio of different crops) right-padded to a common length first (``input_ids`` with ``pad_token``, everything

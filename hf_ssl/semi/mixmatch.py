@@ -16,10 +16,14 @@ Defaults: ``K = 2``, ``T = 0.5``, ``alpha = 0.75``, ``lambda_u = 75`` (the paper
 linearly over 40 % of training (the paper ramps it over its first 16,000 steps), ``mu = 1``, an EMA of the weights
 (0.999) evaluated and published (the paper evaluates an EMA too). One ``lambda`` per step, the mixing partners a
 permutation of the local batch (as the reference implementation per device); the draws come from torch's global
-generator, which Trainer checkpoints. MixUp blends inputs, so MixMatch takes image and audio batches (``pixel_values``
-/ ``input_values``; clips of different lengths right-padded to the longest, a mixed clip's ``attention_mask`` covering
-both partners); for text, use UDA or FixMatch. The paper's BatchNorm "interleaving" (all batches in
-one pass so the statistics see a mix) is what :func:`~hf_ssl.semi.base.classifier_logits`'s single joint pass does.
+generator, which Trainer checkpoints. MixUp blends continuous inputs: images (``pixel_values``), audio
+(``input_values`` or spectrogram ``input_features``; clips of different lengths right-padded to the longest, a mixed
+clip's ``attention_mask`` covering both partners) and, for text, the token embeddings ``(B, L, D)`` of the
+classifier's own embedding table (padding zeroed, the mask covering both partners' tokens, each example keeping its
+own ``token_type_ids``): MixUp at the input layer, where MixText (Chen et al. 2020, arXiv:2004.12239) blends the
+hidden states of a middle layer; the embedding table trains through the mixed batch, as VAT's does on text (Miyato et
+al. 2017). The paper's BatchNorm "interleaving" (all batches in one pass so the statistics see a mix) is what
+:func:`~hf_ssl.semi.base.classifier_logits`'s single joint pass does.
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ from .base import (
     SemiSupervisedConfig,
     SemiSupervisedMethod,
     SemiSupervisedOutput,
+    as_embeddings,
     join_batches,
     prediction_labels,
     split_labels,
 )
 
-#: The inputs MixUp can blend (continuous, one shape per batch).
-MIXABLE_INPUTS = ("pixel_values", "input_values")
+#: The inputs MixUp can blend (continuous; text batches are turned into ``inputs_embeds`` first).
+MIXABLE_INPUTS = ("pixel_values", "input_values", "input_features", "inputs_embeds")
 
 
 @dataclass
@@ -71,7 +76,7 @@ class MixMatchConfig(SemiSupervisedConfig):
 
 
 class MixMatch(SemiSupervisedMethod):
-    """MixMatch over any image or audio classifier; see the module docstring."""
+    """MixMatch over any image, audio or text classifier; see the module docstring."""
 
     config_class = MixMatchConfig
     paper = ("Berthelot et al. 2019. MixMatch: A Holistic Approach to Semi-Supervised Learning. arXiv:1905.02249")
@@ -81,10 +86,16 @@ class MixMatch(SemiSupervisedMethod):
     ) -> SemiSupervisedOutput:
         inputs, labels = split_labels(labelled)
         views = unlabelled["views"]
-        key = mixable_key(inputs)
+        text = "input_ids" in inputs
+        if not text:
+            mixable_key(inputs)  # refuse what cannot be mixed before any forward pass
         with torch.no_grad():
             guesses = torch.stack([model(**view).logits.float().softmax(dim=-1) for view in views]).mean(dim=0)
             guessed = sharpen(guesses, self.config.temperature)
+        if text:  # MixUp of the token embeddings (see the module docstring)
+            classifier = getattr(model, "module", model)
+            inputs, views = as_embeddings(classifier, inputs), [as_embeddings(classifier, view) for view in views]
+        key = mixable_key(inputs)
         targets = labels.float() if labels.dim() == 2 else F.one_hot(labels, self.num_classes).float()
         # one batch of all examples (audio clips of different lengths right-padded with zeros, masked out)
         joint = join_batches([inputs, *views])
@@ -92,9 +103,11 @@ class MixMatch(SemiSupervisedMethod):
             raise ValueError(f"MixMatch joins the labelled and unlabelled batches to mix them; they differ in keys or "
                              f"shapes ({sorted(inputs)} vs {sorted(views[0])}): give every view the same inputs")
         all_targets = torch.cat([targets, *([guessed] * len(views))])
+        if text:  # a padded position adds nothing to its partner's token there
+            joint[key] = joint[key] * joint["attention_mask"].unsqueeze(-1).to(joint[key].dtype)
         mixed_inputs, mixed_targets, partners = self.mixup(joint.pop(key), all_targets)
-        # what is left in ``joint`` goes with the blended input (an audio batch's attention_mask): a mixed clip holds
-        # the samples of both partners, so its mask covers both
+        # what is left in ``joint`` goes with the blended input (the attention_mask of an audio or text batch): a mixed
+        # clip or sequence holds the samples or tokens of both partners, so its mask covers both
         if "attention_mask" in joint:
             joint["attention_mask"] = torch.maximum(joint["attention_mask"], joint["attention_mask"][partners])
         logits = model(**joint, **{key: mixed_inputs}).logits
@@ -121,5 +134,5 @@ def mixable_key(batch: dict[str, torch.Tensor]) -> str:
     for key in MIXABLE_INPUTS:
         if key in batch:
             return key
-    raise ValueError(f"MixMatch blends inputs ({', '.join(MIXABLE_INPUTS)}); the batch has {sorted(batch)}: for text, "
-                     "use --method uda or fixmatch")
+    raise ValueError(f"MixMatch blends continuous inputs ({', '.join(MIXABLE_INPUTS)}) or token ids (as embeddings); "
+                     f"the batch has {sorted(batch)}: give the classifier's processor output, or use --method fixmatch")

@@ -36,6 +36,7 @@ from .base import (
     SemiSupervisedConfig,
     SemiSupervisedMethod,
     SemiSupervisedOutput,
+    as_embeddings,
     classifier_logits,
     prediction_labels,
     split_labels,
@@ -156,10 +157,3 @@ def input_gradients_allowed(model: nn.Module):
     finally:
         for module in flagged:
             module._requires_grad = True
-
-
-def as_embeddings(classifier: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A text batch with ``input_ids`` replaced by their embeddings (``inputs_embeds`` ``(B, L, D)``, from the
-    classifier's own input embedding table, so they carry its gradient)."""
-    embeddings = classifier.get_input_embeddings()(batch["input_ids"])
-    return {**{key: value for key, value in batch.items() if key != "input_ids"}, "inputs_embeds": embeddings}
