@@ -208,8 +208,8 @@ def main() -> None:
               if args.minutes else "the recipe's steps and schedule")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads"
     # controls added to a record later keep its protocol and machine, and name their own
-    later = {"machine": machine} if args.controls_only else {}
-    if not later:
+    control_fields = {"machine": machine} if args.controls_only else {}
+    if not args.controls_only:
         results.update(protocol=f"{task.protocol} Budget: {budget}; final accuracy of the published classifier.",
                        machine=machine)
     if args.pretrain:
@@ -233,16 +233,16 @@ def main() -> None:
                 for method in args.methods:
                     name = f"{method}{variant}{row}"
                     out_dir = f"outputs/semi/{args.task}/{output.stem}/{name}"
-                    command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
-                                               args.rampup_steps)
                     # a supervised-only run is the baseline itself, even with an EMA: it gets no control of its own
-                    if args.controls_only and method != "supervised":
+                    if args.controls_only and method == "supervised":
+                        continue
+                    if args.controls_only:
                         entry = next((run for run in results["runs"] if run["name"] == name), None)
                         if entry is None:
                             parser.error(f"{output} has no run {name}: run it first, or leave out --controls_only")
-                    elif args.controls_only:
-                        continue
                     else:
+                        command = finetune_command(task, method, labels, start, seed, args.minutes, out_dir, extra,
+                                                   args.rampup_steps)
                         entry = finetune_and_record(
                             results, output, name, command, out_dir, args.threads, method=method, labels=labels,
                             start=start, seed=seed, **({"teacher": args.teacher} if args.teacher else {}),
@@ -276,7 +276,7 @@ def main() -> None:
                     controls[control] = finetune_and_record(
                         results, output, control, command, control_dir, args.threads, method="supervised",
                         labels=labels, start=start, seed=seed, variant=shlex.join(setting), control_of=name,
-                        **later)
+                        **control_fields)
 
 
 if __name__ == "__main__":

@@ -86,16 +86,13 @@ class MixMatch(SemiSupervisedMethod):
     ) -> SemiSupervisedOutput:
         inputs, labels = split_labels(labelled)
         views = unlabelled["views"]
-        text = "input_ids" in inputs
-        if not text:
-            mixable_key(inputs)  # refuse what cannot be mixed before any forward pass
-        with torch.no_grad():
-            guesses = torch.stack([model(**view).logits.float().softmax(dim=-1) for view in views]).mean(dim=0)
-            guessed = sharpen(guesses, self.config.temperature)
-        if text:  # MixUp of the token embeddings (see the module docstring)
+        if "input_ids" in inputs:  # text: MixUp of the token embeddings (see the module docstring)
             classifier = getattr(model, "module", model)
             inputs, views = as_embeddings(classifier, inputs), [as_embeddings(classifier, view) for view in views]
         key = mixable_key(inputs)
+        with torch.no_grad():
+            guesses = torch.stack([model(**view).logits.float().softmax(dim=-1) for view in views]).mean(dim=0)
+            guessed = sharpen(guesses, self.config.temperature)
         targets = labels.float() if labels.dim() == 2 else F.one_hot(labels, self.num_classes).float()
         # one batch of all examples (audio clips of different lengths right-padded with zeros, masked out)
         joint = join_batches([inputs, *views])
@@ -103,7 +100,7 @@ class MixMatch(SemiSupervisedMethod):
             raise ValueError(f"MixMatch joins the labelled and unlabelled batches to mix them; they differ in keys or "
                              f"shapes ({sorted(inputs)} vs {sorted(views[0])}): give every view the same inputs")
         all_targets = torch.cat([targets, *([guessed] * len(views))])
-        if text and "attention_mask" in joint:  # a padded position adds nothing to its partner's token there
+        if key == "inputs_embeds" and "attention_mask" in joint:  # a padded position adds nothing to its partner's token there
             joint[key] = joint[key] * joint["attention_mask"].unsqueeze(-1).to(joint[key].dtype)
         mixed_inputs, mixed_targets, partners = self.mixup(joint.pop(key), all_targets)
         # what is left in ``joint`` goes with the blended input (the attention_mask of an audio or text batch): a mixed
