@@ -100,7 +100,8 @@ class MixMatch(SemiSupervisedMethod):
             raise ValueError(f"MixMatch joins the labelled and unlabelled batches to mix them; they differ in keys or "
                              f"shapes ({sorted(inputs)} vs {sorted(views[0])}): give every view the same inputs")
         all_targets = torch.cat([targets, *([guessed] * len(views))])
-        if key == "inputs_embeds" and "attention_mask" in joint:  # a padded position adds nothing to its partner's token there
+        # a padded position adds nothing to its partner's token there
+        if key == "inputs_embeds" and "attention_mask" in joint:
             joint[key] = joint[key] * joint["attention_mask"].unsqueeze(-1).to(joint[key].dtype)
         mixed_inputs, mixed_targets, partners = self.mixup(joint.pop(key), all_targets)
         # what is left in ``joint`` goes with the blended input (the attention_mask of an audio or text batch): a mixed
