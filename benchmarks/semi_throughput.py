@@ -18,10 +18,13 @@ the batch size and step count set here and no LR warm-up (a few steps only: the 
     example's index and each view returns a tensor built once. The unlabelled set carries audit labels, as the job's
     ``audit_unlabelled_labels`` default does (pseudo-label accuracy is logged, never trained on).
 (b) ``hand-written``: plain PyTorch + ``transformers.ViTForImageClassification``, with no Trainer, no callbacks and no
-    hf_ssl import in its process: one forward over ``cat[labelled, weak, strong]``, supervised CE, pseudo-labels from
-    the detached weak softmax, masked CE on the strong view averaged over all ``mu B`` examples, backward, gradient
-    clipping, fused AdamW + ``get_scheduler``, then the EMA of parameters and floating-point buffers with hf_ssl's
-    decay (``min(ema_decay, 1 - 1/(n + 1))`` at the n-th update while ``ema_warmup`` is on, else ``ema_decay``).
+    hf_ssl import in its process: one forward over ``cat[labelled, weak, strong]`` as the reference implementation does
+    (with ``--hand_weak_pass no_grad``: over ``cat[labelled, strong]``, the weak view in a no-grad forward of its own,
+    as hf_ssl does for a model without BatchNorm: then the ratio is the Trainer path's own overhead), supervised CE,
+    pseudo-labels from the detached weak softmax, masked CE on the strong view averaged over all ``mu B`` examples,
+    backward, gradient clipping, fused AdamW + ``get_scheduler``, then the EMA of parameters and floating-point buffers
+    with hf_ssl's decay (``min(ema_decay, 1 - 1/(n + 1))`` at the n-th update while ``ema_warmup`` is on, else
+    ``ema_decay``).
 
 Data loading and augmentation are excluded: labelled images, labels and the weak and strong view of every unlabelled
 example are random tensors built once with a fixed seed. The hand-written loop takes its batches in the order hf_ssl's
@@ -55,6 +58,7 @@ Usage::
                                                         # images, 2 + 8 steps per run, 4 rounds: about 5 min on 2 cores
     python benchmarks/semi_throughput.py --parity_only  # only the same-maths check
     python benchmarks/semi_throughput.py --threads 1    # on a loaded machine
+    python benchmarks/semi_throughput.py --hand_weak_pass no_grad  # the Trainer path's own overhead
     python benchmarks/semi_throughput.py --device cuda --batch_size 64 --steps 50
 
 The record goes to ``benchmarks/results/semi_throughput.json`` (``--output`` elsewhere).
@@ -106,6 +110,8 @@ STEP_TOLERANCE, EMA_TOLERANCE = 1e-4, 1e-4
 #: Updates over which the EMA decay schedules of both variants are compared (past ema_warmup's 1 - 1/(n + 1) cap).
 EMA_SCHEDULE_STEPS = 10_000
 VARIANTS = ("hf_ssl", "hand")
+#: How the hand-written step passes the weak view (:func:`hand_loss`): the reference implementation's way first.
+HAND_WEAK_PASSES = ("joint", "no_grad")
 #: Command-line settings every worker subprocess gets from the parent.
 FORWARDED = ("steps", "warmup_steps", "batch_size", "device", "threads", "seed")
 
@@ -154,9 +160,11 @@ def plan_batches(data: dict, seed: int, total_steps: int) -> list[list[list[int]
     return plan[:total_steps]
 
 
-def run_settings(parsed: tuple, classifier, num_batches: int, seed: int) -> dict:
+def run_settings(parsed: tuple, classifier, num_batches: int, seed: int, hand_weak_pass: str = HAND_WEAK_PASSES[0]
+                 ) -> dict:
     """All the hand-written process needs, as plain JSON (it never imports hf_ssl): the classifier's config, FixMatch's
-    settings, the optimizer's, the data's sizes and the batch order."""
+    settings, the optimizer's, the data's sizes, the batch order and how the hand-written step passes its weak view
+    (one of :data:`HAND_WEAK_PASSES`, see :func:`hand_loss`)."""
     _, _, views, method_config, training_args = parsed
     labelled_batch = training_args.per_device_train_batch_size
     unlabelled_batch = labelled_batch * method_config.unlabelled_batch_ratio
@@ -177,6 +185,7 @@ def run_settings(parsed: tuple, classifier, num_batches: int, seed: int) -> dict
         "data": data,
         "views_replaced": f"{type(views).__name__}(image_size={views.image_size}) -> pre-built random tensors",
         "plan": plan_batches(data, seed, training_args.max_steps),
+        "hand_weak_pass": hand_weak_pass,
     }
 
 
@@ -276,12 +285,19 @@ def hand_classifier(settings: dict):
     return ViTForImageClassification(config)
 
 
-def hand_loss(model, batch: dict[str, torch.Tensor], s: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """FixMatch's loss (Sohn et al. 2020, Eq. 2-4) and the pseudo-label mask. One forward over labelled, weak and strong
-    images, as the reference implementation (and hf_ssl's ``classifier_logits``) does."""
-    sizes = [len(batch["pixels"]), len(batch["weak"]), len(batch["strong"])]
-    logits = model(pixel_values=torch.cat([batch["pixels"], batch["weak"], batch["strong"]])).logits
-    logits_labelled, logits_weak, logits_strong = logits.split(sizes)
+def hand_loss(model, batch: dict[str, torch.Tensor], s: dict, weak_pass: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """FixMatch's loss (Sohn et al. 2020, Eq. 2-4) and the pseudo-label mask. ``weak_pass="joint"``: one forward over
+    labelled, weak and strong images, as the reference implementation does; ``"no_grad"``: the weak images in a forward
+    of their own under ``torch.no_grad()``, as hf_ssl's ``classifier_logits`` does for a model without BatchNorm."""
+    if weak_pass == "joint":
+        sizes = [len(batch["pixels"]), len(batch["weak"]), len(batch["strong"])]
+        logits = model(pixel_values=torch.cat([batch["pixels"], batch["weak"], batch["strong"]])).logits
+        logits_labelled, logits_weak, logits_strong = logits.split(sizes)
+    else:
+        logits = model(pixel_values=torch.cat([batch["pixels"], batch["strong"]])).logits
+        logits_labelled, logits_strong = logits.split([len(batch["pixels"]), len(batch["strong"])])
+        with torch.no_grad():
+            logits_weak = model(pixel_values=batch["weak"]).logits
     supervised = F.cross_entropy(logits_labelled.float(), batch["labels"], label_smoothing=s["label_smoothing"])
     with torch.no_grad():
         confidence, pseudo_labels = logits_weak.float().softmax(dim=-1).max(dim=-1)
@@ -399,7 +415,8 @@ def compare_first_step(parsed: tuple, settings: dict, init_state: dict, device, 
     hand.to(device).train()
     ema = frozen_copy(hand) if fixmatch["ema_decay"] is not None else None
     optimizer, scheduler = hand_optimizer(hand, settings["optimizer"], total)
-    hand_loss_value, mask = hand_loss(hand, {k: v.to(device) for k, v in batch.items()}, hand_settings["fixmatch"])
+    hand_loss_value, mask = hand_loss(hand, {k: v.to(device) for k, v in batch.items()}, hand_settings["fixmatch"],
+                                 settings["hand_weak_pass"])
     hand_loss_value.backward()
     hand_grads = {name: p.grad.detach().clone() for name, p in hand.named_parameters() if p.grad is not None}
     hand_update(hand, ema, optimizer, scheduler, hand_settings, update=1)
@@ -515,7 +532,7 @@ def run_hand(args, device, settings: dict, init_state: dict, memory: PeakMemory)
     clock.tick(0)
     for step in range(total):
         batch = {key: value.to(device, non_blocking=True) for key, value in batches[step].items()}
-        loss, _ = hand_loss(model, batch, s)
+        loss, _ = hand_loss(model, batch, s, settings["hand_weak_pass"])
         loss.backward()
         hand_update(model, ema, optimizer, scheduler, settings, update=step + 1)
         loss_sum += loss.detach()
@@ -580,7 +597,7 @@ def benchmark(args, device: torch.device) -> dict:
         parsed = parse_recipe(workdir, args.batch_size, total, args.seed, args.device)
         classifier = build_classifier(parsed)
         init_state = {key: value.detach().clone() for key, value in classifier.state_dict().items()}
-        settings = run_settings(parsed, classifier, args.num_batches, args.seed)
+        settings = run_settings(parsed, classifier, args.num_batches, args.seed, args.hand_weak_pass)
         del classifier
         parity = check_parity(parsed, settings, init_state, device)
         for name in ("recipe_threshold", "half_kept_threshold"):
@@ -643,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parity_only", action="store_true", help="Only the first-step parity check, no timing.")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help=f"JSON record (default {DEFAULT_OUTPUT}).")
+    parser.add_argument("--hand_weak_pass", choices=HAND_WEAK_PASSES, default=HAND_WEAK_PASSES[0],
+                        help="The hand-written step's weak view: in its one joint forward, as FixMatch's reference "
+                        "implementation (default), or in a no-grad forward of its own, as hf_ssl (the Trainer's own "
+                        "overhead).")
     parser.add_argument("--malloc_tunables", action="store_true",
                         help=f"Run the timed subprocesses with GLIBC_TUNABLES={STEADY_MALLOC} (see vision_throughput).")
     parser.add_argument("--_worker", choices=VARIANTS, help=argparse.SUPPRESS)

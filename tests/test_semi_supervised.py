@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import BLOCK_HF_SSL, CLASSES, TinyImageViews, local_dataset, tiny_classifier
 from torch.nn import functional as F
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
 
 from hf_ssl.cli import main as cli_main
 from hf_ssl.data.streams import LABELLED, UNLABELLED, TwoStreamBatchSampler
@@ -29,7 +29,7 @@ from hf_ssl.semi import (
     PiModel,
     PseudoLabel,
 )
-from hf_ssl.semi.base import rampup
+from hf_ssl.semi.base import classifier_logits, rampup
 from hf_ssl.training import SemiSupervisedTrainer, SSLTrainingArguments
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -160,6 +160,39 @@ def test_fixmatch_step_is_the_papers_equation():
         expected = F.cross_entropy(logits_l, labelled["labels"]) + 2.0 * F.cross_entropy(strong, weak.argmax(-1))
     torch.testing.assert_close(output.loss, expected, rtol=1e-4, atol=1e-5)
     assert output.diagnostics["mask_rate"] == 1.0
+
+
+def test_target_only_views_skip_the_backward_with_the_same_loss_and_gradients():
+    """FixMatch's weak view only gives targets: without BatchNorm it goes through a no-grad pass of its own (no
+    activations kept, no backward), with the joint pass's logits and the same parameter gradients."""
+    model = tiny_classifier().eval()
+    labelled, unlabelled = tiny_batches()
+    batches = [{"pixel_values": labelled["pixel_values"]}, *unlabelled["views"]]
+
+    def loss_and_gradients(logits):
+        pseudo_labels = logits[1].detach().argmax(-1)
+        loss = F.cross_entropy(logits[0], labelled["labels"]) + F.cross_entropy(logits[2], pseudo_labels)
+        return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+    joint, split = classifier_logits(model, batches), classifier_logits(model, batches, targets_only=(1,))
+    assert joint[1].requires_grad and not split[1].requires_grad
+    for expected, actual in zip(joint, split):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    (loss_joint, gradients_joint), (loss_split, gradients_split) = map(loss_and_gradients, (joint, split))
+    torch.testing.assert_close(loss_split, loss_joint)
+    for expected, actual in zip(gradients_joint, gradients_split):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_target_only_views_stay_in_the_joint_pass_of_a_batch_norm_model():
+    """With BatchNorm the batch statistics must see every view (FixMatch's implementation): one pass, with gradients."""
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=10))
+    norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    labelled, unlabelled = tiny_batches()
+    logits = classifier_logits(model.train(), [{"pixel_values": labelled["pixel_values"]}, *unlabelled["views"]],
+                               targets_only=(1,))
+    assert logits[1].requires_grad and int(norm.num_batches_tracked) == 1
 
 
 def test_unlabelled_audit_labels_never_reach_the_loss():

@@ -30,8 +30,10 @@ def tiny_run(throughput, tmp_path_factory):
     return parsed, settings, init_state
 
 
-def test_hand_written_fixmatch_matches_hf_ssl_on_the_first_step(throughput, tiny_run):
+@pytest.mark.parametrize("hand_weak_pass", ["joint", "no_grad"])
+def test_hand_written_fixmatch_matches_hf_ssl_on_the_first_step(throughput, tiny_run, hand_weak_pass):
     parsed, settings, init_state = tiny_run
+    settings = {**settings, "hand_weak_pass": hand_weak_pass}
     report = throughput.check_parity(parsed, settings, init_state, CPU)
     assert report["ok"], report
     recipe, half = report["recipe_threshold"], report["half_kept_threshold"]

@@ -35,7 +35,7 @@ def test_power_iteration_is_the_papers_finite_difference_step():
     (g,) = torch.autograd.grad(kl, r)
     expected = x + 2.0 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     torch.testing.assert_close(adversarial["pixel_values"], expected, rtol=1e-4, atol=1e-5)
-    assert clean is view
+    torch.testing.assert_close(clean, model(**view).logits)
     norms = (adversarial["pixel_values"] - x).flatten(1).norm(dim=1)
     torch.testing.assert_close(norms, torch.full((3,), 2.0))
 

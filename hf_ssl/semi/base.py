@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
-from ..distributed import all_reduce_sum
+from ..distributed import all_reduce_sum, has_batch_norm
 from ..losses.consistency import PseudoLabels
 from ..modules.ema import ema_update_, make_teacher
 from ..schedules import TrainingProgress
@@ -283,11 +283,37 @@ def join_batches(batches: list[dict[str, torch.Tensor]], pad_token: int = 0) -> 
     return joint
 
 
-def classifier_logits(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-    """``model(**batch).logits`` for each batch, in ONE forward pass: a single pass is what DDP expects per backward,
-    and BatchNorm then sees the joint batch, as in FixMatch's implementation. The batches are joined by
-    :func:`join_batches` (with the model's pad token); batches that cannot be joined go through one pass each."""
+def classifier_logits(
+    model: nn.Module, batches: list[dict[str, torch.Tensor]], targets_only: tuple[int, ...] = ()
+) -> list[torch.Tensor]:
+    """``model(**batch).logits`` for each batch.
+
+    The batches go through ONE forward pass: a single pass is what DDP expects per backward, and BatchNorm then sees
+    the joint batch, as in FixMatch's implementation. They are joined by :func:`join_batches` (with the model's pad
+    token); batches that cannot be joined go through one pass each.
+
+    ``targets_only``: the indices of batches whose logits only give targets, which the caller's loss detaches
+    (FixMatch's and UDA's weak view, the Π-model's second view, VAT's clean prediction). In a model without BatchNorm
+    each row's logits depend on that row alone, so these batches go through a second pass under ``torch.no_grad()``:
+    the same loss and gradients, without keeping their activations or running their backward (FixMatch's weak view is
+    7 of 15 parts of a step's rows). With BatchNorm they stay in the joint pass, for its batch statistics.
+    """
     pad_token = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    detached = set(targets_only) if targets_only and not has_batch_norm(model) else set()
+    trained = [index for index in range(len(batches)) if index not in detached]
+    groups = [(trained, torch.is_grad_enabled()), (sorted(detached), False)]
+    logits: list[torch.Tensor | None] = [None] * len(batches)
+    for indices, gradients in groups:
+        if not indices:
+            continue
+        with torch.set_grad_enabled(gradients):
+            for index, output in zip(indices, _joint_logits(model, [batches[i] for i in indices], pad_token)):
+                logits[index] = output
+    return logits
+
+
+def _joint_logits(model: nn.Module, batches: list[dict[str, torch.Tensor]], pad_token: int) -> list[torch.Tensor]:
+    """The logits of ``batches`` from one pass over them joined, or one pass each where they cannot be joined."""
     joint = join_batches(batches, pad_token)
     if joint is None:
         return [model(**batch).logits for batch in batches]

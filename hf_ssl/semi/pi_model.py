@@ -58,7 +58,8 @@ class PiModel(SemiSupervisedMethod):
     ) -> SemiSupervisedOutput:
         inputs, labels = split_labels(labelled)
         first, second = unlabelled["views"]
-        logits_labelled, logits_first, logits_second = classifier_logits(model, [inputs, first, second])
+        logits_labelled, logits_first, logits_second = classifier_logits(
+            model, [inputs, first, second], targets_only=(2,))
         supervised = self.supervised_loss(logits_labelled, labels)
         unsupervised = self.consistency(logits_first, logits_second.detach())
         return self.combine(supervised, unsupervised, progress, self.diagnostics(

@@ -102,7 +102,8 @@ class UDA(SemiSupervisedMethod):
     ) -> SemiSupervisedOutput:
         inputs, labels = split_labels(labelled)
         weak, strong = unlabelled["views"]
-        logits_labelled, logits_weak, logits_strong = classifier_logits(model, [inputs, weak, strong])
+        logits_labelled, logits_weak, logits_strong = classifier_logits(
+            model, [inputs, weak, strong], targets_only=(1,))
         supervised, kept = self.annealed_supervised_loss(logits_labelled, labels, progress)
         unsupervised, targets = self.consistency(logits_strong, logits_weak)
         diagnostics = self.diagnostics(targets, unlabelled.get("audit_labels"))

@@ -17,8 +17,10 @@ ramp-up over 40 % of training, entropy weight 0 (0.06 with ``entropy_weight``): 
 need another (the text paper used 5.0 on normalised embeddings).
 
 The power iteration runs on the unwrapped classifier and differentiates with respect to ``r`` only, so no parameter
-gradient and no DDP hook is involved; the clean and the adversarial inputs then go through the (wrapped) classifier
-in the step's one joint forward pass with the labelled batch.
+gradient and no DDP hook is involved; the adversarial input then goes through the (wrapped) classifier in the step's
+one joint forward pass with the labelled batch. Its clean prediction, the KL's constant target, is reused for the loss
+(each row of a classifier without BatchNorm depends on that row alone); with the entropy term, which trains through
+``p(y|x)``, or with BatchNorm, the clean input joins that pass too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import has_batch_norm
 from ..losses.consistency import EntropyLoss, soft_target_kl
 from ..schedules import TrainingProgress
 from .base import (
@@ -104,10 +107,14 @@ class VAT(SemiSupervisedMethod):
         inputs, labels = split_labels(labelled)
         (view,) = unlabelled["views"]
         classifier = getattr(model, "module", model)  # the power iteration needs no DDP hooks (see the docstring)
-        if "input_ids" in view:  # text: perturb the embeddings of every batch, so the three still join in one pass
+        if "input_ids" in view:  # text: perturb the embeddings of every batch, so the batches still join in one pass
             inputs, view = (as_embeddings(classifier, batch) for batch in (inputs, view))
-        clean, adversarial = self.adversarial_batch(classifier, view)
-        logits_labelled, logits_clean, logits_adversarial = classifier_logits(model, [inputs, clean, adversarial])
+        clean_logits, adversarial = self.adversarial_batch(classifier, view)
+        if self.config.entropy_weight == 0 and not has_batch_norm(classifier):
+            logits_clean = clean_logits  # only the KL's target: the power iteration's no-grad p(y|x) serves
+            logits_labelled, logits_adversarial = classifier_logits(model, [inputs, adversarial])
+        else:
+            logits_labelled, logits_clean, logits_adversarial = classifier_logits(model, [inputs, view, adversarial])
         supervised = self.supervised_loss(logits_labelled, labels)
         unsupervised = kl_from_logits(logits_clean, logits_adversarial)
         if self.config.entropy_weight > 0:
@@ -117,8 +124,9 @@ class VAT(SemiSupervisedMethod):
 
     def adversarial_batch(
         self, classifier: nn.Module, view: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """``(view, view with its continuous input moved by eps d)``, ``d`` from the power iteration."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(p(y|x)'s logits without gradient, view with its continuous input moved by eps d)``, ``d`` from the power
+        iteration."""
         key = next((name for name in (*CONTINUOUS_INPUTS, "inputs_embeds") if name in view), None)
         if key is None:
             raise ValueError(f"VAT perturbs a continuous input ({', '.join(CONTINUOUS_INPUTS)}, or token embeddings); "
@@ -140,7 +148,7 @@ class VAT(SemiSupervisedMethod):
                                         normalise_per_example(gradient.detach(), mask), direction)
         # the input itself keeps its graph (token embeddings train through the adversarial term too, as in Miyato et
         # al. 2017); only the direction is a constant
-        return view, {**view, key: view[key] + self.config.epsilon * direction}
+        return clean_logits, {**view, key: view[key] + self.config.epsilon * direction}
 
 
 @contextlib.contextmanager
