@@ -39,7 +39,9 @@ class SSLTrainingArguments(TrainingArguments):
     ``weight_decay_end``: cosine-schedule the weight decay from ``weight_decay`` to this value over ``max_steps``
     (DINO's 0.04 -> 0.4, :mod:`hf_ssl.training.weight_decay`). ``gradient_clipping="per_parameter"``: clip each
     parameter's gradient to ``max_grad_norm`` separately, as DINO's reference code does
-    (:mod:`hf_ssl.training.gradient_clipping`), instead of one norm over all of them.
+    (:mod:`hf_ssl.training.gradient_clipping`), instead of one norm over all of them. ``steady_cpu_allocator``: on a
+    CPU, glibc keeps freed memory in the process, so a step's large activations are not faulted in again every step
+    (:mod:`hf_ssl.training.allocator`).
     """
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all dataset columns (SSL default)."})
@@ -85,6 +87,13 @@ class SSLTrainingArguments(TrainingArguments):
                   "Sentence-BERT, CLIP-style): embed the per-device batch this many rows at a time, so the contrastive "
                   "batch can exceed what fits in memory, with the same loss and gradients. Each accumulation "
                   "micro-batch stays one contrastive batch. Unset: one forward pass per micro-batch."},
+    )
+    steady_cpu_allocator: bool = field(
+        default=True,
+        metadata={"help": "On a CPU run under glibc, keep the memory each step frees in the process instead of "
+                  "unmapping large activations and faulting them in again next step (mallopt: no mmap for large "
+                  "blocks, no heap trimming; hf_ssl.training.allocator). The process keeps its peak heap. False: "
+                  "glibc's defaults."},
     )
 
     def __getstate__(self):

@@ -47,6 +47,7 @@ from ..data.streaming import (
 )
 from ..distributed import has_batch_norm
 from ..publishing.hub import write_trainer_model_card
+from .allocator import keep_freed_cpu_memory
 from .arguments import global_batch_size
 from .callbacks import SSLMethodCallback, TrainingTimeBudget, ViewEpochCallback
 from .checkpoints import (
@@ -121,6 +122,8 @@ class SSLTrainer(Trainer):
         if isinstance(self.train_dataset, StreamedDataset):
             self.train_dataset.seed = self.args.seed
         _synchronise_batch_norm(self.model, self.args)
+        if getattr(self.args, "steady_cpu_allocator", False) and self.args.device.type == "cpu":
+            keep_freed_cpu_memory()
         if getattr(self.args, "gradient_cache_chunk_size", None) is not None:
             check_gradient_cache_setup(self)
         self.add_callback(SSLMethodCallback())
