@@ -34,13 +34,16 @@ the timed steps; hf_ssl's loader builds each batch inside the step, as a real ru
 Same maths, checked before timing, in one process: from the same initial weights, one full step of each variant on the
 first batch, which hf_ssl's own train loader must produce exactly as planned. The loss, every gradient (before
 clipping), every weight after the optimizer step and the EMA after its first update must agree to tolerances, else
-nothing is timed. At random init no weak-view confidence reaches the recipe's ``tau = 0.95``, so the unsupervised term
-is then all masked; the check therefore runs twice: at the recipe's threshold, and at a threshold that keeps half of
-the first batch's pseudo-labels (the unsupervised maths then carries gradient). The timed runs cost the same either
-way (the masked cross-entropy is computed for every unlabelled example). The EMA decay of every update up to 10,000
-(hf_ssl's ``method.ema_momentum`` against the hand-written one) must match too, since one step cannot show
-``ema_decay`` behind the warm-up. Every timed run then starts from those weights on the same batches in the same order,
-and the mean training losses of the two variants over their whole runs are compared at the end.
+nothing is timed. That step passes the weak view as hf_ssl does (on its own, without gradients), so both round alike:
+AdamW's first step is nearly sign(gradient) and would turn rounding differences into weight differences; the loss and
+gradients of the timed hand-written step's own passes (``--hand_weak_pass``) are compared to the same tolerances. At
+random init no weak-view confidence reaches the recipe's ``tau = 0.95``, so the unsupervised term is then all masked;
+the check therefore runs twice: at the recipe's threshold, and at a threshold that keeps half of the first batch's
+pseudo-labels (the unsupervised maths then carries gradient). The timed runs cost the same either way (the masked
+cross-entropy is computed for every unlabelled example). The EMA decay of every update up to 10,000 (hf_ssl's
+``method.ema_momentum`` against the hand-written one) must match too, since one step cannot show ``ema_decay`` behind
+the warm-up. Every timed run then starts from those weights on the same batches in the same order, and the mean training
+losses of the two variants over their whole runs are compared at the end.
 
 Where hf_ssl's FixMatch departs from the paper, the hand-written step follows hf_ssl (the aim is the same maths): the
 EMA warm-up (``ema_warmup``, on by default; Mean Teacher's reference code): the paper's EMA uses 0.999 from the first
@@ -415,11 +418,21 @@ def compare_first_step(parsed: tuple, settings: dict, init_state: dict, device, 
     hand.to(device).train()
     ema = frozen_copy(hand) if fixmatch["ema_decay"] is not None else None
     optimizer, scheduler = hand_optimizer(hand, settings["optimizer"], total)
-    hand_loss_value, mask = hand_loss(hand, {k: v.to(device) for k, v in batch.items()}, hand_settings["fixmatch"],
-                                 settings["hand_weak_pass"])
+    batch = {k: v.to(device) for k, v in batch.items()}
+    # In hf_ssl's passes (the weak view on its own: the recipe's ViT has no BatchNorm) the sums round as in hf_ssl, so
+    # the weights after the step can be compared: AdamW's first step is nearly sign(gradient), which turns rounding in
+    # near-zero gradients into visible weight differences.
+    hand_loss_value, mask = hand_loss(hand, batch, hand_settings["fixmatch"], "no_grad")
     hand_loss_value.backward()
     hand_grads = {name: p.grad.detach().clone() for name, p in hand.named_parameters() if p.grad is not None}
     hand_update(hand, ema, optimizer, scheduler, hand_settings, update=1)
+    # The timed step's own passes (``--hand_weak_pass``): the same loss and gradients, up to rounding.
+    timed = hand_classifier(hand_settings)
+    timed.load_state_dict(init_state)
+    timed.to(device).train()
+    timed_loss, _ = hand_loss(timed, batch, hand_settings["fixmatch"], settings["hand_weak_pass"])
+    timed_loss.backward()
+    timed_grads = {name: p.grad.detach().clone() for name, p in timed.named_parameters() if p.grad is not None}
 
     # The EMA's decay over a long run, which one step cannot show (with warm-up the first update's is 0.5 whatever
     # ema_decay is): hf_ssl's method.ema_momentum at each step against the hand-written schedule.
@@ -431,6 +444,9 @@ def compare_first_step(parsed: tuple, settings: dict, init_state: dict, device, 
     init = {k: v.to(device) for k, v in init_state.items()}
     grad_diff, grad_scale = max_diff_and_scale(hf_grads, hand_grads) if set(hf_grads) == set(hand_grads) else (
         float("inf"), 0.0)
+    timed_grad_diff = max_diff_and_scale(hf_grads, timed_grads)[0] if set(hf_grads) == set(timed_grads) else float(
+        "inf")
+    timed_loss_diff = abs(hf_loss - timed_loss.item())
     step_diff, step_scale = max_diff_and_scale(hf_weights, hand.state_dict(), init)
     if hf_ema is None or ema is None:  # an EMA in one variant only: not the same maths
         ema_diff, ema_scale = (0.0, 0.0) if hf_ema is None and ema is None else (float("inf"), 0.0)
@@ -446,6 +462,9 @@ def compare_first_step(parsed: tuple, settings: dict, init_state: dict, device, 
         "loss_abs_diff": loss_diff,
         "grad_max_abs_diff": grad_diff,
         "grad_max_abs": grad_scale,
+        "timed_weak_pass": settings["hand_weak_pass"],
+        "timed_pass_loss_abs_diff": timed_loss_diff,
+        "timed_pass_grad_max_abs_diff": timed_grad_diff,
         "trained_tensors_compared": len(hand_grads),
         "weights_after_step_max_abs_diff": step_diff,
         "weights_step_max_abs": step_scale,
@@ -463,6 +482,8 @@ def compare_first_step(parsed: tuple, settings: dict, init_state: dict, device, 
         same_batch
         and loss_diff <= LOSS_TOLERANCE * max(1.0, abs(hf_loss))
         and grad_diff <= GRADIENT_TOLERANCE * grad_scale
+        and timed_loss_diff <= LOSS_TOLERANCE * max(1.0, abs(hf_loss))
+        and timed_grad_diff <= GRADIENT_TOLERANCE * grad_scale
         and step_diff <= STEP_TOLERANCE * step_scale
         and ema_diff <= EMA_TOLERANCE * ema_scale
         and schedule_diff <= 1e-12
@@ -489,7 +510,9 @@ def parity_line(name: str, p: dict) -> str:
             f"weights after the step |diff| {p['weights_after_step_max_abs_diff']:.1e} of a step of "
             f"{p['weights_step_max_abs']:.1e}; EMA |diff| {p['ema_after_first_update_max_abs_diff']:.1e} of an "
             f"update of {p['ema_first_update_max_abs']:.1e}; loader batch as planned: "
-            f"{p['first_batch_of_hf_ssl_loader_is_the_planned_one']}")
+            f"{p['first_batch_of_hf_ssl_loader_is_the_planned_one']}; timed hand-written passes "
+            f"({p['timed_weak_pass']}): loss |diff| {p['timed_pass_loss_abs_diff']:.1e}, max |grad diff| "
+            f"{p['timed_pass_grad_max_abs_diff']:.1e}")
 
 
 # ======================================================================================================================

@@ -1,13 +1,13 @@
 """A steady CPU allocator for training: glibc keeps the memory a step frees instead of handing it back to the system.
 
-A training step on a CPU allocates and frees the same large activation buffers every step. glibc serves a request
-above its mmap threshold (32 MiB at most; the MLP activations of the recipes' ViT over 256 images are 51 MB) with a
-mapping of its own, unmapped again on free, and it returns freed memory at the heap's top above ``M_TRIM_THRESHOLD``:
-the next step faults every page of those buffers in again. On the recipes' ViT that is 190k-400k minor page faults per
-step, and removing them took the step 11-14 % closer to lightly's (``benchmarks/README.md``, "step time against
-lightly"). The usual remedies act before the process starts (``GLIBC_TUNABLES``, or jemalloc / tcmalloc through
-``LD_PRELOAD``), so they need the user's shell; glibc's ``mallopt`` sets the same two parameters from inside the
-process, for the allocations that follow:
+A training step on a CPU allocates and frees the same large activation buffers every step. glibc serves a request above
+its mmap threshold (32 MiB at most; the MLP activations of the recipes' ViT over 256 images are 51 MB) with a mapping of
+its own, unmapped again on free, and it returns freed memory at the heap's top above ``M_TRIM_THRESHOLD``: the next step
+faults every page of those buffers in again: 244k minor page faults per FixMatch step of the recipes' ViT, against about
+1k with the settings below, which took hf_ssl's SimCLR and DINO steps from 0.89x / 0.86x lightly's speed to 1.03x /
+0.96x (``benchmarks/README.md``). The usual remedies act before the process starts (``GLIBC_TUNABLES``, or jemalloc /
+tcmalloc through ``LD_PRELOAD``), so they need the user's shell; glibc's ``mallopt`` sets the same two parameters from
+inside the process, for the allocations that follow:
 
 - ``M_MMAP_MAX = 0``: large blocks come from the heap, where a freed one is reused, not from a mapping of their own;
 - ``M_TRIM_THRESHOLD`` at its largest: freed memory at the heap's top stays with the process.
