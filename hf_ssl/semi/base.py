@@ -299,7 +299,7 @@ def classifier_logits(
     7 of 15 parts of a step's rows). With BatchNorm they stay in the joint pass, for its batch statistics.
     """
     pad_token = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
-    detached = set(targets_only) if targets_only and not has_batch_norm(model) else set()
+    detached = set(targets_only) if targets_only and passes_targets_alone(model) else set()
     trained = [index for index in range(len(batches)) if index not in detached]
     groups = [(trained, torch.is_grad_enabled()), (sorted(detached), False)]
     logits: list[torch.Tensor | None] = [None] * len(batches)
@@ -310,6 +310,12 @@ def classifier_logits(
             for index, output in zip(indices, _joint_logits(model, [batches[i] for i in indices], pad_token)):
                 logits[index] = output
     return logits
+
+
+def passes_targets_alone(model: nn.Module) -> bool:
+    """Whether batches that only give targets may go through ``model`` in a no-grad pass of their own: when no
+    BatchNorm ties a row's logits to the other rows of its pass (see :func:`classifier_logits`)."""
+    return not has_batch_norm(model)
 
 
 def _joint_logits(model: nn.Module, batches: list[dict[str, torch.Tensor]], pad_token: int) -> list[torch.Tensor]:

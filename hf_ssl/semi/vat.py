@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distributed import has_batch_norm
 from ..losses.consistency import EntropyLoss, soft_target_kl
 from ..schedules import TrainingProgress
 from .base import (
@@ -41,6 +40,7 @@ from .base import (
     SemiSupervisedOutput,
     as_embeddings,
     classifier_logits,
+    passes_targets_alone,
     prediction_labels,
     split_labels,
 )
@@ -110,7 +110,7 @@ class VAT(SemiSupervisedMethod):
         if "input_ids" in view:  # text: perturb the embeddings of every batch, so the batches still join in one pass
             inputs, view = (as_embeddings(classifier, batch) for batch in (inputs, view))
         clean_logits, adversarial = self.adversarial_batch(classifier, view)
-        if self.config.entropy_weight == 0 and not has_batch_norm(classifier):
+        if self.config.entropy_weight == 0 and passes_targets_alone(classifier):
             logits_clean = clean_logits  # only the KL's target: the power iteration's no-grad p(y|x) serves
             logits_labelled, logits_adversarial = classifier_logits(model, [inputs, adversarial])
         else:
