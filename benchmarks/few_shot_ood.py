@@ -5,7 +5,7 @@ architecture at random init and raw pixels, through ``hf-ssl evaluate --probes f
     python benchmarks/few_shot_ood.py --checkpoint outputs/semi/simclr-vit-tiny-cifar10 \\
         [--dataset uoft-cs/cifar10] [--ood_datasets zalando-datasets/fashion_mnist emoji_captions] \\
         [--max_train_examples 5000] [--max_test_examples 5000] [--ood_knn_k 5] [--max_ood_examples 2000] \\
-        [--episodes 600]
+        [--episodes 600] [--no_baselines]
 
 Protocols (hf_ssl.evaluation.few_shot / .ood):
 
@@ -52,14 +52,18 @@ def main() -> None:
     parser.add_argument("--ood_knn_k", type=int, default=5)
     parser.add_argument("--max_ood_examples", type=int, default=2_000)
     parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--no_baselines", action="store_true",
+                        help="the pretrained encoder only: random init (seed 0) and raw pixels do not depend on the "
+                             "run, so a run's other seeds need not measure them again")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
 
     flags = ["--dataset", args.dataset, "--probes", "few_shot", "ood", "--few_shot_episodes", str(args.episodes),
              "--ood_datasets", *args.ood_datasets, "--max_ood_examples", str(args.max_ood_examples),
              "--max_train_examples", str(args.max_train_examples), "--max_test_examples", str(args.max_test_examples),
-             "--ood_knn_k", str(args.ood_knn_k),
-             "--compare_random_init", "--update_card"]
+             "--ood_knn_k", str(args.ood_knn_k)]
+    if not args.no_baselines:
+        flags.append("--compare_random_init")
     started = time.time()
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / Path(args.checkpoint).name
@@ -67,12 +71,12 @@ def main() -> None:
         for item in Path(args.checkpoint).iterdir():
             if item.is_file() and item.name not in ("eval_results.json", "README.md"):
                 shutil.copy2(item, copy / item.name)
-        if cli_main(["evaluate", str(copy), *flags]) != 0:
+        if cli_main(["evaluate", str(copy), *flags, "--update_card"]) != 0:
             raise SystemExit("hf-ssl evaluate failed; see the error above")
         evaluation = json.loads((copy / "eval_results.json").read_text())
     record = {
         "command": " ".join(["python", "benchmarks/few_shot_ood.py", *sys.argv[1:]]),
-        "evaluate_command": " ".join(["hf-ssl", "evaluate", args.checkpoint, *flags[:-1]]),
+        "evaluate_command": " ".join(["hf-ssl", "evaluate", args.checkpoint, *flags]),
         "protocol": (
             f"{args.dataset} test split ({args.max_test_examples} images, fixed subset, seed 0). Few-shot: 5-way "
             f"1/5-shot, 15 queries per class, {args.episodes} seeded episodes (the same for every encoder), nearest "
@@ -80,7 +84,8 @@ def main() -> None:
             "std/sqrt(episodes). OOD: test split as positives against "
             f"each OOD set (at most {args.max_ood_examples} images, fixed subset), kNN score k={args.ood_knn_k} on a "
             f"bank of {args.max_train_examples} train images (seed 0), Mahalanobis to class means with a shared "
-            "covariance on the same images; AUROC and FPR at 95% TPR. Random init: the same config, seed 0."
+            "covariance on the same images; AUROC and FPR at 95% TPR."
+            + ("" if args.no_baselines else " Random init: the same config, seed 0.")
         ),
         "checkpoint": args.checkpoint,
         "machine": {"processor": platform.machine(), "threads": torch.get_num_threads(),
